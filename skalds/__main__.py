@@ -1,0 +1,3 @@
+from skalds.cli import main
+
+main()

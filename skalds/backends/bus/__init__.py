@@ -1,0 +1,1 @@
+"""Event buses: commands between controller and skalds (assign, cancel, update)."""

@@ -1,0 +1,71 @@
+"""The event bus contract.
+
+Topics carry small JSON payloads keyed by task id. Every consumer group sees every message once
+(at-least-once: after a crash a message may come again, so handlers are idempotent). A group id is
+stable per skald, so commands published while the skald was down are delivered when it returns.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Topic(str, Enum):
+    """The shared topics (one per kind of command, never one per task)."""
+
+    TASK_ASSIGN = "task.assign"
+    TASK_CANCEL = "task.cancel"
+    TASK_UPDATE_ATTACHMENT = "task.update.attachment"
+    TASKWORKER_UPDATE = "taskworker.update"
+
+
+ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    key: str | None
+    value: bytes
+    offset: int = 0
+    timestamp_ms: int = 0
+
+
+class Consumer(ABC):
+    """One consumer group's subscription. Used by one thread."""
+
+    @abstractmethod
+    def poll(self, timeout: float) -> list[Message]:
+        """Messages available now, waiting up to ``timeout`` seconds for the first one.
+
+        Returns as soon as any message is there; an empty list on timeout. Delivered messages are
+        committed for the group before the next call returns new ones.
+        """
+
+    @abstractmethod
+    def wakeup(self) -> None:
+        """Make a blocked :meth:`poll` return early (from another thread)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop consuming and release resources."""
+
+
+class EventBus(ABC):
+    """Publish to topics; subscribe a consumer group."""
+
+    url: str = ""
+
+    @abstractmethod
+    def publish(self, topic: str, key: str | None, value: bytes | str) -> None:
+        """Publish one message; returns once the bus has durably accepted it (or raises)."""
+
+    @abstractmethod
+    def subscribe(self, group: str, topics: tuple[str, ...] | list[str]) -> Consumer:
+        """A consumer for ``group``. A new group starts at the end of each topic; a known group
+        resumes after its last committed message."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

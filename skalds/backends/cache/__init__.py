@@ -1,0 +1,1 @@
+"""State caches: fast-changing state with TTLs (heartbeats, errors, inventories)."""

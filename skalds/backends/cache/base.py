@@ -1,0 +1,62 @@
+"""The state cache contract: a tiny Redis-shaped key/value store with TTLs.
+
+The key layout of Skalds 0.3.x (SPEC §4) is written by :class:`skalds.backends.cache.state.StateView`
+on top of these primitives, so the Redis driver maps one to one and the embedded driver emulates
+the same data. Values are strings. A TTL of ``None`` means no expiry. Expired keys read as missing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+
+class StateCache(ABC):
+    url: str = ""
+
+    @abstractmethod
+    def set(self, key: str, value: str, ttl: float | None = None) -> None: ...
+
+    @abstractmethod
+    def get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def delete(self, *keys: str) -> None: ...
+
+    @abstractmethod
+    def expire(self, key: str, ttl: float) -> None:
+        """Set a TTL on an existing key (string, hash or list)."""
+
+    @abstractmethod
+    def hset(self, key: str, mapping: Mapping[str, str], field_ttl: float | None = None) -> None:
+        """Set hash fields; ``field_ttl`` expires those fields individually where the backend can
+        (embedded, Redis ≥ 7.4); elsewhere the fields stay and readers judge them by value."""
+
+    @abstractmethod
+    def hgetall(self, key: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    def hdel(self, key: str, *fields: str) -> None: ...
+
+    @abstractmethod
+    def list_replace(self, key: str, values: list[str], ttl: float | None = None) -> None:
+        """Replace a list with ``values`` atomically."""
+
+    @abstractmethod
+    def push_list(self, key: str, value: str, max_len: int | None = None, ttl: float | None = None) -> None:
+        """Append to a list, keeping only the last ``max_len`` items when given."""
+
+    @abstractmethod
+    def lrange(self, key: str, start: int = 0, end: int = -1) -> list[str]: ...
+
+    @abstractmethod
+    def keys(self, prefix: str) -> list[str]:
+        """Live keys starting with ``prefix`` (for monitors and tests; not on hot paths)."""
+
+    def pipeline_set(self, items: Mapping[str, tuple[str, float | None]]) -> None:
+        """Set many string keys at once (drivers batch this); value and TTL per key."""
+        for key, (value, ttl) in items.items():
+            self.set(key, value, ttl)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,1 @@
+"""Task stores: durable task records with compare-and-set writes."""

@@ -1,0 +1,188 @@
+"""The task store contract.
+
+A driver implements five primitives (``_insert``, ``_get``, ``_query``, ``_cas``, ``_delete``);
+everything with meaning (status state machine, assignment epochs, compare-and-set retries) lives
+here once, so every driver behaves the same.
+
+Concurrency model: every stored task carries ``version`` (bumped on every write) and ``epoch``
+(bumped on every assignment). ``_cas(task_id, expected_version, fields)`` writes only if the stored
+version still equals ``expected_version``; callers re-read and retry, or give up with
+:class:`~skalds.errors.Conflict` when the change no longer makes sense.
+"""
+
+from __future__ import annotations
+
+import builtins
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from skalds.errors import Conflict, TaskNotFound
+from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus, check_transition, now_ms
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    """Filters of a task listing; ``None`` means no filter."""
+
+    statuses: tuple[TaskLifecycleStatus, ...] | None = None
+    class_name: str | None = None
+    executor: str | None = None
+    mode: str | None = None
+    ids: tuple[str, ...] | None = None
+    search: str | None = None  # substring of id or name
+    offset: int = 0
+    limit: int | None = None
+    order: str = "createDateTime"  # or "-priority" (priority desc, then age) for dispatchers
+
+
+@dataclass
+class TaskPage:
+    items: list[Task] = field(default_factory=list)
+    total: int = 0
+
+
+class TaskStore(ABC):
+    """Durable task records. Safe to use from many processes at once."""
+
+    url: str = ""
+    _MAX_CAS_ATTEMPTS = 20
+
+    # ---- driver primitives -------------------------------------------------------------
+    @abstractmethod
+    def _insert(self, doc: dict[str, Any]) -> None:
+        """Insert a new task document (by alias); raise TaskExists if the id is taken."""
+
+    @abstractmethod
+    def _get(self, task_id: str) -> dict[str, Any] | None:
+        """The stored document of one task, or None."""
+
+    @abstractmethod
+    def _query(self, query: TaskQuery) -> tuple[list[dict[str, Any]], int]:
+        """Documents matching ``query`` (offset/limit applied) and the total count without them."""
+
+    @abstractmethod
+    def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
+        """Write ``fields`` (by alias) if the stored version is ``expected_version``; True if written.
+
+        ``fields`` always contains the new ``version``.
+        """
+
+    @abstractmethod
+    def _delete(self, task_id: str) -> bool:
+        """Delete one task; True if it existed."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    # ---- public API --------------------------------------------------------------------
+    def create(self, task: Task) -> Task:
+        """Store a new task (version 1); raise TaskExists if its id is taken."""
+        now = now_ms()
+        stored = task.model_copy(update={"version": 1, "update_date_time": now})
+        self._insert(stored.to_json_dict())
+        return stored
+
+    def get(self, task_id: str) -> Task | None:
+        doc = self._get(task_id)
+        return Task.model_validate(doc) if doc is not None else None
+
+    def require(self, task_id: str) -> Task:
+        task = self.get(task_id)
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        return task
+
+    def list(self, query: TaskQuery | None = None) -> TaskPage:
+        docs, total = self._query(query or TaskQuery())
+        return TaskPage(items=[Task.model_validate(d) for d in docs], total=total)
+
+    def delete(self, task_id: str) -> bool:
+        return self._delete(task_id)
+
+    def owned_by(self, executor: str) -> builtins.list[Task]:
+        """Tasks this executor must be running: executor matches and status is Assigning/Running."""
+        return self.list(TaskQuery(executor=executor, statuses=tuple(LIVE_STATUSES))).items
+
+    def modify(self, task_id: str, change: Callable[[Task], dict[str, Any] | None]) -> Task:
+        """Read-modify-write with compare-and-set.
+
+        ``change`` gets the current task and returns the fields to set (by field name), or None
+        to leave it untouched. It may raise (IllegalTransition, Conflict) to abort. Retries on
+        concurrent writes.
+        """
+        for _ in range(self._MAX_CAS_ATTEMPTS):
+            current = self.require(task_id)
+            update = change(current)
+            if update is None:
+                return current
+            new_status = update.get("lifecycle_status")
+            if new_status is not None:
+                check_transition(task_id, current.lifecycle_status, TaskLifecycleStatus(new_status))
+            update = {**update, "version": current.version + 1, "update_date_time": now_ms()}
+            merged = current.model_copy(update=update)
+            doc = merged.to_json_dict()
+            aliases = {_alias(k) for k in update}
+            if self._cas(task_id, current.version, {k: doc[k] for k in aliases}):
+                return merged
+        raise Conflict(f"task {task_id!r}: too many concurrent writers, gave up after retries")
+
+    def set_status(
+        self,
+        task_id: str,
+        status: TaskLifecycleStatus,
+        *,
+        expect_executor: str | None = None,
+        expect_epoch: int | None = None,
+        expect_statuses: Iterable[TaskLifecycleStatus] | None = None,
+        **fields: Any,
+    ) -> Task:
+        """Change status through the state machine; optional fences on executor / epoch / status.
+
+        A fence that no longer holds raises :class:`Conflict` (the caller lost ownership).
+        """
+        wanted = frozenset(expect_statuses) if expect_statuses is not None else None
+
+        def change(t: Task) -> dict[str, Any]:
+            _fence(t, expect_executor, expect_epoch, wanted)
+            return {"lifecycle_status": status, **fields}
+
+        return self.modify(task_id, change)
+
+    def assign(self, task_id: str, executor: str, *, expect_epoch: int | None = None) -> Task:
+        """Give the task to ``executor`` at a new epoch, status Assigning (conditional write)."""
+
+        def change(t: Task) -> dict[str, Any]:
+            _fence(t, None, expect_epoch, None)
+            return {
+                "executor": executor,
+                "epoch": t.epoch + 1,
+                "lifecycle_status": TaskLifecycleStatus.ASSIGNING,
+            }
+
+        return self.modify(task_id, change)
+
+    def update_attachments(self, task_id: str, attachments: Any) -> Task:
+        return self.modify(task_id, lambda t: {"attachments": attachments})
+
+
+def _fence(
+    t: Task,
+    executor: str | None,
+    epoch: int | None,
+    statuses: frozenset[TaskLifecycleStatus] | None,
+) -> None:
+    if executor is not None and t.executor != executor:
+        raise Conflict(f"task {t.id!r} is owned by {t.executor!r}, not {executor!r}")
+    if epoch is not None and t.epoch != epoch:
+        raise Conflict(f"task {t.id!r} is at epoch {t.epoch}, not {epoch}")
+    if statuses is not None and t.lifecycle_status not in statuses:
+        raise Conflict(f"task {t.id!r} is {t.lifecycle_status.value}")
+
+
+def _alias(name: str) -> str:
+    info = Task.model_fields.get(name)
+    if info is None:
+        raise KeyError(f"Task has no field {name!r}")
+    return info.alias or name

@@ -1,0 +1,132 @@
+"""The embedded task store: one row per task in the shared SQLite file.
+
+Each row holds the whole task document (by alias) as JSON in ``doc``, plus copies of the fields
+that listings filter and sort on (``className``, ``lifecycleStatus``, ``executor``, ``mode``,
+``priority``, ``createDateTime``, ``version``, ``name``). Every write rewrites document and columns
+together, so they never disagree. Compare-and-set is a read and an ``UPDATE ... WHERE id=? AND
+version=?`` inside one ``BEGIN IMMEDIATE`` transaction, which makes it atomic across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from skalds.backends.sqlite_db import ConnectionPool, read_tx, write_tx
+from skalds.backends.store.base import TaskQuery, TaskStore
+from skalds.errors import TaskExists
+
+_COLUMNS = ("id", "className", "lifecycleStatus", "executor", "mode", "priority", "createDateTime", "version")
+_ORDERS = {
+    "createDateTime": "createDateTime ASC, id ASC",
+    "-priority": "priority DESC, createDateTime ASC, id ASC",
+}
+
+
+def _row(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """Indexed column values and the JSON document, in the order of ``_COLUMNS``, name, doc."""
+    return (
+        *(doc.get(c) for c in _COLUMNS),
+        doc.get("name"),
+        json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
+    )
+
+
+class SqliteTaskStore(TaskStore):
+    """Tasks in the SQLite database at ``path`` (created if missing). Thread- and process-safe."""
+
+    def __init__(self, path: str) -> None:
+        self._pool = ConnectionPool(path)
+        self.path = self._pool.path
+        self.url = f"sqlite:///{self.path}"
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._pool.get()
+
+    # ---- driver primitives -------------------------------------------------------------
+    def _insert(self, doc: dict[str, Any]) -> None:
+        conn = self._conn()
+        placeholders = ", ".join("?" * (len(_COLUMNS) + 2))
+        try:
+            with write_tx(conn):
+                conn.execute(
+                    f"INSERT INTO tasks ({', '.join(_COLUMNS)}, name, doc) VALUES ({placeholders})",
+                    _row(doc),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise TaskExists(f"a task with id {doc.get('id')!r} already exists") from exc
+
+    def _get(self, task_id: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT doc FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return _load(row[0]) if row is not None else None
+
+    def _query(self, query: TaskQuery) -> tuple[list[dict[str, Any]], int]:
+        order = _ORDERS.get(query.order)
+        if order is None:
+            raise ValueError(f"unknown task order {query.order!r} (use one of {', '.join(_ORDERS)})")
+        where: list[str] = []
+        args: list[Any] = []
+        if query.statuses is not None:
+            where.append(_in("lifecycleStatus", len(query.statuses)))
+            args.extend(getattr(s, "value", s) for s in query.statuses)
+        if query.ids is not None:
+            where.append(_in("id", len(query.ids)))
+            args.extend(query.ids)
+        for column, value in (
+            ("className", query.class_name),
+            ("executor", query.executor),
+            ("mode", getattr(query.mode, "value", query.mode)),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.search:
+            where.append("(instr(id, ?) > 0 OR instr(COALESCE(name, ''), ?) > 0)")
+            args.extend((query.search, query.search))
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        limit = -1 if query.limit is None else max(query.limit, 0)
+        conn = self._conn()
+        with read_tx(conn):
+            total = conn.execute(f"SELECT COUNT(*) FROM tasks {clause}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT doc FROM tasks {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*args, limit, max(query.offset, 0)],
+            ).fetchall()
+        return [_load(r[0]) for r in rows], int(total)
+
+    def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
+        conn = self._conn()
+        with write_tx(conn):
+            row = conn.execute(
+                "SELECT doc FROM tasks WHERE id = ? AND version = ?", (task_id, expected_version)
+            ).fetchone()
+            if row is None:
+                return False
+            doc = {**_load(row[0]), **fields}
+            assignments = ", ".join(f"{c} = ?" for c in (*_COLUMNS, "name", "doc"))
+            cur = conn.execute(
+                f"UPDATE tasks SET {assignments} WHERE id = ? AND version = ?",
+                (*_row({**doc, "id": task_id}), task_id, expected_version),
+            )
+            return cur.rowcount == 1
+
+    def _delete(self, task_id: str) -> bool:
+        conn = self._conn()
+        with write_tx(conn):
+            return conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount > 0
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _in(column: str, count: int) -> str:
+    if count == 0:
+        return "0"  # an empty filter matches nothing
+    return f"{column} IN ({', '.join('?' * count)})"
+
+
+def _load(text: str) -> dict[str, Any]:
+    doc = json.loads(text)
+    assert isinstance(doc, dict)
+    return doc

@@ -1,0 +1,249 @@
+"""The ``skalds`` command: run a skald, read tasks, print Kubernetes manifests."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from skalds.errors import SkaldsError
+
+app = typer.Typer(help="Skalds: long-lived, typed tasks in isolated processes.", no_args_is_help=True)
+task_app = typer.Typer(help="Read tasks from the task store.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def load_module(spec: str) -> ModuleType:
+    """Import ``spec``: a dotted module name or a path to a .py file."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        if not path.is_file():
+            _fail(f"module file {spec} does not exist")
+        sys.path.insert(0, str(path.resolve().parent))
+        module_spec = importlib.util.spec_from_file_location(f"skalds_user_{path.stem}", path)
+        if module_spec is None or module_spec.loader is None:
+            _fail(f"cannot import {spec}")
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module
+        module_spec.loader.exec_module(module)
+        return module
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        return importlib.import_module(spec)
+    except ImportError as exc:
+        _fail(f"cannot import module {spec!r}: {exc}")
+        raise
+
+
+def worker_classes(module: ModuleType) -> list[type[Any]]:
+    from skalds.worker.baseclass import BaseTaskWorker
+
+    found: list[type[Any]] = []
+    for _name, obj in inspect.getmembers(module, inspect.isclass):
+        if not issubclass(obj, BaseTaskWorker) or obj is BaseTaskWorker or obj.__module__ != module.__name__:
+            continue
+        if obj._skalds_hooks["main"] or obj._run_main is not BaseTaskWorker._run_main:
+            found.append(obj)
+    return found
+
+
+@app.command()
+def run(
+    module: Annotated[list[str], typer.Option("--module", "-m", help="Module or .py file with worker classes")],
+    yaml: Annotated[str | None, typer.Option("--yaml", help="YAML task file (edge, single_process)")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="edge | node | single_process")] = None,
+    skald_id: Annotated[str | None, typer.Option("--id", help="Skald id (default: SKALD_ID or generated)")] = None,
+) -> None:
+    """Run a skald with the worker classes found in the given modules."""
+    from skalds.config.skald_config import SkaldConfig
+    from skalds.skald import Skalds
+
+    settings: dict[str, Any] = {}
+    if yaml:
+        settings["yaml_file"] = yaml
+    if mode:
+        settings["skald_mode"] = mode
+    if skald_id:
+        settings["skald_id"] = skald_id
+    try:
+        config = SkaldConfig(**settings)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    classes = [cls for spec in module for cls in worker_classes(load_module(spec))]
+    if not classes:
+        _fail(f"no worker classes (BaseTaskWorker subclasses with a main handler) in {', '.join(module)}")
+    skald = Skalds(config)
+    try:
+        for cls in classes:
+            skald.register_task_worker(cls)
+        code = skald.run(exit_process=False)
+    except SkaldsError as exc:
+        _fail(str(exc), 1)
+        return
+    raise typer.Exit(code)
+
+
+def _store(store_url: str | None) -> Any:
+    from skalds.backends.factory import open_store
+    from skalds.config.skald_config import SkaldConfig
+
+    url = store_url or SkaldConfig().resolved_store_url()
+    try:
+        return open_store(url)
+    except SkaldsError as exc:
+        _fail(str(exc))
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).strftime("%m-%d %H:%M:%S")
+
+
+_STATUS_STYLE = {
+    "Running": "green",
+    "Finished": "blue",
+    "Failed": "red",
+    "Cancelled": "magenta",
+    "Paused": "yellow",
+    "Assigning": "cyan",
+}
+
+
+@task_app.command("list")
+def task_list(
+    status: Annotated[str | None, typer.Option(help="Filter by lifecycle status")] = None,
+    class_name: Annotated[str | None, typer.Option("--class", help="Filter by worker class")] = None,
+    executor: Annotated[str | None, typer.Option(help="Filter by skald id")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show")] = 50,
+    store_url: Annotated[str | None, typer.Option(help="Store URL (default: configuration)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List tasks."""
+    from skalds.backends.store.base import TaskQuery
+    from skalds.model.task import TaskLifecycleStatus
+
+    statuses = None
+    if status:
+        try:
+            statuses = (TaskLifecycleStatus(status.capitalize()),)
+        except ValueError:
+            _fail(f"unknown status {status!r} (one of: {', '.join(s.value for s in TaskLifecycleStatus)})")
+    page = _store(store_url).list(TaskQuery(statuses=statuses, class_name=class_name, executor=executor, limit=limit))
+    if as_json:
+        console.print_json(json.dumps([t.to_json_dict() for t in page.items]))
+        return
+    table = Table(title=f"tasks ({len(page.items)} of {page.total})")
+    for col in ("id", "class", "status", "executor", "mode", "prio", "created", "updated"):
+        table.add_column(col, no_wrap=col in ("id", "status", "created", "updated"))
+    for t in page.items:
+        style = _STATUS_STYLE.get(t.lifecycle_status.value, "")
+        table.add_row(
+            t.id,
+            t.class_name,
+            f"[{style}]{t.lifecycle_status.value}[/{style}]" if style else t.lifecycle_status.value,
+            t.executor or "-",
+            t.mode.value,
+            str(t.priority),
+            _when(t.create_date_time),
+            _when(t.update_date_time),
+        )
+    console.print(table)
+
+
+@task_app.command("show")
+def task_show(
+    task_id: str,
+    store_url: Annotated[str | None, typer.Option(help="Store URL (default: configuration)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Show one task with its attachments."""
+    task = _store(store_url).get(task_id)
+    if task is None:
+        _fail(f"no task with id {task_id!r}", 1)
+        return
+    if as_json:
+        console.print_json(json.dumps(task.to_json_dict()))
+        return
+    table = Table(show_header=False, title=f"task {task.id}")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    doc = task.to_json_dict()
+    for key, value in doc.items():
+        if key == "attachments":
+            continue
+        if key.endswith("DateTime"):
+            value = _when(value)
+        table.add_row(key, "-" if value is None else str(value))
+    table.add_row("attachments", json.dumps(task.attachments, indent=2, ensure_ascii=False))
+    console.print(table)
+
+
+@app.command()
+def k8s(
+    yaml: Annotated[str, typer.Option("--yaml", help="YAML task file")],
+    image: Annotated[str, typer.Option("--image", help="Container image that has skalds and your workers")],
+    task: Annotated[str | None, typer.Option("--task", help="Task id (default: the first)")] = None,
+    module: Annotated[str | None, typer.Option("--module", help="Module with the worker classes")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace")] = None,
+) -> None:
+    """Print a Deployment (isPersistent: true) or Job (false) plus a ConfigMap for one YAML task."""
+    from skalds.k8s import render_manifests
+    from skalds.node.yaml_tasks import load_task_file, single_entry_yaml
+
+    entries, errors = load_task_file(yaml, _AnyModels())
+    for err in errors:
+        err_console.print(f"[yellow]{err}[/yellow]")
+    if not entries:
+        _fail(f"{yaml}: no usable task")
+    entry = entries.get(task) if task else next(iter(entries.values()))
+    if entry is None:
+        _fail(f"{yaml}: no task {task!r} (tasks: {', '.join(entries)})")
+        return
+    text = single_entry_yaml(yaml, entry.task_id)
+    console.print(render_manifests(entry, image=image, yaml_text=text, module=module, namespace=namespace), end="")
+
+
+class _AnyModels(dict[str, Any]):
+    """For ``k8s``: accept any class name, keep attachments as written (no classes are imported)."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> Any:
+        from pydantic import BaseModel, ConfigDict
+
+        class Passthrough(BaseModel):
+            model_config = ConfigDict(extra="allow")
+
+        return Passthrough
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key]
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

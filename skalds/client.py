@@ -1,0 +1,122 @@
+"""``SkaldsClient``: create, assign, update, pause, resume and cancel tasks from any process.
+
+It talks to the same backends as the skalds (store first — the truth — then an event on the bus as
+a hint so the owner reacts within milliseconds). The System Controller's API does the same work
+over HTTP; this client is what scripts, tests and the CLI use directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from skalds.backends.bus.base import EventBus, Topic
+from skalds.backends.cache.state import StateView
+from skalds.backends.factory import open_bus, open_cache, open_store
+from skalds.backends.store.base import TaskPage, TaskQuery, TaskStore
+from skalds.config.skald_config import SkaldConfig
+from skalds.model.event import TaskEvent, UpdateTaskWorkerEvent
+from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, Task, TaskLifecycleStatus
+
+S = TaskLifecycleStatus
+
+
+class SkaldsClient:
+    def __init__(self, config: SkaldConfig | None = None, *, initiator: str = "client", **settings: Any) -> None:
+        self.config = config if config is not None else SkaldConfig(**settings)
+        self.initiator = initiator
+        self._store: TaskStore | None = None
+        self._bus: EventBus | None = None
+        self._state: StateView | None = None
+
+    @property
+    def store(self) -> TaskStore:
+        if self._store is None:
+            self._store = open_store(self.config.resolved_store_url())
+        return self._store
+
+    @property
+    def bus(self) -> EventBus:
+        if self._bus is None:
+            self._bus = open_bus(self.config.resolved_bus_url())
+        return self._bus
+
+    @property
+    def state(self) -> StateView:
+        if self._state is None:
+            self._state = StateView(open_cache(self.config.resolved_cache_url()), self.config.redis_key_ttl)
+        return self._state
+
+    def close(self) -> None:
+        for backend in (self._store, self._bus, self._state.cache if self._state else None):
+            if backend is not None:
+                backend.close()
+
+    def __enter__(self) -> SkaldsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- commands ------------------------------------------------------------------------
+    def _event(self, topic: Topic, task_id: str, recipient: str | None = None) -> None:
+        event = TaskEvent(title=topic.value, initiator=self.initiator, recipient=recipient, taskIds=[task_id])
+        self.bus.publish(topic.value, task_id, event.to_json())
+
+    def create_task(self, task: Task, *, executor: str | None = None) -> Task:
+        """Store a new task; with ``executor``, also assign it there and announce it."""
+        stored = self.store.create(task)
+        if executor is not None:
+            stored = self.assign(stored.id, executor)
+        return stored
+
+    def assign(self, task_id: str, executor: str) -> Task:
+        task = self.store.assign(task_id, executor)
+        self._event(Topic.TASK_ASSIGN, task_id, recipient=executor)
+        return task
+
+    def update_attachments(self, task_id: str, attachments: dict[str, Any] | BaseModel) -> Task:
+        """Store new attachments and tell the owning skald (``task.update.attachment``)."""
+        if isinstance(attachments, BaseModel):
+            attachments = attachments.model_dump(mode="json", by_alias=True)
+        task = self.store.modify(task_id, lambda t: {"attachments": {**(t.attachments or {}), **attachments}})
+        self._event(Topic.TASK_UPDATE_ATTACHMENT, task_id)
+        return task
+
+    def send_worker_update(self, task_id: str, attachments: dict[str, Any]) -> None:
+        """Publish straight to ``taskworker.update`` (as outside producers do); the store is untouched."""
+        self.bus.publish(
+            Topic.TASKWORKER_UPDATE.value, task_id, UpdateTaskWorkerEvent(attachments=attachments).to_json()
+        )
+
+    def cancel(self, task_id: str) -> Task:
+        task = self.store.set_status(task_id, S.CANCELLED)
+        self._event(Topic.TASK_CANCEL, task_id)
+        return task
+
+    def pause(self, task_id: str) -> Task:
+        task = self.store.set_status(task_id, S.PAUSED)
+        self._event(Topic.TASK_CANCEL, task_id)
+        return task
+
+    def resume(self, task_id: str, executor: str | None = None) -> Task:
+        """Make a paused task runnable again: back to Created, or straight to ``executor``."""
+        task = self.store.require(task_id)
+        if executor is None and task.lifecycle_status not in LIVE_STATUSES:
+            return self.store.set_status(task_id, S.CREATED, executor=None)
+        return self.assign(task_id, executor or task.executor or "")
+
+    # ---- reads ---------------------------------------------------------------------------
+    def get(self, task_id: str) -> Task | None:
+        return self.store.get(task_id)
+
+    def list(self, query: TaskQuery | None = None) -> TaskPage:
+        return self.store.list(query)
+
+    def task_state(self, task_id: str) -> dict[str, Any]:
+        return self.state.task_state(task_id)
+
+    @staticmethod
+    def is_final(task: Task) -> bool:
+        return task.lifecycle_status in FINAL_STATUSES

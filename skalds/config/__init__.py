@@ -1,0 +1,1 @@
+"""Configuration objects; the environment and ``.env`` are read here and nowhere else."""

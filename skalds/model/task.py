@@ -1,0 +1,117 @@
+"""The task record and its lifecycle state machine.
+
+JSON uses the camelCase aliases (``className``, ``lifecycleStatus``...), as Skalds 0.3.x does.
+Every status change goes through :func:`check_transition`; stores call it before they write.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from skalds.errors import IllegalTransition
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds, the unit of every timestamp in a task."""
+    return int(time.time() * 1000)
+
+
+class ModeEnum(str, Enum):
+    """How a task reaches its executor."""
+
+    ACTIVE = "Active"
+    PASSIVE = "Passive"
+    PASSIVE_PROCESS = "PassiveProcess"
+
+
+class TaskLifecycleStatus(str, Enum):
+    """Where a task is in its life."""
+
+    CREATED = "Created"
+    ASSIGNING = "Assigning"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    FINISHED = "Finished"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+S = TaskLifecycleStatus
+
+#: Allowed status changes. A task goes back to Created when it must be dispatched again
+#: (resume, retry, failover); Assigning means "owned by an executor, not yet running".
+TRANSITIONS: dict[TaskLifecycleStatus, frozenset[TaskLifecycleStatus]] = {
+    S.CREATED: frozenset({S.ASSIGNING, S.PAUSED, S.CANCELLED, S.FAILED}),
+    S.ASSIGNING: frozenset({S.ASSIGNING, S.RUNNING, S.CREATED, S.PAUSED, S.CANCELLED, S.FAILED, S.FINISHED}),
+    S.RUNNING: frozenset({S.ASSIGNING, S.CREATED, S.PAUSED, S.FINISHED, S.FAILED, S.CANCELLED}),
+    S.PAUSED: frozenset({S.CREATED, S.ASSIGNING, S.CANCELLED}),
+    S.FINISHED: frozenset({S.CREATED, S.ASSIGNING}),
+    S.FAILED: frozenset({S.CREATED, S.ASSIGNING, S.CANCELLED}),
+    S.CANCELLED: frozenset({S.CREATED, S.ASSIGNING}),
+}
+
+#: Statuses in which an executor is expected to run the task.
+LIVE_STATUSES = frozenset({S.ASSIGNING, S.RUNNING})
+#: Statuses a task does not leave on its own.
+FINAL_STATUSES = frozenset({S.FINISHED, S.FAILED, S.CANCELLED})
+
+
+def check_transition(task_id: str, current: TaskLifecycleStatus, target: TaskLifecycleStatus) -> None:
+    """Raise :class:`IllegalTransition` unless ``current -> target`` is allowed."""
+    if current == target and current != S.ASSIGNING:
+        return
+    if target not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "none"
+        raise IllegalTransition(
+            f"task {task_id!r}: cannot change status from {current.value} to {target.value} "
+            f"(allowed from {current.value}: {allowed})"
+        )
+
+
+class Task(BaseModel):
+    """A durable task record. ``attachments`` holds the worker's model (or its JSON as a dict)."""
+
+    model_config = ConfigDict(populate_by_name=True, use_enum_values=False, extra="ignore")
+
+    id: str = Field(..., min_length=1, max_length=200)
+    class_name: str = Field(..., alias="className", min_length=1)
+    source: str = "API"
+    name: str | None = None
+    description: str | None = None
+    executor: str | None = None
+    dependencies: list[str] | None = None
+    mode: ModeEnum = ModeEnum.PASSIVE
+    is_persistent: bool = Field(False, alias="isPersistent")
+    create_date_time: int = Field(default_factory=now_ms, alias="createDateTime")
+    update_date_time: int = Field(default_factory=now_ms, alias="updateDateTime")
+    deadline_date_time: int | None = Field(None, alias="deadlineDateTime")
+    lifecycle_status: TaskLifecycleStatus = Field(S.CREATED, alias="lifecycleStatus")
+    priority: int = Field(0, ge=0, le=10)
+    attachments: Any = None
+    #: Bumped on every assignment: an executor runs the task only at the epoch it was given.
+    epoch: int = 0
+    #: Bumped on every write: the compare-and-set token of the stores.
+    version: int = 0
+    #: Text of the last exception, when the task failed.
+    exception: str | None = None
+    #: How many times the task has been retried after a failure.
+    retries: int = 0
+
+    @field_validator("attachments", mode="before")
+    @classmethod
+    def _attachments_json(cls, value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json", by_alias=True)
+        return value
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON form, by alias, as stores and events carry it."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    @property
+    def status(self) -> TaskLifecycleStatus:
+        return self.lifecycle_status

@@ -1,0 +1,670 @@
+"""The skald agent loop for ``edge`` and ``node`` modes.
+
+One thread owns everything here: a ``poll()`` over the fork server socket, every worker's channel,
+a wake-up socket for signals and one for bus commands (a listener thread consumes the bus and hands
+messages over). Timers drive the skald heartbeat, reconciliation against the store and, in edge
+mode, the YAML file check.
+
+Ownership (DESIGN principles 1–2): a node runs exactly the tasks the store says it owns
+(executor = this skald, status Assigning/Running) at the epoch it was given; events only make that
+happen sooner. Every status write by the agent is fenced on executor (and epoch), so a skald that
+lost a task cannot overwrite its new owner's state.
+"""
+
+from __future__ import annotations
+
+import queue
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from skalds.backends.bus.base import ALL_TOPICS, Message
+from skalds.backends.cache.state import HEARTBEAT_CANCELLED, HEARTBEAT_FAILED, HEARTBEAT_FINISHED
+from skalds.config.skald_config import SkaldConfig, SkaldModeEnum
+from skalds.errors import Conflict, IllegalTransition, SkaldsError, TaskNotFound
+from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus
+from skalds.node.backends import Backends
+from skalds.node.commands import Command, MalformedEvent, parse_message
+from skalds.node.edge import EdgeTasks
+from skalds.utils.logging import logger
+from skalds.worker.forkserver import ForkServer
+from skalds.worker.registry import WorkerRegistry
+from skalds.worker.supervisor import Supervisor, WorkerHandle
+
+S = TaskLifecycleStatus
+_END_VALUE = {S.FINISHED: HEARTBEAT_FINISHED, S.FAILED: HEARTBEAT_FAILED, S.CANCELLED: HEARTBEAT_CANCELLED}
+
+
+class BusListener(threading.Thread):
+    """Consumes the command topics for one consumer group and hands messages to the loop."""
+
+    def __init__(self, backends: Backends, group: str, deliver: Callable[[list[Message]], None]) -> None:
+        super().__init__(name="skalds-bus", daemon=True)
+        self._backends = backends
+        self._group = group
+        self._deliver = deliver
+        self._halt = threading.Event()
+        self._consumer: Any = None
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            if self._consumer is None:
+                bus = self._backends.bus()
+                if bus is None:
+                    self._halt.wait(1.0)
+                    continue
+                try:
+                    self._consumer = bus.subscribe(self._group, ALL_TOPICS)
+                except Exception as exc:
+                    logger.warning(f"event bus subscribe failed ({exc!r}); retrying")
+                    self._halt.wait(2.0)
+                    continue
+            try:
+                messages = self._consumer.poll(1.0)
+            except Exception as exc:
+                logger.warning(f"event bus poll failed ({exc!r}); reconnecting")
+                self._close_consumer()
+                self._halt.wait(1.0)
+                continue
+            if messages:
+                self._deliver(messages)
+        self._close_consumer()
+
+    def stop(self) -> None:
+        self._halt.set()
+        consumer = self._consumer
+        if consumer is not None:
+            try:
+                consumer.wakeup()
+            except Exception:
+                pass
+
+    def _close_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception:
+                pass
+
+
+class SkaldAgent:
+    """Runs workers for one skald in edge or node mode until stopped."""
+
+    def __init__(self, config: SkaldConfig, registry: WorkerRegistry, forkserver: ForkServer) -> None:
+        self.config = config
+        self.skald_id = config.skald_id
+        self.mode = config.skald_mode
+        self.registry = registry
+        self.forkserver = forkserver
+        self.backends = Backends(config)
+        self.supervisor = Supervisor(
+            forkserver,
+            heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.stop_grace_period,
+            on_message=self._on_worker_message,
+            on_exit=self._on_worker_exit,
+        )
+        self.edge = EdgeTasks(config.yaml_file, registry) if self.mode == SkaldModeEnum.EDGE else None
+        self._stop_requested = 0
+        self._signal_r, self._signal_w = socket.socketpair()
+        self._cmd_r, self._cmd_w = socket.socketpair()
+        for s in (self._signal_r, self._signal_w, self._cmd_r, self._cmd_w):
+            s.setblocking(False)
+        self._commands: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._beats: dict[str, int] = {}
+        self._skald_beat = 0
+        self._poller = select.poll()
+        self._polled: set[int] = set()
+        self._restart_after_exit: dict[str, Task] = {}
+        self._listener: BusListener | None = None
+        self._next_reconcile = 0.0
+        #: Tasks waiting for a previous copy's heartbeat lease to end.
+        self._deferred: set[str] = set()
+        self.started = threading.Event()
+
+    # ---- public --------------------------------------------------------------------------
+    def run(self) -> None:
+        previous = self._install_signals()
+        try:
+            self._startup()
+            self.started.set()
+            self._loop()
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def request_stop(self) -> None:
+        self._stop_requested += 1
+        try:
+            self._signal_w.send(b"x")
+        except OSError:
+            pass
+
+    # ---- startup / shutdown --------------------------------------------------------------
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._stop_requested += 1
+            if self._stop_requested == 1:
+                logger.info(f"received {signal.Signals(signum).name}, stopping gracefully")
+            else:
+                logger.warning("second stop signal: workers get SIGKILL now")
+            try:
+                self._signal_w.send(b"x")
+            except OSError:
+                pass
+
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+        return previous
+
+    def _startup(self) -> None:
+        logger.info(
+            f"skald {self.skald_id} starting in {self.mode.value} mode with classes: "
+            f"{', '.join(self.registry.names()) or 'none'}"
+        )
+        if self.edge is not None:
+            self._edge_start()
+        self._register()
+        self._listener = BusListener(self.backends, f"skald-{self.skald_id}", self._deliver)
+        self._listener.start()
+        if self.mode == SkaldModeEnum.NODE:
+            self._reconcile()
+
+    def _shutdown(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+        handles = self.supervisor.handles()
+        if handles:
+            logger.info(f"stopping {len(handles)} worker(s)")
+            grace = 0.0 if self._stop_requested > 1 else self.config.stop_grace_period
+            self.supervisor.stop_many([h.task_id for h in handles], "shutdown", grace)
+            self.supervisor.wait_all_exited(grace + 5.0, self._poll_once)
+        self._flush_beats()
+        self.backends.with_state("unregister", lambda v: v.unregister_skald(self.skald_id))
+        self.forkserver.stop()
+        if self._listener is not None:
+            self._listener.join(timeout=3.0)
+        self.backends.close()
+        logger.info(f"skald {self.skald_id} stopped")
+
+    def _register(self) -> None:
+        mode = "edge" if self.mode == SkaldModeEnum.EDGE else "node"
+        self.backends.with_state(
+            "register",
+            lambda v: v.register_skald(self.skald_id, mode, self.registry.names(), self.registry.json_schemas()),
+        )
+        self._skald_heartbeat()
+
+    # ---- the loop ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        now = time.monotonic()
+        next_beat = now + self.config.redis_sync_period
+        self._next_reconcile = now + self.config.reconcile_interval
+        next_yaml = now + self.config.yaml_poll_interval
+        while not self._stop_requested:
+            now = time.monotonic()
+            deadlines = [next_beat, self._next_reconcile]
+            if self.edge is not None:
+                deadlines.append(next_yaml)
+            kill_at = self.supervisor.next_deadline()
+            if kill_at is not None:
+                deadlines.append(kill_at)
+            self._poll_once(max(0.0, min(deadlines) - now))
+            now = time.monotonic()
+            self.supervisor.kill_overdue(now)
+            if now >= next_beat:
+                self._skald_heartbeat()
+                next_beat = now + self.config.redis_sync_period
+            if self.edge is not None and now >= next_yaml:
+                self._edge_check_file()
+                next_yaml = now + self.config.yaml_poll_interval
+            if now >= self._next_reconcile:
+                self._next_reconcile = now + self.config.reconcile_interval
+                self._reconcile()
+
+    def _poll_once(self, timeout: float) -> None:
+        wanted = {
+            self._signal_r.fileno(),
+            self._cmd_r.fileno(),
+            *self.supervisor.channel_fds(),
+        }
+        if self.forkserver.running:
+            wanted.add(self.forkserver.fileno())
+        for fd in self._polled - wanted:
+            self._poller.unregister(fd)
+        for fd in wanted - self._polled:
+            self._poller.register(fd, select.POLLIN)
+        self._polled = wanted
+        try:
+            events = self._poller.poll(timeout * 1000.0)
+        except InterruptedError:
+            events = []
+        fs_fd = self.forkserver.fileno() if self.forkserver.running else -1
+        fs_ready = False
+        for fd, _mask in events:
+            if fd == self._signal_r.fileno():
+                _drain(self._signal_r)
+            elif fd == self._cmd_r.fileno():
+                _drain(self._cmd_r)
+                self._handle_commands()
+            elif fd == fs_fd:
+                fs_ready = True
+            else:
+                self.supervisor.on_channel_readable(fd)
+        if fs_ready:
+            self.supervisor.on_forkserver_readable()
+            if not self.forkserver.running and not self._stop_requested:
+                logger.critical("the worker fork server died; stopping this skald")
+                self._stop_requested += 1
+        self._flush_beats()
+
+    # ---- workers -------------------------------------------------------------------------
+    def start_worker(self, task: Task, epoch: int | None) -> WorkerHandle | None:
+        if task.class_name not in self.registry:
+            self._fail_unknown_class(task)
+            return None
+        try:
+            handle = self.supervisor.start(task, epoch)
+        except SkaldsError as exc:
+            logger.error(f"could not start worker for task {task.id}: {exc}")
+            return None
+        logger.info(f"started worker {task.id} ({task.class_name}) pid {handle.pid}")
+        return handle
+
+    def _fail_unknown_class(self, task: Task) -> None:
+        message = (
+            f"worker class {task.class_name!r} is not registered on skald {self.skald_id} "
+            f"(registered: {', '.join(self.registry.names()) or 'none'})"
+        )
+        logger.error(f"task {task.id}: {message}")
+        self._write_status(task.id, S.FAILED, None, exception=message)
+        self.backends.with_state("error", lambda v: v.task_ended(task.id, HEARTBEAT_FAILED, message))
+
+    def _on_worker_message(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        if kind == "hb":
+            self._beats[handle.task_id] = int(message.get("v", 0)) % 200
+        elif kind == "running":
+            self.backends.with_state("started", lambda v: v.task_started(handle.task_id))
+            self._beats[handle.task_id] = 0
+            self._mark_running(handle)
+        elif kind == "update_ok":
+            self._on_update_applied(handle, message.get("attachments"))
+        elif kind == "update_error":
+            error = str(message.get("error"))
+            self.backends.with_state("error", lambda v: v.task_error(handle.task_id, error))
+
+    def _mark_running(self, handle: WorkerHandle) -> None:
+        try:
+            self.backends.with_store(
+                "running",
+                lambda s: s.set_status(
+                    handle.task_id,
+                    S.RUNNING,
+                    expect_executor=self.skald_id,
+                    expect_epoch=handle.epoch,
+                    expect_statuses=LIVE_STATUSES,
+                    exception=None,
+                ),
+            )
+        except (Conflict, IllegalTransition, TaskNotFound) as exc:
+            if self.edge is None:
+                logger.warning(f"task {handle.task_id} is no longer ours ({exc}); stopping its worker")
+                self.supervisor.stop(handle.task_id, "fenced")
+
+    def _on_update_applied(self, handle: WorkerHandle, attachments: Any) -> None:
+        logger.info(f"task {handle.task_id}: update applied")
+
+        def write(store: Any) -> None:
+            store.modify(
+                handle.task_id,
+                lambda t: None if t.attachments == attachments else {"attachments": attachments},
+            )
+
+        try:
+            self.backends.with_store("attachments", write)
+        except SkaldsError as exc:
+            logger.debug(f"task {handle.task_id}: attachments not stored: {exc}")
+        if self.edge is not None and isinstance(attachments, dict):
+            self.edge.write_back(handle.task_id, attachments)
+
+    def _on_worker_exit(self, handle: WorkerHandle) -> None:
+        reason = handle.stop_reason
+        outcome = S(handle.outcome) if handle.outcome in {s.value for s in S} else None
+        code = handle.exit_code
+        self._beats.pop(handle.task_id, None)
+        exception = handle.exception
+        if outcome is None:
+            outcome = S.FAILED
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            exception = exception or f"worker process died without reporting ({how})"
+        logger.info(
+            f"worker {handle.task_id} exited ({outcome.value}, code {code}"
+            f"{', ' + reason if reason else ''}) after {time.monotonic() - handle.started_at:.2f} s"
+        )
+        if reason == "shutdown":
+            # Still ours, just not running: on restart we pick it up again.
+            self._write_status(handle.task_id, S.ASSIGNING, handle.epoch, only_from=(S.RUNNING,))
+        elif reason == "fenced":
+            # Free the lease at once so the new owner need not wait for it to expire.
+            self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id))
+        elif reason == "restart":
+            task = self._restart_after_exit.pop(handle.task_id, None)
+            if task is not None:
+                self.start_worker(task, None)
+        elif reason == "pause":
+            self._write_status(handle.task_id, S.PAUSED, handle.epoch, only_from=tuple(LIVE_STATUSES))
+            self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, HEARTBEAT_CANCELLED))
+        elif reason in ("cancel", "removed"):
+            self._write_status(handle.task_id, S.CANCELLED, handle.epoch, only_from=tuple(LIVE_STATUSES))
+            self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, HEARTBEAT_CANCELLED))
+        else:
+            self._write_status(handle.task_id, outcome, handle.epoch, exception=exception)
+            value = _END_VALUE.get(outcome, HEARTBEAT_FAILED)
+            self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, value, exception))
+        if self.edge is not None:
+            self.edge.on_exit(handle.task_id, outcome)
+
+    def _write_status(
+        self,
+        task_id: str,
+        status: TaskLifecycleStatus,
+        epoch: int | None,
+        *,
+        exception: str | None = None,
+        only_from: tuple[TaskLifecycleStatus, ...] | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {}
+        if exception is not None:
+            fields["exception"] = exception
+        try:
+            self.backends.with_store(
+                "status",
+                lambda s: s.set_status(
+                    task_id,
+                    status,
+                    expect_executor=self.skald_id,
+                    expect_epoch=epoch,
+                    expect_statuses=only_from,
+                    **fields,
+                ),
+            )
+        except (Conflict, IllegalTransition, TaskNotFound) as exc:
+            logger.debug(f"task {task_id}: status {status.value} not written: {exc}")
+
+    # ---- heartbeats ----------------------------------------------------------------------
+    def _flush_beats(self) -> None:
+        if not self._beats:
+            return
+        beats, self._beats = self._beats, {}
+        lease = self.config.heartbeat_interval * 3
+        self.backends.with_state("task heartbeats", lambda v: v.task_heartbeats(beats, lease))
+
+    def _skald_heartbeat(self) -> None:
+        self._skald_beat = (self._skald_beat + 1) % 200
+        tasks = self.supervisor.task_ids()
+        classes = self.registry.names()
+        view = self.backends.state()
+        if view is not None and not view.skald_alive(self.skald_id):
+            self._register_only(view)
+        self.backends.with_state(
+            "skald heartbeat", lambda v: v.skald_heartbeat(self.skald_id, self._skald_beat, tasks, classes)
+        )
+
+    def _register_only(self, view: Any) -> None:
+        mode = "edge" if self.mode == SkaldModeEnum.EDGE else "node"
+        self.backends.with_state(
+            "register",
+            lambda v: v.register_skald(self.skald_id, mode, self.registry.names(), self.registry.json_schemas()),
+        )
+
+    # ---- commands ------------------------------------------------------------------------
+    def _deliver(self, messages: list[Message]) -> None:
+        for m in messages:
+            self._commands.put(m)
+        try:
+            self._cmd_w.send(b"x")
+        except OSError:
+            pass
+
+    def _handle_commands(self) -> None:
+        while True:
+            try:
+                message = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                command = parse_message(message)
+            except MalformedEvent as exc:
+                logger.warning(
+                    f"skipped a malformed event on {message.topic} (key {message.key!r}, "
+                    f"offset {message.offset}): {exc}"
+                )
+                continue
+            try:
+                self._apply(command)
+            except Exception as exc:
+                logger.opt(exception=exc).error(f"command {command.kind} {list(command.task_ids)} failed")
+
+    def _apply(self, command: Command) -> None:
+        if command.kind == "assign":
+            if self.mode != SkaldModeEnum.NODE:
+                return
+            if command.recipient and command.recipient != self.skald_id:
+                return
+            for task_id in command.task_ids:
+                if self.supervisor.get(task_id) is not None:
+                    self._verify_ownership(task_id)
+                else:
+                    self._ensure_owned_running(task_id)
+        elif command.kind == "cancel":
+            for task_id in command.task_ids:
+                if self.supervisor.stop(task_id, "cancel"):
+                    logger.info(f"task {task_id}: cancel received, stopping its worker")
+        elif command.kind == "update":
+            for task_id in command.task_ids:
+                self._forward_update(task_id, command.attachments)
+
+    def _forward_update(self, task_id: str, attachments: dict[str, Any] | None) -> None:
+        handle = self.supervisor.get(task_id)
+        if handle is None:
+            return
+        if attachments is None:
+            task = self.backends.with_store("read", lambda s: s.get(task_id))
+            if task is None:
+                return
+            attachments = task.attachments
+        if attachments == handle.attachments:
+            return
+        self.supervisor.send_update(task_id, attachments)
+
+    def _ensure_owned_running(self, task_id: str) -> None:
+        if self.supervisor.get(task_id) is not None:
+            return
+        task = self.backends.with_store("read", lambda s: s.get(task_id))
+        if task is None or task.executor != self.skald_id or task.lifecycle_status not in LIVE_STATUSES:
+            return
+        self._start_owned(task)
+
+    def _start_owned(self, task: Task) -> None:
+        """Start a task the store gave us, unless a previous copy's heartbeat lease is still alive.
+
+        That copy belongs to the previous owner (or our own previous life). Its lease expires
+        within three heartbeat intervals, or is removed at once when that copy stops; until then
+        we wait, so one task never runs twice.
+        """
+        state = self.backends.with_state("lease", lambda v: v.task_state(task.id))
+        beat = (state or {}).get("heartbeat")
+        if beat is not None and 0 <= beat < 200:
+            if task.id not in self._deferred:
+                logger.info(f"task {task.id}: a previous copy still holds its heartbeat lease; waiting")
+            self._deferred.add(task.id)
+            self._next_reconcile = min(self._next_reconcile, time.monotonic() + 0.1)
+            return
+        self._deferred.discard(task.id)
+        self.start_worker(task, task.epoch)
+
+    def _verify_ownership(self, task_id: str) -> None:
+        handle = self.supervisor.get(task_id)
+        if handle is None or handle.stopping:
+            return
+        task = self.backends.with_store("read", lambda s: s.get(task_id))
+        if task is None:
+            return
+        if task.executor != self.skald_id or task.epoch != handle.epoch or task.lifecycle_status not in LIVE_STATUSES:
+            logger.warning(f"task {task_id} now belongs to {task.executor} at epoch {task.epoch}; stopping ours")
+            self.supervisor.stop(task_id, "fenced")
+
+    # ---- reconciliation ------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        if self.edge is not None:
+            self._edge_reconcile()
+            return
+        owned = self.backends.with_store("owned", lambda s: s.owned_by(self.skald_id))
+        if owned is None:
+            return  # store unreachable: keep what runs, decide when it is back
+        by_id = {t.id: t for t in owned}
+        for handle in self.supervisor.handles():
+            if handle.stopping:
+                continue
+            task = by_id.get(handle.task_id)
+            if task is None or task.epoch != handle.epoch:
+                logger.warning(f"task {handle.task_id} is no longer owned by this skald at epoch {handle.epoch}")
+                self.supervisor.stop(handle.task_id, "fenced")
+        for task in owned:
+            if self.supervisor.get(task.id) is None:
+                self._start_owned(task)
+
+    # ---- edge ----------------------------------------------------------------------------
+    def _edge_start(self) -> None:
+        assert self.edge is not None
+        stored = self._stored_edge_tasks(list(self.edge.peek_ids()))
+        for task in self.edge.initial_tasks(self.skald_id, stored):
+            self.start_worker(task, None)
+        self._edge_record()
+
+    def _stored_edge_tasks(self, ids: list[str]) -> dict[str, Task] | None:
+        from skalds.backends.store.base import TaskQuery
+
+        if not ids:
+            return {}
+        page = self.backends.with_store("read", lambda s: s.list(TaskQuery(ids=tuple(ids))))
+        return None if page is None else {t.id: t for t in page.items}
+
+    def _edge_record(self) -> None:
+        """Record every YAML task in the store as Active, owned by this skald (idempotent)."""
+        assert self.edge is not None
+        for task in self.edge.tasks(self.skald_id):
+            running = self.supervisor.get(task.id)
+            self.backends.with_store("record", lambda s, t=task, r=running: self.edge_upsert(s, t, r))  # type: ignore[misc]
+
+    def edge_upsert(self, store: Any, task: Task, running: WorkerHandle | None) -> None:
+        status = S.RUNNING if running is not None and running.running_at is not None else S.ASSIGNING
+        existing = store.get(task.id)
+        if existing is None:
+            try:
+                store.create(task.model_copy(update={"lifecycle_status": status, "epoch": 1}))
+            except SkaldsError:
+                pass
+            return
+
+        def change(t: Task) -> dict[str, Any] | None:
+            same = (
+                t.executor == self.skald_id
+                and t.class_name == task.class_name
+                and t.attachments == task.attachments
+                and t.mode == task.mode
+            )
+            if same:
+                if t.lifecycle_status in (S.PAUSED, S.CANCELLED):
+                    return None  # an operator stopped it; the YAML did not change since
+                if running is None and t.lifecycle_status in (S.FINISHED, S.FAILED):
+                    return None
+                if t.lifecycle_status == status or (t.lifecycle_status == S.RUNNING and running is not None):
+                    return None
+                return {"lifecycle_status": status}
+            update: dict[str, Any] = {
+                "class_name": task.class_name,
+                "attachments": task.attachments,
+                "mode": task.mode,
+                "is_persistent": task.is_persistent,
+                "source": "YAML",
+                "executor": self.skald_id,
+            }
+            if running is not None or t.executor != self.skald_id or t.class_name != task.class_name:
+                update["lifecycle_status"] = status
+            if t.executor != self.skald_id:
+                update["epoch"] = t.epoch + 1
+            return update
+
+        try:
+            store.modify(task.id, change)
+        except (Conflict, IllegalTransition) as exc:
+            logger.debug(f"task {task.id}: not recorded: {exc}")
+
+    def _edge_check_file(self) -> None:
+        assert self.edge is not None
+        diff = self.edge.reload_if_changed()
+        if diff is None:
+            return
+        for task_id in diff.removed:
+            logger.info(f"task {task_id} removed from {self.edge.path}; stopping it")
+            if not self.supervisor.stop(task_id, "removed"):
+                self._write_status(task_id, S.CANCELLED, None, only_from=(S.CREATED, S.ASSIGNING, S.PAUSED))
+        for task in diff.restarted:
+            if self.supervisor.get(task.id) is not None:
+                logger.info(f"task {task.id} changed class or settings; restarting it")
+                self._restart_after_exit[task.id] = task
+                self.supervisor.stop(task.id, "restart")
+            else:
+                self.start_worker(task, None)
+        for task in diff.updated:
+            if self.supervisor.get(task.id) is not None:
+                logger.info(f"task {task.id}: attachments changed in {self.edge.path}; hot-updating")
+                self.supervisor.send_update(task.id, task.attachments)
+            else:
+                self.start_worker(task, None)
+        for task in diff.added:
+            logger.info(f"task {task.id} added to {self.edge.path}; starting it")
+            self.start_worker(task, None)
+        self._edge_record()
+
+    def _edge_reconcile(self) -> None:
+        """Follow pause / resume / cancel / retry written to the store for this edge's tasks."""
+        assert self.edge is not None
+        stored = self._stored_edge_tasks(list(self.edge.peek_ids()))
+        if stored is None:
+            return
+        for task in self.edge.tasks(self.skald_id):
+            current = stored.get(task.id)
+            handle = self.supervisor.get(task.id)
+            if current is None:
+                continue
+            status = current.lifecycle_status
+            if handle is not None and not handle.stopping:
+                if status == S.PAUSED:
+                    self.supervisor.stop(task.id, "pause")
+                elif status == S.CANCELLED:
+                    self.supervisor.stop(task.id, "cancel")
+            elif handle is None and status in (S.CREATED, S.ASSIGNING) and not self.edge.recently_ended(task.id):
+                self.start_worker(task, None)
+        self._edge_record()
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass

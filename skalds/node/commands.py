@@ -1,0 +1,62 @@
+"""Turn bus messages into commands for the agent; malformed messages are reported, never fatal."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from skalds.backends.bus.base import Message, Topic
+from skalds.model.event import TaskEvent
+
+
+@dataclass(frozen=True)
+class Command:
+    kind: str  # "assign" | "cancel" | "update"
+    task_ids: tuple[str, ...]
+    recipient: str | None = None
+    #: For updates: the new attachments when the message carries them, else None (read the store).
+    attachments: dict[str, Any] | None = None
+
+
+class MalformedEvent(ValueError):
+    """A bus message that cannot be understood."""
+
+
+def parse_message(message: Message) -> Command:
+    try:
+        payload = json.loads(message.value) if message.value else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from None
+    topic = message.topic
+    if topic == Topic.TASKWORKER_UPDATE.value:
+        return _update_for_key(message.key, payload)
+    if topic == Topic.TASK_UPDATE_ATTACHMENT.value and isinstance(payload, dict) and "taskIds" not in payload:
+        return _update_for_key(message.key, payload)
+    kinds = {
+        Topic.TASK_ASSIGN.value: "assign",
+        Topic.TASK_CANCEL.value: "cancel",
+        Topic.TASK_UPDATE_ATTACHMENT.value: "update",
+    }
+    if topic not in kinds:
+        raise MalformedEvent(f"unexpected topic {topic!r}")
+    if not isinstance(payload, dict):
+        raise MalformedEvent("a TaskEvent must be a JSON object")
+    try:
+        event = TaskEvent.model_validate(payload)
+    except ValueError as exc:
+        raise MalformedEvent(f"invalid TaskEvent: {exc}") from None
+    ids = tuple(i for i in event.task_ids if isinstance(i, str) and i)
+    if not ids and message.key:
+        ids = (message.key,)
+    if not ids:
+        raise MalformedEvent("TaskEvent names no task (taskIds is empty and the message has no key)")
+    return Command(kinds[topic], ids, recipient=event.recipient)
+
+
+def _update_for_key(key: str | None, payload: Any) -> Command:
+    if not key:
+        raise MalformedEvent("an update needs the task id as the message key")
+    if not isinstance(payload, dict) or not isinstance(payload.get("attachments"), dict):
+        raise MalformedEvent('an update must be {"attachments": {...}}')
+    return Command("update", (key,), attachments=payload["attachments"])

@@ -1,0 +1,191 @@
+"""``single_process`` mode: the first YAML task runs in this very process, in the foreground.
+
+Exit codes follow the worker: 0 finished, 1 failed, 143 after SIGTERM (130 after SIGINT), 2 when
+the YAML file gives nothing to run — so Kubernetes Jobs and Deployments behave. With
+``isPersistent: true`` the worker's whole lifecycle runs again after it ends, with exponential
+backoff (1 s doubling to 60 s, reset after a run that lasted a minute).
+
+No skald is registered. When backends were configured explicitly (URLs or hosts), the task's
+heartbeat is written to the cache and updates / cancels for its id are taken from the bus.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from skalds.backends.bus.base import ALL_TOPICS
+from skalds.backends.cache.state import HEARTBEAT_CANCELLED, HEARTBEAT_FAILED, HEARTBEAT_FINISHED
+from skalds.config.skald_config import SkaldConfig
+from skalds.errors import SkaldsError
+from skalds.model.task import ModeEnum
+from skalds.node.backends import Backends
+from skalds.node.commands import MalformedEvent, parse_message
+from skalds.node.yaml_tasks import load_task_file
+from skalds.utils.logging import logger
+from skalds.worker.baseclass import BaseTaskWorker
+from skalds.worker.link import NullLink
+from skalds.worker.registry import WorkerRegistry
+
+EXIT_NOTHING_TO_RUN = 2
+BACKOFF_START = 1.0
+BACKOFF_MAX = 60.0
+HEALTHY_RUN = 60.0
+
+
+class _InProcessLink(NullLink):
+    """Heartbeats from a thread of this process straight to the cache."""
+
+    def __init__(self, backends: Backends, task_id: str, interval: float) -> None:
+        self._backends = backends
+        self._task_id = task_id
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker: BaseTaskWorker[Any]) -> None:
+        self._thread = threading.Thread(target=self._beat, name="skalds-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        beat = 0
+        while not self._stop.is_set():
+            self._send_beat(beat)
+            beat = (beat + 1) % 200
+            self._stop.wait(self._interval)
+
+    def _send_beat(self, beat: int) -> None:
+        lease = self._interval * 3
+        self._backends.with_state("heartbeat", lambda v: v.task_heartbeats({self._task_id: beat}, lease))
+
+    def report(self, message: dict[str, Any]) -> None:
+        if message.get("t") == "update_error":
+            error = str(message.get("error"))
+            self._backends.with_state("error", lambda v: v.task_error(self._task_id, error))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _explicit_backends(config: SkaldConfig) -> bool:
+    return any((config.store_url, config.bus_url, config.cache_url, config.redis_host, config.kafka_host))
+
+
+def run_single_process(config: SkaldConfig, registry: WorkerRegistry) -> int:
+    if not config.yaml_file:
+        logger.error("single_process mode needs a YAML task file: set yaml_file (YAML_FILE)")
+        return EXIT_NOTHING_TO_RUN
+    entries, errors = load_task_file(config.yaml_file, registry.models())
+    for err in errors:
+        logger.error(str(err))
+    if not entries:
+        logger.error(f"{config.yaml_file}: no valid task to run")
+        return EXIT_NOTHING_TO_RUN
+    entry = next(iter(entries.values()))
+    if len(entries) > 1:
+        logger.info(f"single_process runs only the first task ({entry.task_id}); {len(entries) - 1} ignored")
+    task = entry.to_task(f"[SP]{config.skald_id}", ModeEnum.PASSIVE_PROCESS)
+    cls = registry.get(task.class_name)
+    backends = Backends(config) if _explicit_backends(config) else None
+
+    stop = threading.Event()
+    current: dict[str, BaseTaskWorker[Any]] = {}
+    listener = _start_listener(backends, config, task.id, current) if backends else None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        stop.signum = signum  # type: ignore[attr-defined]
+
+    backoff = BACKOFF_START
+    code = 0
+    try:
+        while True:
+            worker = cls()
+            worker.task_id = task.id
+            worker.dependencies = task.dependencies
+            if backends is not None:
+                worker._skalds_link = _InProcessLink(backends, task.id, config.heartbeat_interval)
+            try:
+                worker._skalds_setup(task.attachments)
+            except SkaldsError as exc:
+                logger.error(f"task {task.id} cannot start: {exc}")
+                return 1
+            current["worker"] = worker
+            started = time.monotonic()
+            code = worker.start()
+            current.pop("worker", None)
+            _record_end(backends, task.id, code)
+            if code >= 128 or not task.is_persistent:
+                return code
+            if time.monotonic() - started >= HEALTHY_RUN:
+                backoff = BACKOFF_START
+            logger.info(f"task {task.id} ended with code {code}; persistent, restarting in {backoff:.0f} s")
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                if stop.wait(backoff):
+                    return 128 + int(getattr(stop, "signum", signal.SIGTERM))
+            finally:
+                for s, h in previous.items():
+                    signal.signal(s, h)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+    finally:
+        if listener is not None:
+            listener.set()
+        if backends is not None:
+            backends.close()
+
+
+def _record_end(backends: Backends | None, task_id: str, code: int) -> None:
+    if backends is None:
+        return
+    value = HEARTBEAT_FINISHED if code == 0 else HEARTBEAT_CANCELLED if code >= 128 else HEARTBEAT_FAILED
+    backends.with_state("ended", lambda v: v.task_ended(task_id, value))
+
+
+def _start_listener(
+    backends: Backends, config: SkaldConfig, task_id: str, current: dict[str, BaseTaskWorker[Any]]
+) -> threading.Event:
+    """Consume the bus for commands about this task id (cancel → SIGTERM to self; update → handler)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        consumer = None
+        while not stop.is_set():
+            if consumer is None:
+                bus = backends.bus()
+                if bus is None:
+                    stop.wait(1.0)
+                    continue
+                try:
+                    consumer = bus.subscribe(f"sp-{config.skald_id}", ALL_TOPICS)
+                except Exception:
+                    stop.wait(2.0)
+                    continue
+            try:
+                messages = consumer.poll(0.5)
+            except Exception:
+                consumer = None
+                continue
+            for message in messages:
+                try:
+                    command = parse_message(message)
+                except MalformedEvent as exc:
+                    logger.warning(f"skipped a malformed event on {message.topic}: {exc}")
+                    continue
+                if task_id not in command.task_ids:
+                    continue
+                if command.kind == "cancel":
+                    os.kill(os.getpid(), signal.SIGTERM)
+                elif command.kind == "update" and command.attachments is not None:
+                    worker = current.get("worker")
+                    if worker is not None:
+                        worker.handle_update_message({"attachments": command.attachments})
+        if consumer is not None:
+            consumer.close()
+
+    threading.Thread(target=run, name="skalds-bus", daemon=True).start()
+    return stop

@@ -1,0 +1,124 @@
+"""The ``logger`` of Skalds (loguru), with secrets masked in every message.
+
+Library code only logs. :func:`configure` (called by ``Skalds.run()`` and the CLI) sets the sinks:
+console plus rotating files under ``LOG_PATH``; with ``split_by_worker`` every worker process writes
+its own ``<task id>.log``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger as _loguru_logger
+
+if TYPE_CHECKING:
+    from loguru import Record
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_KV_SECRET = re.compile(
+    r"(?P<key>\b[\w.-]*(?:password|passwd|secret|token|api_key)[\w.-]*\b\s*[=:]\s*['\"]?)(?P<val>[^'\"\s,}]+)",
+    re.IGNORECASE,
+)
+_extra_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask this exact value wherever it appears in a log message (passwords from config)."""
+    if value and len(value) >= 3:
+        _extra_secrets.add(value)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with URL passwords, ``password=...`` pairs and registered secrets replaced by ``***``."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _KV_SECRET.sub(lambda m: f"{m['key']}***", text)
+    for secret in _extra_secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _patch(record: Record) -> None:
+    record["message"] = mask_secrets(record["message"])
+
+
+logger = _loguru_logger.patch(_patch)
+
+_CONSOLE_FORMAT = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
+    "<cyan>{extra[proc]}</cyan> | {message}"
+)
+_FILE_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {process} | {extra[proc]} | {message}"
+_state: dict[str, Any] = {"configured": False}
+
+
+def configure(
+    *,
+    level: str = "INFO",
+    log_path: str | None = None,
+    rotation_mb: int = 10,
+    retention: str | int | None = "7 days",
+    split_by_worker: bool = False,
+    proc_name: str = "skald",
+) -> None:
+    """(Re)configure the sinks of this process. Safe to call again in a forked worker."""
+    _loguru_logger.remove()
+    _loguru_logger.configure(extra={"proc": proc_name})
+    _loguru_logger.add(sys.stderr, level=level.upper(), format=_CONSOLE_FORMAT, backtrace=False, diagnose=False)
+    if log_path:
+        folder = Path(log_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{proc_name}.log" if split_by_worker or proc_name == "skald" else "skald.log"
+        _loguru_logger.add(
+            str(folder / _safe_filename(name)),
+            level=level.upper(),
+            format=_FILE_FORMAT,
+            rotation=rotation_mb * 1024 * 1024,
+            retention=_retention(retention),
+            backtrace=False,
+            diagnose=False,
+            enqueue=False,
+        )
+    _state.update(
+        configured=True,
+        level=level,
+        log_path=log_path,
+        rotation_mb=rotation_mb,
+        retention=retention,
+        split_by_worker=split_by_worker,
+    )
+
+
+def configure_worker(task_id: str) -> None:
+    """Re-point the sinks of a forked worker process (its own file when split by worker)."""
+    if not _state.get("configured"):
+        _loguru_logger.configure(extra={"proc": task_id})
+        return
+    configure(
+        level=_state["level"],
+        log_path=_state["log_path"],
+        rotation_mb=_state["rotation_mb"],
+        retention=_state["retention"],
+        split_by_worker=_state["split_by_worker"],
+        proc_name=task_id,
+    )
+
+
+def _retention(value: str | int | None) -> str | int | None:
+    if isinstance(value, str) and value.strip().isdigit():
+        return f"{int(value)} days"
+    if isinstance(value, int):
+        return f"{value} days"
+    return value
+
+
+def _safe_filename(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
+
+
+_loguru_logger.configure(extra={"proc": "main"})
+
+__all__ = ["configure", "configure_worker", "logger", "mask_secrets", "register_secret"]

@@ -1,0 +1,338 @@
+"""A single-threaded fork server for worker processes (DESIGN principle 4).
+
+``Skalds.run()`` starts it first, before any client or thread exists, so every worker is a
+``fork()`` of a clean, single-threaded process that already imported the user's code (classes
+defined in ``__main__`` included). A start costs a fork (~2 ms), not an interpreter start.
+
+Protocol over one ``SOCK_SEQPACKET`` socket pair (one JSON message per packet):
+
+- skald → server: ``{"t": "spawn", "req": n, "spec": {...}}`` with the worker's end of its channel
+  socket attached (``SCM_RIGHTS``).
+- server → skald: ``{"t": "spawned", "req": n, "pid": p}`` with a pidfd of the child attached (so the
+  skald signals the right process even after pid reuse), or ``{"t": "error", "req": n, "error": s}``;
+  and, whenever a child is reaped, ``{"t": "exit", "pid": p, "code": c}`` (negative c: killed by
+  signal -c).
+
+No orphans: the server ends when its socket closes (the skald exited or was killed): it sends
+SIGTERM to every child, waits up to the grace period, then SIGKILLs. Each child also has
+``PR_SET_PDEATHSIG=SIGKILL`` in case the server itself is killed, and runs in its own process group
+so a terminal's Ctrl-C reaches only the skald, which then stops its workers once.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from skalds.errors import ForkServerError
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+MAX_PACKET = 1 << 22
+
+#: Runs in the forked child: (spec, channel socket) -> exit code. Never returns into the server.
+ChildMain = Callable[[dict[str, Any], socket.socket], int]
+
+
+def _prctl(option: int, arg: int | bytes) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(option, arg, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: best effort
+        pass
+
+
+def set_process_name(name: str) -> None:
+    """Set the kernel's short name of this process (``ps -o comm``), max 15 bytes."""
+    _prctl(PR_SET_NAME, name.encode()[:15])
+
+
+def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = json.dumps(message).encode()
+    if fds:
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        sock.send(data)
+
+
+def _recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    fds = array.array("i")
+    data, ancdata, _flags, _addr = sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(4 * fds.itemsize))
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return json.loads(data), list(fds)
+
+
+class ForkServer:
+    """The skald's handle on its fork server process. Used from one thread."""
+
+    def __init__(self, child_main: ChildMain, *, grace_period: float = 10.0) -> None:
+        self._child_main = child_main
+        self._grace = grace_period
+        self._sock: socket.socket | None = None
+        self.pid: int | None = None
+        self._req = 0
+        self._exits: deque[tuple[int, int]] = deque()
+
+    # ---- skald side ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._sock is not None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the fork server
+            code = 0
+            try:
+                ours.close()
+                _Server(theirs, self._child_main, self._grace).serve()
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        theirs.close()
+        self._sock = ours
+        self.pid = pid
+
+    @property
+    def running(self) -> bool:
+        return self._sock is not None
+
+    def fileno(self) -> int:
+        if self._sock is None:
+            raise ForkServerError("the fork server is not running")
+        return self._sock.fileno()
+
+    def spawn(self, spec: dict[str, Any], channel: socket.socket, timeout: float = 10.0) -> tuple[int, int]:
+        """Fork a worker; returns ``(pid, pidfd)``. The caller owns the pidfd."""
+        if self._sock is None:
+            raise ForkServerError("the fork server is not running")
+        self._req += 1
+        req = self._req
+        try:
+            _send(self._sock, {"t": "spawn", "req": req, "spec": spec}, [channel.fileno()])
+        except OSError as exc:
+            raise ForkServerError(f"the fork server is gone: {exc}") from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ForkServerError(f"the fork server did not answer within {timeout:.0f} s")
+            ready, _, _ = select.select([self._sock], [], [], remaining)
+            if not ready:
+                continue
+            message, fds = _recv(self._sock)
+            if message is None:
+                raise ForkServerError("the fork server exited")
+            kind = message.get("t")
+            if kind == "exit":
+                self._exits.append((int(message["pid"]), int(message["code"])))
+            elif kind == "spawned" and message.get("req") == req:
+                if not fds:
+                    raise ForkServerError("the fork server sent no pidfd")
+                for extra in fds[1:]:
+                    os.close(extra)
+                return int(message["pid"]), fds[0]
+            elif kind == "error" and message.get("req") == req:
+                for fd in fds:
+                    os.close(fd)
+                raise ForkServerError(str(message.get("error")))
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+    def read_exits(self) -> list[tuple[int, int]]:
+        """Reaped children ``(pid, code)`` reported since the last call (non-blocking)."""
+        if self._sock is not None:
+            while True:
+                ready, _, _ = select.select([self._sock], [], [], 0)
+                if not ready:
+                    break
+                message, fds = _recv(self._sock)
+                for fd in fds:
+                    os.close(fd)
+                if message is None:
+                    self._sock.close()
+                    self._sock = None
+                    break
+                if message.get("t") == "exit":
+                    self._exits.append((int(message["pid"]), int(message["code"])))
+        out = list(self._exits)
+        self._exits.clear()
+        return out
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the server (it terminates any child left) and reap it."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self.pid is None:
+            return
+        deadline = time.monotonic() + timeout + self._grace
+        while time.monotonic() < deadline:
+            pid, _status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.pid = None
+                return
+            time.sleep(0.005)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        self.pid = None
+
+
+class _Server:  # pragma: no cover - runs in the fork server process
+    def __init__(self, sock: socket.socket, child_main: ChildMain, grace: float) -> None:
+        self.sock = sock
+        self.child_main = child_main
+        self.grace = grace
+        self.children: set[int] = set()
+        self.stopping = False
+
+    def serve(self) -> None:
+        set_process_name("skalds-forksrv")
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.wake_fds = (wake_r, wake_w)
+        gc.freeze()  # children then never dirty the inherited heap through GC bookkeeping
+        while not self.stopping:
+            try:
+                ready, _, _ = select.select([self.sock.fileno(), wake_r], [], [])
+            except InterruptedError:
+                continue
+            if wake_r in ready:
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+            self._reap()
+            if self.sock.fileno() in ready and not self.stopping:
+                try:
+                    message, fds = _recv(self.sock)
+                except OSError:
+                    message, fds = None, []
+                if message is None:
+                    break
+                self._handle(message, fds)
+        self._shutdown()
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
+        if message.get("t") != "spawn" or not fds:
+            for fd in fds:
+                os.close(fd)
+            return
+        req = message.get("req")
+        channel = socket.socket(fileno=fds[0])
+        for extra in fds[1:]:
+            os.close(extra)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            channel.close()
+            _send(self.sock, {"t": "error", "req": req, "error": f"fork failed: {exc}"})
+            return
+        if pid == 0:
+            self._child(message.get("spec") or {}, channel)
+        channel.close()
+        self.children.add(pid)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            _send(self.sock, {"t": "error", "req": req, "error": f"pidfd_open failed: {exc}"})
+            return
+        try:
+            _send(self.sock, {"t": "spawned", "req": req, "pid": pid}, [pidfd])
+        finally:
+            os.close(pidfd)
+
+    def _child(self, spec: dict[str, Any], channel: socket.socket) -> None:
+        code = 1
+        try:
+            parent = os.getppid()
+            os.setpgid(0, 0)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(1)
+            signal.set_wakeup_fd(-1)
+            for fd in self.wake_fds:
+                os.close(fd)
+            self.sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            code = self.child_main(spec, channel)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            try:
+                _send(self.sock, {"t": "exit", "pid": pid, "code": code})
+            except OSError:
+                pass
+
+    def _shutdown(self) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.grace
+        while self.children and time.monotonic() < deadline:
+            self._reap()
+            if self.children:
+                time.sleep(0.01)
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.children.discard(pid)

@@ -1,0 +1,242 @@
+"""The skald's view of its worker processes: start, update, stop, reap.
+
+Used from the skald's single loop thread. Each worker has a :class:`WorkerHandle` holding its
+pidfd (for signals that cannot hit a recycled pid) and the skald's end of its channel socket.
+Stopping is parallel: SIGTERM to every worker at once, SIGKILL to any still alive when its grace
+period ends. Exits are learnt from the fork server, which reaps the children.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from skalds.errors import ForkServerError
+from skalds.model.task import Task
+from skalds.utils.logging import logger
+from skalds.worker.forkserver import ForkServer
+from skalds.worker.link import MAX_MESSAGE
+
+
+@dataclass
+class WorkerHandle:
+    task_id: str
+    class_name: str
+    epoch: int | None
+    pid: int
+    pidfd: int
+    channel: socket.socket
+    attachments: Any
+    started_at: float = field(default_factory=time.monotonic)
+    running_at: float | None = None
+    last_beat: int | None = None
+    outcome: str | None = None  # final status the worker reported
+    exception: str | None = None
+    stop_reason: str | None = None
+    kill_at: float | None = None
+    exit_code: int | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_reason is not None
+
+
+OnMessage = Callable[[WorkerHandle, dict[str, Any]], None]
+OnExit = Callable[[WorkerHandle], None]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        forkserver: ForkServer,
+        *,
+        heartbeat_interval: float,
+        grace_period: float,
+        on_message: OnMessage,
+        on_exit: OnExit,
+        log_config: dict[str, Any] | None = None,
+    ) -> None:
+        self._fs = forkserver
+        self._hb = heartbeat_interval
+        self._grace = grace_period
+        self._on_message = on_message
+        self._on_exit = on_exit
+        self._by_task: dict[str, WorkerHandle] = {}
+        self._by_pid: dict[int, WorkerHandle] = {}
+        self._by_fd: dict[int, WorkerHandle] = {}
+
+    # ---- queries -------------------------------------------------------------------------
+    def get(self, task_id: str) -> WorkerHandle | None:
+        return self._by_task.get(task_id)
+
+    def handles(self) -> list[WorkerHandle]:
+        return list(self._by_task.values())
+
+    def task_ids(self) -> list[str]:
+        return list(self._by_task)
+
+    def channel_fds(self) -> list[int]:
+        return list(self._by_fd)
+
+    def __len__(self) -> int:
+        return len(self._by_task)
+
+    # ---- actions -------------------------------------------------------------------------
+    def start(self, task: Task, epoch: int | None) -> WorkerHandle:
+        if task.id in self._by_task:
+            raise RuntimeError(f"task {task.id} already has a worker")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        spec = {
+            "task_id": task.id,
+            "class_name": task.class_name,
+            "attachments": task.attachments,
+            "dependencies": task.dependencies,
+            "heartbeat_interval": self._hb,
+        }
+        try:
+            pid, pidfd = self._fs.spawn(spec, theirs)
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        handle = WorkerHandle(
+            task_id=task.id,
+            class_name=task.class_name,
+            epoch=epoch,
+            pid=pid,
+            pidfd=pidfd,
+            channel=ours,
+            attachments=task.attachments,
+        )
+        self._by_task[task.id] = handle
+        self._by_pid[pid] = handle
+        self._by_fd[ours.fileno()] = handle
+        return handle
+
+    def send_update(self, task_id: str, attachments: Any) -> bool:
+        handle = self._by_task.get(task_id)
+        if handle is None or handle.stopping:
+            return False
+        try:
+            handle.channel.send(json.dumps({"t": "update", "attachments": attachments}).encode())
+        except OSError as exc:
+            logger.warning(f"could not forward update to worker {task_id}: {exc}")
+            return False
+        return True
+
+    def stop(self, task_id: str, reason: str, grace: float | None = None) -> bool:
+        """SIGTERM the task's worker (once); SIGKILL follows after the grace period."""
+        handle = self._by_task.get(task_id)
+        if handle is None:
+            return False
+        if handle.stopping:
+            return True
+        handle.stop_reason = reason
+        handle.kill_at = time.monotonic() + (self._grace if grace is None else grace)
+        self._signal(handle, signal.SIGTERM)
+        return True
+
+    def stop_many(self, task_ids: Iterable[str], reason: str, grace: float | None = None) -> None:
+        for task_id in list(task_ids):
+            self.stop(task_id, reason, grace)
+
+    def kill_overdue(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for handle in self._by_task.values():
+            if handle.kill_at is not None and now >= handle.kill_at and handle.exit_code is None:
+                logger.warning(f"worker {handle.task_id} ignored SIGTERM for its grace period; SIGKILL")
+                self._signal(handle, signal.SIGKILL)
+                handle.kill_at = None
+
+    def next_deadline(self) -> float | None:
+        deadlines = [h.kill_at for h in self._by_task.values() if h.kill_at is not None]
+        return min(deadlines) if deadlines else None
+
+    # ---- input from the loop -------------------------------------------------------------
+    def on_channel_readable(self, fd: int) -> None:
+        handle = self._by_fd.get(fd)
+        if handle is None:
+            return
+        while True:
+            try:
+                data = handle.channel.recv(MAX_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_channel(handle)
+                return
+            try:
+                message = json.loads(data)
+            except ValueError:
+                logger.warning(f"worker {handle.task_id} sent a malformed message; ignored")
+                continue
+            if not isinstance(message, dict):
+                continue
+            kind = message.get("t")
+            if kind == "running" and handle.running_at is None:
+                handle.running_at = time.monotonic()
+            elif kind == "hb":
+                handle.last_beat = int(message.get("v", 0))
+            elif kind == "final":
+                handle.outcome = message.get("status")
+                handle.exception = message.get("exception")
+            elif kind == "update_ok":
+                handle.attachments = message.get("attachments")
+            self._on_message(handle, message)
+
+    def on_forkserver_readable(self) -> None:
+        for pid, code in self._fs.read_exits():
+            handle = self._by_pid.get(pid)
+            if handle is None:
+                continue
+            handle.exit_code = code
+            # Drain what the worker said before it died (its final report).
+            if handle.channel.fileno() in self._by_fd:
+                self.on_channel_readable(handle.channel.fileno())
+            self._forget(handle)
+            self._on_exit(handle)
+
+    # ---- internals -----------------------------------------------------------------------
+    def _signal(self, handle: WorkerHandle, sig: int) -> None:
+        try:
+            signal.pidfd_send_signal(handle.pidfd, sig)
+        except ProcessLookupError:
+            pass
+        except OSError as exc:
+            logger.warning(f"could not signal worker {handle.task_id} (pid {handle.pid}): {exc}")
+
+    def _close_channel(self, handle: WorkerHandle) -> None:
+        self._by_fd.pop(handle.channel.fileno(), None)
+
+    def _forget(self, handle: WorkerHandle) -> None:
+        self._by_fd.pop(handle.channel.fileno(), None)
+        self._by_task.pop(handle.task_id, None)
+        self._by_pid.pop(handle.pid, None)
+        try:
+            handle.channel.close()
+        finally:
+            try:
+                os.close(handle.pidfd)
+            except OSError:
+                pass
+
+    def wait_all_exited(self, timeout: float, poll: Callable[[float], None]) -> bool:
+        """Run ``poll(remaining)`` (the loop's select) until no worker is left or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self._by_task:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            poll(min(remaining, 0.05))
+            self.kill_overdue()
+        return True
+
+
+__all__ = ["ForkServerError", "Supervisor", "WorkerHandle"]

@@ -1,0 +1,309 @@
+"""Contract of every task store driver (see conftest.STORE_DRIVERS)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+from skalds.backends.store.base import TaskQuery, TaskStore
+from skalds.errors import Conflict, IllegalTransition, TaskExists, TaskNotFound
+from skalds.model.task import ModeEnum, Task
+from skalds.model.task import TaskLifecycleStatus as S
+
+FORK = mp.get_context("fork")
+
+
+def make_task(task_id: str, **fields: object) -> Task:
+    return Task.model_validate({"id": task_id, "className": "Demo", **fields})
+
+
+@pytest.fixture
+def catalogue(task_store: TaskStore) -> TaskStore:
+    """Five tasks with distinct classes, statuses, executors, modes, priorities and ages."""
+    rows = [
+        ("t1", "Alpha", S.CREATED, None, ModeEnum.PASSIVE, 1, 1000, "first job"),
+        ("t2", "Beta", S.RUNNING, "e1", ModeEnum.ACTIVE, 5, 2000, "second job"),
+        ("t3", "Alpha", S.ASSIGNING, "e1", ModeEnum.PASSIVE, 5, 3000, "third"),
+        ("t4", "Beta", S.FINISHED, "e1", ModeEnum.PASSIVE, 9, 4000, None),
+        ("x5", "Alpha", S.RUNNING, "e2", ModeEnum.ACTIVE, 0, 5000, "fifth job"),
+    ]
+    for tid, cls, status, executor, mode, prio, created, name in rows:
+        task_store.create(
+            make_task(
+                tid,
+                className=cls,
+                lifecycleStatus=status,
+                executor=executor,
+                mode=mode,
+                priority=prio,
+                createDateTime=created,
+                name=name,
+            )
+        )
+    return task_store
+
+
+def ids(store: TaskStore, **query: object) -> list[str]:
+    return [t.id for t in store.list(TaskQuery(**query)).items]
+
+
+# ---- create / get / require / delete ---------------------------------------------------------
+def test_create_then_get_returns_stored_task_at_version_1(task_store: TaskStore) -> None:
+    # Given a new task with attachments
+    task = make_task("a", name="job", attachments={"n": 1, "nested": [1, 2]})
+    # When it is created
+    created = task_store.create(task)
+    # Then it is stored at version 1 and reads back equal
+    assert created.version == 1
+    assert task_store.get("a") == created
+    assert task_store.require("a").attachments == {"n": 1, "nested": [1, 2]}
+
+
+def test_get_missing_is_none_and_require_raises(task_store: TaskStore) -> None:
+    # Given an empty store / When a missing id is read / Then get is None and require raises
+    assert task_store.get("nope") is None
+    with pytest.raises(TaskNotFound, match="nope"):
+        task_store.require("nope")
+
+
+def test_create_twice_raises_task_exists_naming_the_id(task_store: TaskStore) -> None:
+    # Given a stored task
+    task_store.create(make_task("dup", name="original"))
+    # When another task with the same id is created
+    with pytest.raises(TaskExists, match="dup"):
+        task_store.create(make_task("dup", name="impostor"))
+    # Then the original is untouched
+    assert task_store.require("dup").name == "original"
+
+
+def test_delete_removes_task_once(task_store: TaskStore) -> None:
+    # Given a stored task
+    task_store.create(make_task("d"))
+    # When it is deleted twice
+    first, second = task_store.delete("d"), task_store.delete("d")
+    # Then only the first delete found it and the task is gone
+    assert (first, second) == (True, False)
+    assert task_store.get("d") is None
+    assert task_store.list().total == 0
+
+
+# ---- listing ---------------------------------------------------------------------------------
+def test_list_everything_ordered_by_creation(catalogue: TaskStore) -> None:
+    # Given five tasks / When listed without filters / Then all come oldest first with the total
+    page = catalogue.list()
+    assert [t.id for t in page.items] == ["t1", "t2", "t3", "t4", "x5"]
+    assert page.total == 5
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"statuses": (S.RUNNING,)}, ["t2", "x5"]),
+        ({"statuses": (S.RUNNING, S.ASSIGNING)}, ["t2", "t3", "x5"]),
+        ({"statuses": ()}, []),
+        ({"class_name": "Alpha"}, ["t1", "t3", "x5"]),
+        ({"executor": "e1"}, ["t2", "t3", "t4"]),
+        ({"mode": "Active"}, ["t2", "x5"]),
+        ({"ids": ("t4", "x5", "missing")}, ["t4", "x5"]),
+        ({"ids": ()}, []),
+        ({"search": "x"}, ["x5"]),  # substring of the id
+        ({"search": "job"}, ["t1", "t2", "x5"]),  # substring of the name
+        ({"class_name": "Beta", "executor": "e1", "statuses": (S.FINISHED,)}, ["t4"]),
+    ],
+)
+def test_list_filters(catalogue: TaskStore, query: dict[str, object], expected: list[str]) -> None:
+    # Given five tasks / When listed with a filter / Then exactly the matching ones come back
+    page = catalogue.list(TaskQuery(**query))
+    assert [t.id for t in page.items] == expected
+    assert page.total == len(expected)
+
+
+def test_list_pagination_reports_total_without_offset_and_limit(catalogue: TaskStore) -> None:
+    # Given five tasks / When the second page of two is read
+    page = catalogue.list(TaskQuery(offset=2, limit=2))
+    # Then it holds the third and fourth tasks and the total counts all five
+    assert [t.id for t in page.items] == ["t3", "t4"]
+    assert page.total == 5
+    # And a page past the end is empty but still counts
+    past = catalogue.list(TaskQuery(offset=10, limit=2, class_name="Alpha"))
+    assert (past.items, past.total) == ([], 3)
+
+
+def test_list_by_priority_then_age(catalogue: TaskStore) -> None:
+    # Given tasks of priorities 1, 5, 5, 9, 0 / When listed by "-priority"
+    # Then highest priority comes first, ties oldest first
+    assert ids(catalogue, order="-priority") == ["t4", "t2", "t3", "t1", "x5"]
+    assert ids(catalogue, order="-priority", statuses=(S.RUNNING, S.ASSIGNING), limit=2) == ["t2", "t3"]
+
+
+def test_owned_by_lists_only_live_tasks_of_the_executor(catalogue: TaskStore) -> None:
+    # Given e1 holds a Running, an Assigning and a Finished task
+    # When its owned tasks are read / Then only the live ones come back
+    assert sorted(t.id for t in catalogue.owned_by("e1")) == ["t2", "t3"]
+    assert [t.id for t in catalogue.owned_by("e2")] == ["x5"]
+    assert catalogue.owned_by("nobody") == []
+
+
+# ---- writes ----------------------------------------------------------------------------------
+def test_modify_bumps_version_and_keeps_columns_in_sync(task_store: TaskStore) -> None:
+    # Given a stored task
+    task_store.create(make_task("m", priority=1))
+    # When it is modified
+    updated = task_store.modify("m", lambda t: {"priority": 7, "name": "renamed"})
+    # Then version is bumped and listings see the new values
+    assert updated.version == 2
+    assert task_store.require("m") == updated
+    assert ids(task_store, search="renamed") == ["m"]
+    assert ids(task_store, order="-priority") == ["m"]
+
+
+def test_modify_returning_none_writes_nothing(task_store: TaskStore) -> None:
+    # Given a stored task / When the change declines / Then the version stays
+    task_store.create(make_task("m"))
+    assert task_store.modify("m", lambda t: None).version == 1
+    assert task_store.require("m").version == 1
+
+
+def test_cas_with_stale_version_does_not_write(task_store: TaskStore) -> None:
+    # Given a task modified once (version 2)
+    task_store.create(make_task("c"))
+    task_store.modify("c", lambda t: {"name": "v2"})
+    # When a writer holding version 1 tries to write
+    written = task_store._cas("c", 1, {"name": "stale", "version": 2})
+    # Then nothing is written
+    assert written is False
+    assert task_store.require("c").name == "v2"
+    assert task_store._cas("missing", 1, {"version": 2}) is False
+
+
+def test_modify_missing_task_raises_not_found(task_store: TaskStore) -> None:
+    with pytest.raises(TaskNotFound):
+        task_store.modify("ghost", lambda t: {"name": "x"})
+
+
+def test_set_status_legal_transition(task_store: TaskStore) -> None:
+    # Given a Created task / When it is paused with an extra field
+    task_store.create(make_task("s"))
+    paused = task_store.set_status("s", S.PAUSED, exception="why")
+    # Then status and field are stored and listings by status see it
+    assert (paused.lifecycle_status, paused.exception, paused.version) == (S.PAUSED, "why", 2)
+    assert ids(task_store, statuses=(S.PAUSED,)) == ["s"]
+
+
+def test_set_status_illegal_transition_raises_and_writes_nothing(task_store: TaskStore) -> None:
+    # Given a Created task / When it jumps straight to Running
+    task_store.create(make_task("s"))
+    with pytest.raises(IllegalTransition, match="Created to Running"):
+        task_store.set_status("s", S.RUNNING)
+    # Then it is unchanged
+    stored = task_store.require("s")
+    assert (stored.lifecycle_status, stored.version) == (S.CREATED, 1)
+
+
+def test_set_status_fences(task_store: TaskStore) -> None:
+    # Given a task assigned to e1 at epoch 1
+    task_store.create(make_task("f"))
+    task_store.assign("f", "e1")
+    # When a writer with a wrong executor, epoch or expected status sets it Running
+    # Then each is refused with Conflict and nothing is written
+    with pytest.raises(Conflict, match="e1"):
+        task_store.set_status("f", S.RUNNING, expect_executor="e2", expect_epoch=1)
+    with pytest.raises(Conflict, match="epoch 1"):
+        task_store.set_status("f", S.RUNNING, expect_executor="e1", expect_epoch=0)
+    with pytest.raises(Conflict):
+        task_store.set_status("f", S.RUNNING, expect_statuses=[S.CREATED])
+    assert task_store.require("f").version == 2
+    # And the rightful owner succeeds
+    running = task_store.set_status("f", S.RUNNING, expect_executor="e1", expect_epoch=1, expect_statuses=[S.ASSIGNING])
+    assert running.lifecycle_status == S.RUNNING
+
+
+def test_assign_bumps_epoch_and_fences_on_expected_epoch(task_store: TaskStore) -> None:
+    # Given a Created task at epoch 0
+    task_store.create(make_task("a"))
+    # When it is assigned to e1, then reassigned to e2
+    first = task_store.assign("a", "e1", expect_epoch=0)
+    second = task_store.assign("a", "e2", expect_epoch=1)
+    # Then each assignment bumps the epoch and sets Assigning
+    assert (first.executor, first.epoch, first.lifecycle_status) == ("e1", 1, S.ASSIGNING)
+    assert (second.executor, second.epoch, second.version) == ("e2", 2, 3)
+    assert [t.id for t in task_store.owned_by("e2")] == ["a"]
+    assert task_store.owned_by("e1") == []
+    # And an assignment expecting a stale epoch is refused
+    with pytest.raises(Conflict):
+        task_store.assign("a", "e3", expect_epoch=1)
+    assert task_store.require("a").executor == "e2"
+
+
+def test_update_attachments_replaces_only_attachments(task_store: TaskStore) -> None:
+    # Given a task with a name and attachments
+    task_store.create(make_task("u", name="keep", attachments={"a": 1}))
+    # When its attachments are replaced
+    updated = task_store.update_attachments("u", {"b": [2, 3]})
+    # Then the new attachments are stored and everything else is kept
+    stored = task_store.require("u")
+    assert stored.attachments == {"b": [2, 3]} == updated.attachments
+    assert (stored.name, stored.version) == ("keep", 2)
+
+
+# ---- many processes --------------------------------------------------------------------------
+def _increment(store: TaskStore, task_id: str, times: int) -> None:
+    for _ in range(times):
+        store.modify(task_id, lambda t: {"attachments": {"counter": t.attachments["counter"] + 1}})
+
+
+def test_concurrent_modify_from_processes_loses_no_update(task_store: TaskStore) -> None:
+    # Given a task with a counter, already used by this (parent) process
+    task_store.create(make_task("ctr", attachments={"counter": 0}))
+    assert task_store.require("ctr").version == 1
+    # When 4 forked processes (sharing the inherited client) each increment it 50 times
+    procs = [FORK.Process(target=_increment, args=(task_store, "ctr", 50)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    # Then every increment landed exactly once
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    final = task_store.require("ctr")
+    assert final.attachments == {"counter": 200}
+    assert final.version == 201
+
+
+def _race_assign(factory, barrier, results, task_ids: list[str], me: str) -> None:
+    store = factory()
+    barrier.wait(timeout=10)
+    for task_id in task_ids:
+        try:
+            store.assign(task_id, me, expect_epoch=0)
+            results.put((task_id, me, "won"))
+        except Conflict:
+            results.put((task_id, me, "conflict"))
+    store.close()
+
+
+def test_racing_assign_has_exactly_one_winner(task_store_factory) -> None:
+    # Given five Created tasks at epoch 0
+    store = task_store_factory()
+    task_ids = [f"race-{i}" for i in range(5)]
+    for tid in task_ids:
+        store.create(make_task(tid))
+    # When two processes race to assign each of them expecting epoch 0
+    barrier, results = FORK.Barrier(2), FORK.Queue()
+    procs = [
+        FORK.Process(target=_race_assign, args=(task_store_factory, barrier, results, task_ids, me))
+        for me in ("p1", "p2")
+    ]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=30) for _ in range(2 * len(task_ids))]
+    for p in procs:
+        p.join(timeout=30)
+    # Then per task exactly one wins, the other gets Conflict, and the store names the winner
+    assert [p.exitcode for p in procs] == [0, 0]
+    for tid in task_ids:
+        mine = {me: result for t, me, result in outcomes if t == tid}
+        assert sorted(mine.values()) == ["conflict", "won"]
+        winner = next(me for me, result in mine.items() if result == "won")
+        stored = store.require(tid)
+        assert (stored.executor, stored.epoch) == (winner, 1)
