@@ -64,6 +64,7 @@ class BusListener(threading.Thread):
                     logger.warning(f"event bus subscribe failed ({exc!r}); retrying")
                     self._halt.wait(2.0)
                     continue
+                logger.info(f"listening for commands as group {self._group}")
             try:
                 messages = self._consumer.poll(1.0)
             except Exception as exc:
@@ -516,15 +517,29 @@ class SkaldAgent:
         self.start_worker(task, task.epoch)
 
     def _verify_ownership(self, task_id: str) -> None:
+        """Stop our copy unless the store still says it is ours, at our epoch, and live."""
         handle = self.supervisor.get(task_id)
         if handle is None or handle.stopping:
             return
+        store = self.backends.store()
+        if store is None:
+            return
         task = self.backends.with_store("read", lambda s: s.get(task_id))
         if task is None:
+            if self.backends.store() is not None:
+                logger.warning(f"task {task_id} was deleted from the store; stopping its worker")
+                self.supervisor.stop(task_id, "fenced")
             return
-        if task.executor != self.skald_id or task.epoch != handle.epoch or task.lifecycle_status not in LIVE_STATUSES:
-            logger.warning(f"task {task_id} now belongs to {task.executor} at epoch {task.epoch}; stopping ours")
-            self.supervisor.stop(task_id, "fenced")
+        if task.executor == self.skald_id and task.epoch == handle.epoch:
+            if task.lifecycle_status == S.PAUSED:
+                self.supervisor.stop(task_id, "pause")
+            elif task.lifecycle_status == S.CANCELLED:
+                self.supervisor.stop(task_id, "cancel")
+            elif task.lifecycle_status not in LIVE_STATUSES:
+                self.supervisor.stop(task_id, "fenced")
+            return
+        logger.warning(f"task {task_id} now belongs to {task.executor} at epoch {task.epoch}; stopping ours")
+        self.supervisor.stop(task_id, "fenced")
 
     # ---- reconciliation ------------------------------------------------------------------
     def _reconcile(self) -> None:
@@ -536,12 +551,9 @@ class SkaldAgent:
             return  # store unreachable: keep what runs, decide when it is back
         by_id = {t.id: t for t in owned}
         for handle in self.supervisor.handles():
-            if handle.stopping:
+            if handle.stopping or (handle.task_id in by_id and by_id[handle.task_id].epoch == handle.epoch):
                 continue
-            task = by_id.get(handle.task_id)
-            if task is None or task.epoch != handle.epoch:
-                logger.warning(f"task {handle.task_id} is no longer owned by this skald at epoch {handle.epoch}")
-                self.supervisor.stop(handle.task_id, "fenced")
+            self._verify_ownership(handle.task_id)
         for task in owned:
             if self.supervisor.get(task.id) is None:
                 self._start_owned(task)

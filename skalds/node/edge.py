@@ -113,8 +113,10 @@ class EdgeTasks:
         entry = self.entries.get(task_id)
         if entry is None or entry.attachments == attachments:
             return
+        # Only the values that changed: defaults the file never spelled out stay unwritten.
+        delta = {k: v for k, v in attachments.items() if k not in entry.attachments or entry.attachments[k] != v}
         try:
-            changed = write_back_attachments(self.path, task_id, attachments)
+            changed = write_back_attachments(self.path, task_id, delta)
         except Exception as exc:
             logger.error(f"{self.path}: could not write back the update of {task_id}: {exc}")
             return

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import difflib
 import io
+import math
 import os
 import stat
 import tempfile
@@ -26,8 +27,10 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarbool import ScalarBoolean
-from ruamel.yaml.scalarstring import ScalarString
+from ruamel.yaml.scalarfloat import ScalarFloat
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 
 from skalds.errors import TaskSourceError
 from skalds.model.task import ModeEnum, Task
@@ -36,10 +39,14 @@ from skalds.model.task import ModeEnum, Task
 ROOT_KEY = "TaskWorkers"
 #: Every key an entry may have; anything else is reported (usually a typo).
 ENTRY_KEYS = ("className", "isPersistent", "attachments", "name", "description", "priority", "dependencies")
+_ODD_BREAKS = frozenset("\x85\u2028\u2029")
 PRIORITY_MIN = 0
 PRIORITY_MAX = 10
 TASK_ID_MAX_LENGTH = 200
-_CANNOT_KEEP_LAYOUT = "cannot write attachments back without reformatting other parts of the file"
+_CANNOT_KEEP_LAYOUT = (
+    "cannot write attachments back faithfully (the values or the layout of other parts would change); "
+    "the file is left as it was"
+)
 
 
 @dataclass(frozen=True)
@@ -397,6 +404,7 @@ def write_back_attachments(
         raise _problem(target, "the entry is not a mapping; cannot write attachments back", task_id=task_id)
 
     node = entry.get("attachments")
+    keys: dict[str, Any] = {key: key for key in attachments}
     if node is None:
         if not attachments:
             return False
@@ -423,14 +431,42 @@ def write_back_attachments(
     text = changed if baseline == original else _transplant(target, original, baseline, changed)
     if text == original:
         return False
-    try:
-        same = _plain(_load(yaml, target, text)) == _plain(_load(yaml, target, changed))
-    except TaskSourceError:
-        same = False
-    if not same:  # never write a file that does not say what we meant
+    if not _says(yaml, target, original, text, task_id, {keys[k]: v for k, v in attachments.items()}):
+        # never write a file that does not say what we meant
         raise _problem(target, _CANNOT_KEEP_LAYOUT, task_id=task_id, field="attachments")
     _atomic_write(target, text)
     return True
+
+
+def _says(yaml: YAML, path: Path, original: str, text: str, task_id: str, values: Mapping[str, Any]) -> bool:
+    """Whether ``text`` holds exactly ``original`` with the new attachment ``values``.
+
+    Compared on the data, not on ruamel's own output: ruamel writes some floats it read back
+    with a digit less, and those lines are kept as written.
+    """
+    try:
+        expected = _plain(_load(yaml, path, original))
+        entry = expected[ROOT_KEY][task_id]
+        if entry.get("attachments") is None:
+            entry["attachments"] = {}
+        for key, value in values.items():
+            entry["attachments"][key] = _plain(value)
+        return _equal(_plain(_load(yaml, path, text)), expected)
+    except (TaskSourceError, LookupError, TypeError, AttributeError):
+        return False
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """``==`` on plain values, but ``true`` is not ``1``, ``1`` is not ``1.0`` and NaN is NaN."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, float) != isinstance(b, float):
+        return type(a) is type(b) and a == b
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return bool(a == b)
 
 
 def _match_keys(
@@ -472,14 +508,23 @@ def _update_mapping(target: CommentedMap, new: Mapping[Any, Any], *, remove_miss
 def _assign(container: CommentedMap | CommentedSeq, key: Any, value: Any) -> None:
     """Give ``container[key]`` a new value, editing nested structures in place."""
     old = container[key]
-    if isinstance(old, CommentedMap) and isinstance(value, Mapping):
+    # Nested values are edited in place, unless they end empty: then the lines that follow them
+    # have no last item to hang on, and the replacement below moves them to the key.
+    if isinstance(old, CommentedMap) and isinstance(value, Mapping) and value:
         _update_mapping(old, value, remove_missing=True)
-    elif isinstance(old, CommentedSeq) and _is_sequence(value):
+    elif isinstance(old, CommentedSeq) and _is_sequence(value) and value:
         _update_sequence(old, value)
-    elif isinstance(old, ScalarString) and isinstance(value, str):
-        container[key] = type(old)(value)  # keep the quoting style
     else:
-        container[key] = _to_node(value)
+        # What followed the old value (blank lines, the next key's comments) must follow the new one.
+        trailing = _detach(_holders_at(container, key))
+        item = container.ca.items.get(key) if isinstance(container, CommentedMap) else None
+        if item and len(item) > 3:
+            item[3] = None  # comments that opened the old nested value; kept, they confuse the emitter
+        if isinstance(old, ScalarString) and isinstance(value, str):
+            container[key] = type(old)(value) if not _ODD_BREAKS.intersection(value) else _to_node(value)
+        else:
+            container[key] = _to_node(value)
+        _attach(_holders_at(container, key), trailing)
 
 
 def _update_sequence(target: CommentedSeq, new: Sequence[Any]) -> None:
@@ -522,17 +567,17 @@ class _Trailing:
 
 
 def _last_holders(node: Any) -> list[tuple[Any, Any, int]]:
-    """(container, key, comment slot) from ``node`` down to its deepest last item."""
-    holders: list[tuple[Any, Any, int]] = []
-    while isinstance(node, CommentedMap | CommentedSeq) and len(node):
-        if isinstance(node, CommentedMap):
-            key: Any = next(reversed(node))
-            holders.append((node, key, 2))
-        else:
-            key = len(node) - 1
-            holders.append((node, key, 0))
-        node = node[key]
-    return holders
+    """(container, key, comment slot) from ``node``'s last item down to its deepest last item."""
+    if not isinstance(node, CommentedMap | CommentedSeq) or not len(node):
+        return []
+    last: Any = next(reversed(node)) if isinstance(node, CommentedMap) else len(node) - 1
+    return _holders_at(node, last)
+
+
+def _holders_at(container: Any, key: Any) -> list[tuple[Any, Any, int]]:
+    """(container, key, comment slot) from ``container[key]`` down to its deepest last item."""
+    slot = 2 if isinstance(container, CommentedMap) else 0
+    return [(container, key, slot), *_last_holders(container[key])]
 
 
 def _detach_trailing(node: Any) -> _Trailing | None:
@@ -541,26 +586,55 @@ def _detach_trailing(node: Any) -> _Trailing | None:
     ruamel stores them in the comment of the deepest last item, so anything appended after that
     item would otherwise land below them. The item keeps its own end-of-line comment.
     """
-    for container, key, slot in reversed(_last_holders(node)):
-        item = container.ca.items.get(key)
-        token = item[slot] if item and len(item) > slot else None
-        if token is None:
-            continue
-        value: str = token.value
-        cut = value.find("\n") + 1
-        if cut <= 0 or cut == len(value):
-            return None
-        token.value = value[:cut]
-        return _Trailing(value[cut:], token)
-    return None
+    return _detach(_last_holders(node))
 
 
 def _attach_trailing(node: Any, trailing: _Trailing | None) -> None:
     """Put lines cut by :func:`_detach_trailing` back after ``node``'s (new) last value."""
-    if trailing is None or not trailing.text:
-        return
-    holders = _last_holders(node)
-    if not holders:
+    _attach(_last_holders(node), trailing)
+
+
+def _detach(holders: list[tuple[Any, Any, int]]) -> _Trailing | None:
+    for container, key, slot in reversed(holders):
+        text = ""
+        template = None
+        item = container.ca.items.get(key)
+        token = item[slot] if item and len(item) > slot else None
+        if token is not None:
+            value: str = token.value
+            cut = value.find("\n") + 1
+            if 0 < cut < len(value):
+                token.value = value[:cut]
+                text, template = value[cut:], token
+        # After a null last value, ruamel keeps the following lines in the container's end list.
+        end = getattr(container.ca, "end", None)
+        if end and _is_last(container, key):
+            text += "".join(_comment_line(t) for t in end)
+            template = template or end[0]
+            container.ca.end = []
+        if template is not None:
+            return _Trailing(text, template)
+        if token is not None:
+            return None
+    return None
+
+
+def _is_last(container: Any, key: Any) -> bool:
+    if isinstance(container, CommentedMap):
+        return bool(len(container)) and next(reversed(container)) == key
+    return bool(key == len(container) - 1)
+
+
+def _comment_line(token: Any) -> str:
+    value: str = token.value
+    if value.startswith("#"):
+        column = getattr(getattr(token, "start_mark", None), "column", 0) or 0
+        return " " * column + value
+    return value
+
+
+def _attach(holders: list[tuple[Any, Any, int]], trailing: _Trailing | None) -> None:
+    if trailing is None or not trailing.text or not holders:
         return
     container, key, slot = holders[-1]
     item = container.ca.items.get(key)
@@ -577,10 +651,15 @@ def _attach_trailing(node: Any, trailing: _Trailing | None) -> None:
 
 
 def _to_node(value: Any) -> Any:
+    """A new value as ruamel nodes, so comments can be hung on it and it is written safely."""
     if isinstance(value, Mapping) and not isinstance(value, CommentedMap):
-        return CommentedMap((k, _to_node(v)) for k, v in value.items())
+        return CommentedMap((_to_node(k), _to_node(v)) for k, v in value.items())
     if _is_sequence(value) and not isinstance(value, CommentedSeq):
         return CommentedSeq(_to_node(v) for v in value)
+    if isinstance(value, str) and not isinstance(value, ScalarString) and _ODD_BREAKS.intersection(value):
+        # ruamel writes these unescaped in plain and single-quoted scalars, where they read back
+        # as line breaks; double quotes escape them.
+        return DoubleQuotedScalarString(value)
     return value
 
 
@@ -710,8 +789,41 @@ def _trim_entry_trailing(workers: CommentedMap, task_id: str) -> None:
 # YAML plumbing
 
 
+class _Representer(RoundTripRepresenter):
+    """ruamel's round-trip representer, writing new floats with all their digits."""
+
+
+def _represent_float(representer: Any, value: float) -> Any:
+    if value != value:
+        text = ".nan"
+    elif value in (math.inf, -math.inf):
+        text = ".inf" if value > 0 else "-.inf"
+    else:
+        text = repr(value)  # shortest text that reads back as the same float
+        mantissa, _, exponent = text.partition("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        text = mantissa + (f"e{exponent}" if exponent else "")
+    return representer.represent_scalar("tag:yaml.org,2002:float", text)
+
+
+def _represent_scalar_float(representer: Any, value: Any) -> Any:
+    """A float read from the file, in its own format unless that format loses digits."""
+    node = RoundTripRepresenter.represent_scalar_float(representer, value)
+    try:
+        exact = float(str(node.value).replace("_", "")) == float(value)
+    except ValueError:  # .inf, .nan
+        exact = True
+    return node if exact else _represent_float(representer, float(value))
+
+
+_Representer.add_representer(float, _represent_float)
+_Representer.add_representer(ScalarFloat, _represent_scalar_float)
+
+
 def _new_yaml(mapping: int = 2, sequence: int = 2, offset: int = 0) -> YAML:
     yaml = YAML(typ="rt")
+    yaml.Representer = _Representer
     yaml.preserve_quotes = True
     yaml.width = 4096  # never fold long lines that were not folded
     yaml.indent(mapping=mapping, sequence=sequence, offset=offset)

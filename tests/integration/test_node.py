@@ -1,0 +1,225 @@
+"""Node mode across two separate skald processes sharing one SQLite file."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from skalds.backends.bus.base import Topic
+from skalds.client import SkaldsClient
+from skalds.config.skald_config import SkaldConfig
+from skalds.model.task import Task, TaskLifecycleStatus
+from tests.support.procs import ROOT, Proc, alive, base_env, wait_for
+from tests.support.workers import read_events
+
+S = TaskLifecycleStatus
+RUNNER = ROOT / "tests" / "support" / "run_skald.py"
+
+
+def start_node(procs: list[Proc], home: Path, tmp: Path, skald_id: str) -> Proc:
+    env = base_env(home, EVENTS_FILE=str(tmp / "events.jsonl"))
+    p = Proc.python(RUNNER, "node", skald_id, env=env, log=tmp / f"{skald_id}.log")
+    procs.append(p)
+    p.wait_output(rf"listening for commands as group skald-{skald_id}")
+    return p
+
+
+def events(tmp: Path, task: str, kind: str | None = None) -> list[dict]:
+    return [
+        e for e in read_events(str(tmp / "events.jsonl")) if e["task"] == task and (kind is None or e["event"] == kind)
+    ]
+
+
+@pytest.fixture
+def client(home: Path):
+    c = SkaldsClient(SkaldConfig(skalds_home=str(home)))
+    yield c
+    c.close()
+
+
+def test_assign_update_cancel_across_two_skalds(procs, home, tmp_path, client):
+    # Given two node skalds sharing one SQLite file
+    a = start_node(procs, home, tmp_path, "node-a")
+    b = start_node(procs, home, tmp_path, "node-b")
+
+    # When a task is created and assigned to node-b
+    client.create_task(Task(id="t1", className="Recorder", attachments={"someValue": 1}), executor="node-b")
+
+    # Then it runs on node-b only, and the store says Running on node-b
+    wait_for(lambda: events(tmp_path, "t1", "main"), what="main of t1")
+    wait_for(lambda: client.get("t1").lifecycle_status == S.RUNNING, what="t1 Running")
+    assert client.get("t1").executor == "node-b"
+    worker_pid = events(tmp_path, "t1", "main")[0]["pid"]
+    assert worker_pid in [c.pid for c in b.descendants()]
+    assert worker_pid not in [c.pid for c in a.descendants()]
+    assert [e["event"] for e in events(tmp_path, "t1")] == ["before", "main"]
+
+    # When the attachments are updated through the store + task.update.attachment
+    client.update_attachments("t1", {"someValue": 7})
+    # Then the worker's update handler gets a typed model with the new value
+    upd = wait_for(lambda: events(tmp_path, "t1", "update"), what="update handled")
+    assert upd[0]["value"] == 7 and upd[0]["typed"] == "RecorderModel"
+
+    # When an outside producer writes straight to taskworker.update
+    client.send_worker_update("t1", {"label": "outside"})
+    upd = wait_for(lambda: events(tmp_path, "t1", "update")[1:], what="second update")
+    # Then it arrives merged onto current values, and the store follows what the worker runs
+    assert upd[0]["label"] == "outside" and upd[0]["value"] == 7
+    wait_for(lambda: client.get("t1").attachments.get("label") == "outside", what="store follows update")
+
+    # When it is cancelled
+    client.cancel("t1")
+    # Then release runs once, the process is gone, and the store says Cancelled
+    wait_for(lambda: events(tmp_path, "t1", "release"), what="release")
+    wait_for(lambda: not alive(worker_pid), what="worker gone")
+    assert len(events(tmp_path, "t1", "release")) == 1
+    assert client.get("t1").lifecycle_status == S.CANCELLED
+    wait_for(lambda: client.task_state("t1")["heartbeat"] == -2, what="heartbeat -2")
+    assert "t1" not in a.output()
+
+
+def test_invalid_update_is_rejected_and_recorded(procs, home, tmp_path, client):
+    # Given a running task
+    start_node(procs, home, tmp_path, "node-a")
+    client.create_task(Task(id="t2", className="Recorder", attachments={"someValue": 1}), executor="node-a")
+    wait_for(lambda: events(tmp_path, "t2", "main"), what="main")
+
+    # When an update with a wrong type arrives
+    client.send_worker_update("t2", {"someValue": "not a number"})
+
+    # Then the handler is not called, the error is recorded for the task, and the worker keeps running
+    err = wait_for(lambda: client.task_state("t2")["error"], what="error recorded")
+    assert "someValue" in err and "integer" in err
+    assert events(tmp_path, "t2", "update") == []
+    # and a valid update afterwards still works on the old values
+    client.send_worker_update("t2", {"label": "ok"})
+    upd = wait_for(lambda: events(tmp_path, "t2", "update"), what="valid update")
+    assert upd[0]["value"] == 1 and upd[0]["label"] == "ok"
+
+
+def test_task_finishes_and_fails_with_final_states(procs, home, tmp_path, client):
+    start_node(procs, home, tmp_path, "node-a")
+    # When one task ends normally and one raises
+    client.create_task(Task(id="ok", className="Recorder", attachments={"duration": 0}), executor="node-a")
+    client.create_task(
+        Task(id="bad", className="Recorder", attachments={"duration": 0, "fail": True}), executor="node-a"
+    )
+    # Then: hook order, final states, heartbeat values, exception text
+    wait_for(lambda: client.get("ok").lifecycle_status == S.FINISHED, what="ok Finished")
+    wait_for(lambda: client.get("bad").lifecycle_status == S.FAILED, what="bad Failed")
+    assert [e["event"] for e in events(tmp_path, "ok")] == ["before", "main", "after", "release"]
+    assert [e["event"] for e in events(tmp_path, "bad")] == ["before", "main", "error", "release"]
+    assert "boom from main" in client.get("bad").exception
+    wait_for(lambda: client.task_state("ok")["heartbeat"] == 200, what="200")
+    assert client.task_state("bad")["heartbeat"] == -1
+    assert "RuntimeError: boom from main" in client.task_state("bad")["exception"]
+
+
+def test_unknown_class_fails_the_task_with_a_clear_error(procs, home, tmp_path, client):
+    start_node(procs, home, tmp_path, "node-a")
+    client.create_task(Task(id="u1", className="NoSuchWorker", attachments={}), executor="node-a")
+    wait_for(lambda: client.get("u1").lifecycle_status == S.FAILED, what="u1 Failed")
+    assert "NoSuchWorker" in client.get("u1").exception and "Recorder" in client.get("u1").exception
+
+
+def test_a_task_never_runs_on_two_skalds(procs, home, tmp_path, client):
+    # Given a task running on node-a
+    start_node(procs, home, tmp_path, "node-a")
+    start_node(procs, home, tmp_path, "node-b")
+    client.create_task(Task(id="m1", className="Recorder"), executor="node-a")
+    wait_for(lambda: events(tmp_path, "m1", "main"), what="main on a")
+    first_pid = events(tmp_path, "m1", "main")[0]["pid"]
+
+    # When the store hands it to node-b (a new epoch) and both hear about it
+    client.assign("m1", "node-b")
+
+    # Then node-a stops its copy before node-b's copy starts
+    wait_for(lambda: len(events(tmp_path, "m1", "main")) == 2, what="main on b")
+    release_a = events(tmp_path, "m1", "release")[0]
+    main_b = events(tmp_path, "m1", "main")[1]
+    assert release_a["pid"] == first_pid and main_b["pid"] != first_pid
+    assert release_a["t"] <= main_b["t"]
+    wait_for(lambda: client.get("m1").lifecycle_status == S.RUNNING, what="Running on b")
+    assert client.get("m1").executor == "node-b"
+
+    # And replayed assign events start nothing twice
+    for _ in range(3):
+        client._event(Topic.TASK_ASSIGN, "m1", recipient="node-b")
+    client.send_worker_update("m1", {"label": "probe"})  # a later event, handled after the replays
+    wait_for(lambda: events(tmp_path, "m1", "update"), what="probe update")
+    assert len(events(tmp_path, "m1", "main")) == 2
+
+
+def test_reconcile_starts_tasks_without_any_event(procs, home, tmp_path, client):
+    # Given a task assigned in the store while no event is sent (a lost event)
+    start_node(procs, home, tmp_path, "node-a")
+    client.store.create(Task(id="quiet", className="Recorder"))
+    client.store.assign("quiet", "node-a")
+    # Then the periodic reconciliation starts it anyway
+    wait_for(lambda: events(tmp_path, "quiet", "main"), timeout=5, what="reconciled start")
+
+
+def test_malformed_events_are_logged_and_skipped(procs, home, tmp_path, client):
+    a = start_node(procs, home, tmp_path, "node-a")
+    # When garbage arrives on every topic
+    for topic in Topic:
+        client.bus.publish(topic.value, "x", b"{not json")
+    client.bus.publish(Topic.TASK_ASSIGN.value, None, b'{"taskIds": []}')
+    client.bus.publish(Topic.TASKWORKER_UPDATE.value, "t", b'{"attachments": 5}')
+    # Then each is reported and the skald keeps working
+    wait_for(lambda: a.output().count("skipped a malformed event") == 6, what="six skipped events")
+    client.create_task(Task(id="after", className="Recorder", attachments={"duration": 0}), executor="node-a")
+    wait_for(lambda: client.get("after").lifecycle_status == S.FINISHED, what="still works")
+
+
+def test_sigkill_of_a_skald_leaves_no_worker(procs, home, tmp_path, client):
+    # Given a skald with three running workers
+    a = start_node(procs, home, tmp_path, "node-a")
+    for i in range(3):
+        client.create_task(Task(id=f"k{i}", className="Recorder"), executor="node-a")
+    wait_for(lambda: all(events(tmp_path, f"k{i}", "main") for i in range(3)), what="3 running")
+    pids = [events(tmp_path, f"k{i}", "main")[0]["pid"] for i in range(3)]
+    family = [p.pid for p in a.descendants()]
+    assert set(pids) <= set(family)
+
+    # When the skald is killed with SIGKILL
+    a.signal(signal.SIGKILL)
+    a.wait(5)
+
+    # Then every worker and the fork server go away, and the workers ran their release
+    wait_for(lambda: not any(alive(p) for p in family), timeout=10, what="no orphans")
+    assert sorted(e["task"] for e in read_events(str(tmp_path / "events.jsonl")) if e["event"] == "release") == [
+        "k0",
+        "k1",
+        "k2",
+    ]
+
+
+def test_graceful_stop_releases_every_worker_and_keeps_ownership(procs, home, tmp_path, client):
+    a = start_node(procs, home, tmp_path, "node-a")
+    for i in range(5):
+        client.create_task(Task(id=f"g{i}", className="Recorder"), executor="node-a")
+    wait_for(lambda: all(events(tmp_path, f"g{i}", "main") for i in range(5)), what="5 running")
+    family = [p.pid for p in a.descendants()]
+
+    a.signal(signal.SIGTERM)
+    assert a.wait(10) == 0
+    assert not any(alive(p) for p in family)
+    assert all(len(events(tmp_path, f"g{i}", "release")) == 1 for i in range(5))
+    # The tasks are still this skald's (Assigning = owned, not running): a restart picks them up.
+    assert {client.get(f"g{i}").lifecycle_status for i in range(5)} == {S.ASSIGNING}
+    start_node(procs, home, tmp_path, "node-a")
+    wait_for(lambda: all(len(events(tmp_path, f"g{i}", "main")) == 2 for i in range(5)), timeout=15, what="resumed")
+
+
+def test_stubborn_worker_is_killed_after_the_grace_period(procs, home, tmp_path, client):
+    start_node(procs, home, tmp_path, "node-a")
+    client.create_task(Task(id="s1", className="Stubborn"), executor="node-a")
+    wait_for(lambda: events(tmp_path, "s1", "main"), what="main")
+    pid = events(tmp_path, "s1", "main")[0]["pid"]
+    client.cancel("s1")
+    wait_for(lambda: events(tmp_path, "s1", "release"), what="release started")
+    # grace period is 3 s in these tests
+    wait_for(lambda: not alive(pid), timeout=8, what="SIGKILL after grace")

@@ -1,0 +1,15 @@
+"""Run a skald with the test workers: ``python run_skald.py MODE SKALD_ID [YAML]``."""
+
+import sys
+
+from skalds import SkaldConfig, Skalds
+from tests.support.workers import Recorder, Stubborn
+
+mode, skald_id = sys.argv[1], sys.argv[2]
+settings = {"skald_mode": mode, "skald_id": skald_id}
+if len(sys.argv) > 3:
+    settings["yaml_file"] = sys.argv[3]
+app = Skalds(SkaldConfig(**settings))
+app.register_task_worker(Recorder)
+app.register_task_worker(Stubborn)
+app.run()

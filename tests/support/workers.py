@@ -1,0 +1,100 @@
+"""Worker classes for the tests. Each hook appends one JSON line to $EVENTS_FILE."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skalds.worker.baseclass import (
+    BaseTaskWorker,
+    release_handler,
+    run_after_handler,
+    run_before_handler,
+    run_main_handler,
+    update_event_handler,
+)
+
+
+def record(task_id: str, event: str, **data: Any) -> None:
+    path = os.environ.get("EVENTS_FILE")
+    if not path:
+        return
+    line = json.dumps({"task": task_id, "event": event, "pid": os.getpid(), "t": time.time(), **data})
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+class RecorderModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    duration: float = Field(30.0, ge=0)
+    fail: bool = False
+    value: int = Field(0, alias="someValue")
+    label: str = "x"
+
+
+class Recorder(BaseTaskWorker[RecorderModel]):
+    def initialize(self, data: RecorderModel) -> None:
+        self.duration = data.duration
+        self.fail = data.fail
+        self.value = data.value
+        self.label = data.label
+
+    @run_before_handler
+    def before(self) -> None:
+        record(self.task_id, "before", value=self.value)
+
+    @run_main_handler
+    def main(self) -> None:
+        record(self.task_id, "main", value=self.value, label=self.label)
+        deadline = time.monotonic() + self.duration
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.fail:
+            raise RuntimeError("boom from main")
+
+    @run_after_handler
+    def after(self) -> None:
+        record(self.task_id, "after")
+
+    @update_event_handler
+    def update(self, data: RecorderModel) -> None:
+        record(self.task_id, "update", value=data.value, label=data.label, typed=type(data).__name__)
+        self.value = data.value
+        self.label = data.label
+
+    @release_handler
+    def release(self) -> None:
+        record(self.task_id, "release", value=self.value)
+
+    def _error_handler(self, exc: BaseException) -> None:
+        record(self.task_id, "error", error=str(exc))
+        super()._error_handler(exc)
+
+
+class Stubborn(BaseTaskWorker[RecorderModel]):
+    """Ignores SIGTERM's intent: its release hangs, so only SIGKILL ends it."""
+
+    @run_main_handler
+    def main(self) -> None:
+        record(self.task_id, "main")
+        while True:
+            time.sleep(0.05)
+
+    @release_handler
+    def release(self) -> None:
+        record(self.task_id, "release")
+        while True:
+            time.sleep(0.05)
+
+
+def read_events(path: str) -> list[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError:
+        return []
