@@ -514,7 +514,7 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
         cells = [fmt(s["p50"]), fmt(s["p90"]), fmt(s["p99"]), fmt(s["max"])]
         lines.append(f"| {name} | {s['n']} | {' | '.join(cells)} | {target} | {verdict} |")
         if ok is not None:
-            verdicts.append((name, ok))
+            verdicts.append((name.split(" (")[0], ok))
 
     c = results["create_to_main"]["summary"]
     row("1. create_task → @run_main_handler (ms)", c, "p50 ≤ 30, p99 ≤ 150", c["p50"] <= 0.030 and c["p99"] <= 0.150)
@@ -537,8 +537,8 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
     row(
         f"4. SIGTERM skald with {n_workers} workers → skald, fork server, workers gone (s)",
         st["total"],
-        "≤ 1 s",
-        st["total"]["p50"] <= 1.0,
+        "≤ 1 s (every run)",
+        st["total"]["max"] <= 1.0,
         unit="s",
     )
     row("   (skald process exited, s)", st["skald_exit"], unit="s")
@@ -582,7 +582,7 @@ def machine() -> dict[str, str]:
         "nproc": str(os.cpu_count()),
         "memory": f"{mem.total / 2**30:.1f} GiB total, {mem.available / 2**30:.1f} GiB available",
         "python": sys.version.split()[0],
-        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load average now": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -642,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, tracker, home, recv, client, env)
     command = " ".join(["python", *sys.argv]) if argv is None else "python bench/run_embedded.py " + " ".join(argv)
     ok = False
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     try:
         with terminate_as_exit():
             print(f"SKALDS_HOME={home}", file=sys.stderr)
@@ -661,14 +663,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(home, ignore_errors=True)
     table, verdicts = report(bench.results)
+    print(f"Started: {started} UTC  ")
     print(f"Command: `{command}`  ")
-    print(f"Machine: {machine()}  ")
+    for key, value in machine().items():
+        print(f"{key}: {value}  ")
+    print(f"load average at start: {load_start}  ")
     print(f"Elapsed: {bench.results['elapsed_s']:.0f} s\n")
     print(table)
     print()
-    print("Targets: " + ", ".join(f"{name.split(' ')[0]} {'PASS' if ok else 'FAIL'}" for name, ok in verdicts))
+    for name, ok in verdicts:
+        print(f"- {name.strip()}: {'PASS' if ok else 'FAIL'}")
     if args.json:
-        out = {"command": command, "machine": machine(), "args": vars(args), **bench.results}
+        out = {"started": started, "command": command, "machine": machine(), "args": vars(args), **bench.results}
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0 if all(ok for _, ok in verdicts) else 1
 

@@ -519,7 +519,11 @@ def _assign(container: CommentedMap | CommentedSeq, key: Any, value: Any) -> Non
         trailing = _detach(_holders_at(container, key))
         item = container.ca.items.get(key) if isinstance(container, CommentedMap) else None
         if item and len(item) > 3:
-            item[3] = None  # comments that opened the old nested value; kept, they confuse the emitter
+            item[3] = None  # comments that opened the old nested value: they went with it
+            if value and (isinstance(value, Mapping) or _is_sequence(value)):
+                # A key's end-of-line comment before a new block value makes ruamel misplace later
+                # items; the comment described the old value anyway.
+                item[2] = None
         if isinstance(old, ScalarString) and isinstance(value, str):
             container[key] = type(old)(value) if not _ODD_BREAKS.intersection(value) else _to_node(value)
         else:
