@@ -122,6 +122,7 @@ class SkaldAgent:
         self._skald_beat = 0
         self._poller = select.poll()
         self._polled: set[int] = set()
+        self._masks: dict[int, int] = {}
         self._restart_after_exit: dict[str, Task] = {}
         self._listener: BusListener | None = None
         self._next_reconcile = 0.0
@@ -242,10 +243,16 @@ class SkaldAgent:
         }
         if self.forkserver.running:
             wanted.add(self.forkserver.fileno())
+        writable = set(self.supervisor.writable_wanted())
         for fd in self._polled - wanted:
             self._poller.unregister(fd)
-        for fd in wanted - self._polled:
-            self._poller.register(fd, select.POLLIN)
+        for fd in wanted:
+            mask = select.POLLIN | (select.POLLOUT if fd in writable else 0)
+            if fd not in self._polled or self._masks.get(fd) != mask:
+                self._poller.register(fd, mask)  # register() also modifies
+                self._masks[fd] = mask
+        for fd in self._polled - wanted:
+            self._masks.pop(fd, None)
         self._polled = wanted
         try:
             events = self._poller.poll(timeout * 1000.0)
@@ -253,7 +260,11 @@ class SkaldAgent:
             events = []
         fs_fd = self.forkserver.fileno() if self.forkserver.running else -1
         fs_ready = False
-        for fd, _mask in events:
+        for fd, mask in events:
+            if mask & select.POLLOUT:
+                self.supervisor.on_channel_writable(fd)
+                if not mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    continue
             if fd == self._signal_r.fileno():
                 _drain(self._signal_r)
             elif fd == self._cmd_r.fileno():
@@ -301,7 +312,7 @@ class SkaldAgent:
             self._beats[handle.task_id] = 0
             self._mark_running(handle)
         elif kind == "update_ok":
-            self._on_update_applied(handle, message.get("attachments"))
+            self._on_update_applied(handle, message.get("attachments"), str(message.get("origin")))
         elif kind == "update_error":
             error = str(message.get("error"))
             self.backends.with_state("error", lambda v: v.task_error(handle.task_id, error))
@@ -324,20 +335,23 @@ class SkaldAgent:
                 logger.warning(f"task {handle.task_id} is no longer ours ({exc}); stopping its worker")
                 self.supervisor.stop(handle.task_id, "fenced")
 
-    def _on_update_applied(self, handle: WorkerHandle, attachments: Any) -> None:
-        logger.info(f"task {handle.task_id}: update applied")
+    def _on_update_applied(self, handle: WorkerHandle, attachments: Any, origin: str) -> None:
+        """Record an applied update where it did not come from.
 
-        def write(store: Any) -> None:
-            store.modify(
-                handle.task_id,
-                lambda t: None if t.attachments == attachments else {"attachments": attachments},
-            )
-
-        try:
-            self.backends.with_store("attachments", write)
-        except SkaldsError as exc:
-            logger.debug(f"task {handle.task_id}: attachments not stored: {exc}")
-        if self.edge is not None and isinstance(attachments, dict):
+        ``store``: the store already holds it (writing again could overwrite a newer value).
+        ``direct``: an outside producer wrote to the bus only; the store follows the worker.
+        ``yaml``: the file already holds it. Edge skalds write store and direct updates back into
+        the YAML file.
+        """
+        logger.info(f"task {handle.task_id}: update applied ({origin})")
+        if origin == "direct":
+            try:
+                self.backends.with_store(
+                    "attachments", lambda s: s.modify(handle.task_id, lambda t: {"attachments": attachments})
+                )
+            except SkaldsError as exc:
+                logger.debug(f"task {handle.task_id}: attachments not stored: {exc}")
+        if self.edge is not None and origin != "yaml" and isinstance(attachments, dict):
             self.edge.write_back(handle.task_id, attachments)
 
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
@@ -355,12 +369,15 @@ class SkaldAgent:
             f"{', ' + reason if reason else ''}) after {time.monotonic() - handle.started_at:.2f} s"
         )
         if reason == "shutdown":
-            # Still ours, just not running: on restart we pick it up again.
+            # Still ours, just not running: on restart we pick it up again. The process is gone,
+            # so its lease goes too (a restarted skald need not wait for it to expire).
             self._write_status(handle.task_id, S.ASSIGNING, handle.epoch, only_from=(S.RUNNING,))
+            self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id))
         elif reason == "fenced":
             # Free the lease at once so the new owner need not wait for it to expire.
             self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id))
         elif reason == "restart":
+            self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id))
             task = self._restart_after_exit.pop(handle.task_id, None)
             if task is not None:
                 self.start_worker(task, None)
@@ -481,14 +498,13 @@ class SkaldAgent:
         handle = self.supervisor.get(task_id)
         if handle is None:
             return
-        if attachments is None:
-            task = self.backends.with_store("read", lambda s: s.get(task_id))
-            if task is None:
-                return
-            attachments = task.attachments
-        if attachments == handle.attachments:
+        if attachments is not None:
+            self.supervisor.send_update(task_id, attachments, origin="direct")
             return
-        self.supervisor.send_update(task_id, attachments)
+        task = self.backends.with_store("read", lambda s: s.get(task_id))
+        if task is None or task.attachments == handle.sent_attachments:
+            return  # nothing new since the last update we sent (duplicate or replayed event)
+        self.supervisor.send_update(task_id, task.attachments, origin="store")
 
     def _ensure_owned_running(self, task_id: str) -> None:
         if self.supervisor.get(task_id) is not None:
@@ -564,7 +580,7 @@ class SkaldAgent:
         stored = self._stored_edge_tasks(list(self.edge.peek_ids()))
         for task in self.edge.initial_tasks(self.skald_id, stored):
             self.start_worker(task, None)
-        self._edge_record()
+        self._edge_record(set(self.edge.peek_ids()))
 
     def _stored_edge_tasks(self, ids: list[str]) -> dict[str, Task] | None:
         from skalds.backends.store.base import TaskQuery
@@ -574,14 +590,22 @@ class SkaldAgent:
         page = self.backends.with_store("read", lambda s: s.list(TaskQuery(ids=tuple(ids))))
         return None if page is None else {t.id: t for t in page.items}
 
-    def _edge_record(self) -> None:
-        """Record every YAML task in the store as Active, owned by this skald (idempotent)."""
+    def _edge_record(self, sync: set[str] | None = None) -> None:
+        """Record every YAML task in the store as Active, owned by this skald (idempotent).
+
+        Attachments are written only for the tasks in ``sync`` (those the file just gave or
+        changed): at other times the store may hold a newer update on its way to the worker.
+        """
         assert self.edge is not None
         for task in self.edge.tasks(self.skald_id):
             running = self.supervisor.get(task.id)
-            self.backends.with_store("record", lambda s, t=task, r=running: self.edge_upsert(s, t, r))  # type: ignore[misc]
+            with_attachments = sync is not None and task.id in sync
+            self.backends.with_store(
+                "record",
+                lambda s, t=task, r=running, a=with_attachments: self.edge_upsert(s, t, r, a),  # type: ignore[misc]
+            )
 
-    def edge_upsert(self, store: Any, task: Task, running: WorkerHandle | None) -> None:
+    def edge_upsert(self, store: Any, task: Task, running: WorkerHandle | None, sync_attachments: bool) -> None:
         status = S.RUNNING if running is not None and running.running_at is not None else S.ASSIGNING
         existing = store.get(task.id)
         if existing is None:
@@ -595,7 +619,7 @@ class SkaldAgent:
             same = (
                 t.executor == self.skald_id
                 and t.class_name == task.class_name
-                and t.attachments == task.attachments
+                and (t.attachments == task.attachments or not sync_attachments)
                 and t.mode == task.mode
             )
             if same:
@@ -608,7 +632,7 @@ class SkaldAgent:
                 return {"lifecycle_status": status}
             update: dict[str, Any] = {
                 "class_name": task.class_name,
-                "attachments": task.attachments,
+                "attachments": task.attachments if sync_attachments else t.attachments,
                 "mode": task.mode,
                 "is_persistent": task.is_persistent,
                 "source": "YAML",
@@ -644,13 +668,13 @@ class SkaldAgent:
         for task in diff.updated:
             if self.supervisor.get(task.id) is not None:
                 logger.info(f"task {task.id}: attachments changed in {self.edge.path}; hot-updating")
-                self.supervisor.send_update(task.id, task.attachments)
+                self.supervisor.send_update(task.id, task.attachments, origin="yaml")
             else:
                 self.start_worker(task, None)
         for task in diff.added:
             logger.info(f"task {task.id} added to {self.edge.path}; starting it")
             self.start_worker(task, None)
-        self._edge_record()
+        self._edge_record({t.id for t in (*diff.added, *diff.updated, *diff.restarted)})
 
     def _edge_reconcile(self) -> None:
         """Follow pause / resume / cancel / retry written to the store for this edge's tasks."""

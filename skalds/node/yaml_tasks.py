@@ -18,6 +18,7 @@ import math
 import os
 import stat
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ ROOT_KEY = "TaskWorkers"
 #: Every key an entry may have; anything else is reported (usually a typo).
 ENTRY_KEYS = ("className", "isPersistent", "attachments", "name", "description", "priority", "dependencies")
 _ODD_BREAKS = frozenset("\x85\u2028\u2029")
+_INDICATORS = frozenset("?:-,[]{}#&*!|>'\"%@`")
 PRIORITY_MIN = 0
 PRIORITY_MAX = 10
 TASK_ID_MAX_LENGTH = 200
@@ -525,7 +527,8 @@ def _assign(container: CommentedMap | CommentedSeq, key: Any, value: Any) -> Non
                 # items; the comment described the old value anyway.
                 item[2] = None
         if isinstance(old, ScalarString) and isinstance(value, str):
-            container[key] = type(old)(value) if not _ODD_BREAKS.intersection(value) else _to_node(value)
+            # keep the quoting style, unless the new text needs double quotes
+            container[key] = _to_node(value) if _needs_double_quotes(value) else type(old)(value)
         else:
             container[key] = _to_node(value)
         _attach(_holders_at(container, key), trailing)
@@ -660,11 +663,22 @@ def _to_node(value: Any) -> Any:
         return CommentedMap((_to_node(k), _to_node(v)) for k, v in value.items())
     if _is_sequence(value) and not isinstance(value, CommentedSeq):
         return CommentedSeq(_to_node(v) for v in value)
-    if isinstance(value, str) and not isinstance(value, ScalarString) and _ODD_BREAKS.intersection(value):
-        # ruamel writes these unescaped in plain and single-quoted scalars, where they read back
-        # as line breaks; double quotes escape them.
+    if isinstance(value, str) and not isinstance(value, ScalarString) and _needs_double_quotes(value):
         return DoubleQuotedScalarString(value)
     return value
+
+
+def _needs_double_quotes(text: str) -> bool:
+    """Strings that ruamel may write in a form that reads back differently, or not at all.
+
+    It leaves NEL and the Unicode line separators unescaped, and mishandles some plain scalars
+    that start with an indicator; double quotes escape everything.
+    """
+    if not text:
+        return False
+    if text[0] in _INDICATORS or text != text.strip():
+        return True
+    return any(ch in _ODD_BREAKS or unicodedata.category(ch).startswith("C") for ch in text)
 
 
 def _same(old: Any, new: Any) -> bool:

@@ -94,7 +94,8 @@ def configure(
 
 def configure_worker(task_id: str) -> None:
     """Re-point the sinks of a forked worker process (its own file when split by worker)."""
-    if not _state.get("configured"):
+    if not _state.get("configured") or not _state.get("split_by_worker"):
+        # Same sinks as the skald (inherited through fork); only the process label changes.
         _loguru_logger.configure(extra={"proc": task_id})
         return
     configure(

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,13 @@ class WorkerHandle:
     stop_reason: str | None = None
     kill_at: float | None = None
     exit_code: int | None = None
+    #: The attachments last sent to the worker (what it will run once it applies them).
+    sent_attachments: Any = None
+    #: Where each forwarded update came from, oldest first; matched to the worker's answers,
+    #: which come in the same order.
+    update_origins: deque[str] = field(default_factory=deque)
+    #: Messages waiting for room in the channel (a slow worker must not block the skald).
+    outbox: deque[bytes] = field(default_factory=deque)
 
     @property
     def stopping(self) -> bool:
@@ -112,22 +120,44 @@ class Supervisor:
             pidfd=pidfd,
             channel=ours,
             attachments=task.attachments,
+            sent_attachments=task.attachments,
         )
         self._by_task[task.id] = handle
         self._by_pid[pid] = handle
         self._by_fd[ours.fileno()] = handle
         return handle
 
-    def send_update(self, task_id: str, attachments: Any) -> bool:
+    def send_update(self, task_id: str, attachments: Any, origin: str = "store") -> bool:
+        """Queue an update for the worker; ``origin`` comes back with its answer."""
         handle = self._by_task.get(task_id)
         if handle is None or handle.stopping:
             return False
-        try:
-            handle.channel.send(json.dumps({"t": "update", "attachments": attachments}).encode())
-        except OSError as exc:
-            logger.warning(f"could not forward update to worker {task_id}: {exc}")
-            return False
+        handle.outbox.append(json.dumps({"t": "update", "attachments": attachments}).encode())
+        handle.update_origins.append(origin)
+        handle.sent_attachments = attachments
+        self._flush(handle)
         return True
+
+    def _flush(self, handle: WorkerHandle) -> None:
+        while handle.outbox:
+            try:
+                handle.channel.send(handle.outbox[0])
+            except (BlockingIOError, InterruptedError):
+                return  # the loop polls for room and calls on_channel_writable
+            except OSError as exc:
+                logger.warning(f"could not forward updates to worker {handle.task_id}: {exc}")
+                handle.outbox.clear()
+                return
+            handle.outbox.popleft()
+
+    def writable_wanted(self) -> list[int]:
+        """Channels with queued messages: the loop waits for room on them."""
+        return [fd for fd, h in self._by_fd.items() if h.outbox]
+
+    def on_channel_writable(self, fd: int) -> None:
+        handle = self._by_fd.get(fd)
+        if handle is not None:
+            self._flush(handle)
 
     def stop(self, task_id: str, reason: str, grace: float | None = None) -> bool:
         """SIGTERM the task's worker (once); SIGKILL follows after the grace period."""
@@ -187,8 +217,10 @@ class Supervisor:
             elif kind == "final":
                 handle.outcome = message.get("status")
                 handle.exception = message.get("exception")
-            elif kind == "update_ok":
-                handle.attachments = message.get("attachments")
+            elif kind in ("update_ok", "update_error"):
+                if kind == "update_ok":
+                    handle.attachments = message.get("attachments")
+                message["origin"] = handle.update_origins.popleft() if handle.update_origins else "worker"
             self._on_message(handle, message)
 
     def on_forkserver_readable(self) -> None:

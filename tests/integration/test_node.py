@@ -223,3 +223,25 @@ def test_stubborn_worker_is_killed_after_the_grace_period(procs, home, tmp_path,
     wait_for(lambda: events(tmp_path, "s1", "release"), what="release started")
     # grace period is 3 s in these tests
     wait_for(lambda: not alive(pid), timeout=8, what="SIGKILL after grace")
+
+
+def test_bursts_of_updates_all_arrive_and_the_last_one_wins(procs, home, tmp_path, client):
+    # Given a running task
+    start_node(procs, home, tmp_path, "node-a")
+    client.create_task(Task(id="b1", className="Recorder", attachments={"someValue": 0}), executor="node-a")
+    wait_for(lambda: events(tmp_path, "b1", "main"), what="main")
+
+    # When 60 direct updates arrive back to back (more than a socket queue holds)
+    for i in range(1, 61):
+        client.send_worker_update("b1", {"someValue": i})
+    # Then every one reaches the handler, in order
+    wait_for(lambda: len(events(tmp_path, "b1", "update")) == 60, what="60 updates")
+    assert [e["value"] for e in events(tmp_path, "b1", "update")] == list(range(1, 61))
+
+    # When stored updates come back to back
+    for i in range(100, 106):
+        client.update_attachments("b1", {"someValue": i})
+    # Then the worker and the store both end on the last one
+    wait_for(lambda: events(tmp_path, "b1", "update")[-1]["value"] == 105, what="last stored update")
+    wait_for(lambda: client.get("b1").attachments["someValue"] == 105, what="store keeps the last")
+    assert client.get("b1").attachments["someValue"] == 105

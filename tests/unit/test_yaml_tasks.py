@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ruamel.yaml import YAML
 
 from skalds.errors import TaskSourceError
 from skalds.model.task import ModeEnum
@@ -799,6 +803,48 @@ def test_write_back_into_attachments_that_are_not_a_mapping_raises(tmp_path: Pat
     # Then a TaskSourceError names the task, the field and the line
     with pytest.raises(TaskSourceError, match=r"line 4: task 'A', field 'attachments'"):
         write_back_attachments(path, "A", {"count": 1})
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+UPDATES = st.dictionaries(st.sampled_from(["fixFrame", "rtspUrl", "zones", "new key"]), JSON_VALUES, max_size=4)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(updates=st.lists(st.tuples(st.sampled_from(["TaskWorker1", "TaskWorker2"]), UPDATES), max_size=3))
+def test_write_back_stores_any_json_values_and_touches_nothing_else(
+    tmp_path_factory: pytest.TempPathFactory, updates: list[tuple[str, dict[str, Any]]]
+) -> None:
+    # Given the commented file
+    path = write(tmp_path_factory.mktemp("prop"), COMMENTED)
+    for task_id, attachments in updates:
+        before = path.read_text()
+
+        # When any JSON values are written back
+        try:
+            write_back_attachments(path, task_id, attachments)
+        except TaskSourceError:
+            # Then a refusal leaves the file as it was
+            assert path.read_text() == before
+            continue
+
+        # Then they read back as given, and the other entry and the comments are untouched
+        text = path.read_text()
+        stored = YAML(typ="rt").load(text)["TaskWorkers"][task_id]["attachments"]
+        for key, value in attachments.items():
+            assert stored[key] == value
+        if task_id == "TaskWorker1":
+            assert text.endswith(before[before.index("  # spare camera") :])
+        else:
+            assert text.startswith(before[: before.index("  TaskWorker2:")])
+        assert "    # the worker that counts people\n    className: MyWorker\n\n  # spare camera\n" in text
 
 
 # ------------------------------------------------------------------------------------------
