@@ -575,9 +575,26 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
     return "\n".join(lines), verdicts
 
 
+def source_version() -> str:
+    import skalds
+
+    try:
+        git = subprocess.run(
+            ["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        described = git.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        described = "unknown"
+    return f"{skalds.__version__} (git {described})"
+
+
 def machine() -> dict[str, str]:
     mem = psutil.virtual_memory()
     return {
+        "skalds": source_version(),
         "uname": " ".join(platform.uname()),
         "nproc": str(os.cpu_count()),
         "memory": f"{mem.total / 2**30:.1f} GiB total, {mem.available / 2**30:.1f} GiB available",
