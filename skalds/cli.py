@@ -103,12 +103,13 @@ def run(
 
 
 def _store(store_url: str | None) -> Any:
-    from skalds.backends.factory import open_store
+    from skalds.backends.factory import open_store, store_options
     from skalds.config.skald_config import SkaldConfig
 
-    url = store_url or SkaldConfig().resolved_store_url()
+    config = SkaldConfig()
+    url = store_url or config.resolved_store_url()
     try:
-        return open_store(url)
+        return open_store(url, **store_options(url, config))
     except SkaldsError as exc:
         _fail(str(exc))
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from skalds.backends.bus.base import EventBus, Topic
 from skalds.backends.cache.state import StateView
-from skalds.backends.factory import open_bus, open_cache, open_store
+from skalds.backends.factory import bus_for, cache_for, store_for
 from skalds.backends.store.base import TaskPage, TaskQuery, TaskStore
 from skalds.config.skald_config import SkaldConfig
 from skalds.model.event import TaskEvent, UpdateTaskWorkerEvent
@@ -33,19 +33,19 @@ class SkaldsClient:
     @property
     def store(self) -> TaskStore:
         if self._store is None:
-            self._store = open_store(self.config.resolved_store_url())
+            self._store = store_for(self.config)
         return self._store
 
     @property
     def bus(self) -> EventBus:
         if self._bus is None:
-            self._bus = open_bus(self.config.resolved_bus_url())
+            self._bus = bus_for(self.config)
         return self._bus
 
     @property
     def state(self) -> StateView:
         if self._state is None:
-            self._state = StateView(open_cache(self.config.resolved_cache_url()), self.config.redis_key_ttl)
+            self._state = StateView(cache_for(self.config), self.config.redis_key_ttl)
         return self._state
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from skalds.backends.bus.base import EventBus
@@ -11,6 +11,9 @@ from skalds.backends.cache.base import StateCache
 from skalds.backends.store.base import TaskStore
 from skalds.errors import ConfigError, MissingDriver
 from skalds.utils.logging import mask_secrets
+
+if TYPE_CHECKING:
+    from skalds.config.skald_config import SkaldConfig
 
 # scheme -> (module, class, pip extra, package that must import)
 _STORES = {
@@ -74,3 +77,33 @@ def open_cache(url: str, **kw: Any) -> StateCache:
     cache: StateCache = _open("state cache", _CACHES, url, **kw)
     cache.url = url
     return cache
+
+
+def store_options(url: str, config: SkaldConfig) -> dict[str, Any]:
+    """Driver options that come from the configuration rather than the URL."""
+    if urlsplit(url).scheme.startswith("mongodb"):
+        return {"db_name": config.db_name}
+    return {}
+
+
+def bus_options(url: str, config: SkaldConfig) -> dict[str, Any]:
+    if urlsplit(url).scheme == "kafka":
+        return {
+            "partitions": config.kafka_topic_partitions,
+            "replication_factor": config.kafka_replication_factor,
+        }
+    return {}
+
+
+def store_for(config: SkaldConfig) -> TaskStore:
+    url = config.resolved_store_url()
+    return open_store(url, **store_options(url, config))
+
+
+def bus_for(config: SkaldConfig) -> EventBus:
+    url = config.resolved_bus_url()
+    return open_bus(url, **bus_options(url, config))
+
+
+def cache_for(config: SkaldConfig) -> StateCache:
+    return open_cache(config.resolved_cache_url())

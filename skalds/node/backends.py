@@ -1,73 +1,131 @@
-"""Backends as the agent sees them: opened lazily, and never fatal when they are down.
+"""Backends as the agent sees them: never fatal, never blocking the loop for long.
 
-Edge autonomy (DESIGN principle 6): a backend that cannot be opened or fails a call is marked
-down for a while and retried later; callers get ``None`` and carry on. Workers keep running.
+Edge autonomy (DESIGN principle 6): a backend that cannot be reached is marked *down*; callers get
+``None`` at once and carry on, workers keep running. While it is down, a background thread probes
+it (open + one cheap read) every ``RETRY_AFTER`` seconds and marks it *up* again when the probe
+succeeds, so the agent's loop never waits on a connect timeout more than once per outage.
+
+The embedded SQLite backend is opened synchronously on first use (it is a local file).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from skalds.backends.bus.base import EventBus
 from skalds.backends.cache.state import StateView
-from skalds.backends.factory import open_bus, open_cache, open_store
+from skalds.backends.factory import bus_options, open_bus, open_cache, open_store, store_options
 from skalds.backends.store.base import TaskStore
 from skalds.config.skald_config import SkaldConfig
-from skalds.errors import ConfigError, MissingDriver, StoreError
+from skalds.errors import ConfigError, MissingDriver, SkaldsError, StoreError
 from skalds.utils.logging import logger, mask_secrets
 
 R = TypeVar("R")
-RETRY_AFTER = 5.0
+RETRY_AFTER = 2.0
 
 
 class _Slot:
-    def __init__(self, kind: str, url: str, opener: Callable[[str], Any]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        url: str,
+        opener: Callable[[str], Any],
+        probe: Callable[[Any], object] | None,
+    ) -> None:
         self.kind = kind
         self.url = url
         self.opener = opener
+        self.probe = probe
+        self.local = urlsplit(url).scheme == "sqlite"
         self.value: Any = None
-        self.retry_at = 0.0
         self.permanent_error: str | None = None
-        self.warned = False
+        self.down_since: float | None = None
+        self._probing = False
+        self._next_probe = 0.0
+        self._lock = threading.Lock()
 
     def get(self) -> Any:
         if self.value is not None or self.permanent_error is not None:
             return self.value
-        now = time.monotonic()
-        if now < self.retry_at:
-            return None
+        if self.local:
+            self._connect()
+            return self.value
+        self._start_probe()
+        return None
+
+    def _connect(self) -> bool:
+        """Open (and probe) the backend in this thread; True when it is usable."""
         try:
-            self.value = self.opener(self.url)
+            value = self.opener(self.url)
         except (MissingDriver, ConfigError) as exc:
             self.permanent_error = str(exc)
             logger.error(f"{self.kind} unavailable, running without it: {exc}")
-            return None
+            return False
         except Exception as exc:
-            self.retry_at = now + RETRY_AFTER
-            if not self.warned:
-                logger.warning(
-                    f"{self.kind} at {mask_secrets(self.url)} unreachable ({exc}); retrying every {RETRY_AFTER:.0f} s"
-                )
-                self.warned = True
-            return None
-        if self.warned:
-            logger.success(f"{self.kind} at {mask_secrets(self.url)} is back")
-        self.warned = False
-        return self.value
+            self._mark_down(exc)
+            return False
+        try:
+            if self.probe is not None:
+                self.probe(value)
+        except Exception as exc:
+            _close(value)
+            self._mark_down(exc)
+            return False
+        if self.down_since is not None:
+            logger.success(
+                f"{self.kind} at {mask_secrets(self.url)} is back after {time.monotonic() - self.down_since:.1f} s"
+            )
+        else:
+            logger.info(f"{self.kind}: {mask_secrets(self.url)}")
+        self.down_since = None
+        self.value = value
+        return True
+
+    def _start_probe(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._probing or now < self._next_probe:
+                return
+            self._probing = True
+            self._next_probe = now + RETRY_AFTER
+
+        def run() -> None:
+            try:
+                self._connect()
+            finally:
+                self._probing = False
+
+        threading.Thread(target=run, name=f"skalds-probe-{self.kind}", daemon=True).start()
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            logger.warning(
+                f"{self.kind} at {mask_secrets(self.url)} unreachable ({mask_secrets(str(exc))}); "
+                f"workers keep running, retrying every {RETRY_AFTER:.0f} s"
+            )
 
     def failed(self, exc: BaseException) -> None:
-        if not self.warned:
-            logger.warning(f"{self.kind} call failed ({exc!r}); will retry")
-            self.warned = True
-        self.retry_at = time.monotonic() + 1.0
+        """A call on the open backend failed: treat it as down until a probe succeeds."""
         value, self.value = self.value, None
-        try:
-            if value is not None and hasattr(value, "close"):
-                value.close()
-        except Exception:
-            pass
+        self._mark_down(exc)
+        if self.local:
+            self.value = value  # a local file: the next call simply tries again
+            return
+        _close(value)
+        self._next_probe = time.monotonic() + RETRY_AFTER / 2
+
+
+def _close(value: Any) -> None:
+    try:
+        if value is not None and hasattr(value, "close"):
+            value.close()
+    except Exception:
+        pass
 
 
 class Backends:
@@ -75,9 +133,13 @@ class Backends:
 
     def __init__(self, config: SkaldConfig) -> None:
         self.config = config
-        self._store = _Slot("task store", config.resolved_store_url(), open_store)
-        self._bus = _Slot("event bus", config.resolved_bus_url(), open_bus)
-        self._cache = _Slot("state cache", config.resolved_cache_url(), open_cache)
+        store_url = config.resolved_store_url()
+        bus_url = config.resolved_bus_url()
+        self._store = _Slot(
+            "task store", store_url, lambda u: open_store(u, **store_options(u, config)), lambda s: s.get("-")
+        )
+        self._bus = _Slot("event bus", bus_url, lambda u: open_bus(u, **bus_options(u, config)), None)
+        self._cache = _Slot("state cache", config.resolved_cache_url(), open_cache, lambda c: c.get("-"))
         self._view: StateView | None = None
 
     @property
@@ -104,7 +166,7 @@ class Backends:
     def with_store(self, what: str, fn: Callable[[TaskStore], R]) -> R | None:
         """Run ``fn(store)``; on a backend failure log, mark the store down, return None.
 
-        Domain errors (Conflict, IllegalTransition, TaskNotFound) propagate to the caller.
+        Domain errors (Conflict, IllegalTransition, TaskNotFound...) propagate to the caller.
         """
         store = self.store()
         if store is None:
@@ -113,9 +175,12 @@ class Backends:
             return fn(store)
         except StoreError:
             raise
+        except SkaldsError as exc:
+            if isinstance(exc, MissingDriver):
+                self._store.failed(exc)
+                return None
+            raise
         except Exception as exc:
-            if _is_domain_error(exc):
-                raise
             logger.debug(f"store: {what} failed: {exc!r}")
             self._store.failed(exc)
             return None
@@ -134,14 +199,4 @@ class Backends:
     def close(self) -> None:
         for slot in (self._store, self._bus, self._cache):
             value, slot.value = slot.value, None
-            if value is not None:
-                try:
-                    value.close()
-                except Exception:
-                    pass
-
-
-def _is_domain_error(exc: BaseException) -> bool:
-    from skalds.errors import SkaldsError
-
-    return isinstance(exc, SkaldsError) and not isinstance(exc, MissingDriver)
+            _close(value)
