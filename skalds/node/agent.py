@@ -346,11 +346,14 @@ class SkaldAgent:
         logger.info(f"task {handle.task_id}: update applied ({origin})")
         if origin == "direct":
             try:
-                self.backends.with_store(
+                stored = self.backends.with_store(
                     "attachments", lambda s: s.modify(handle.task_id, lambda t: {"attachments": attachments})
                 )
             except SkaldsError as exc:
                 logger.debug(f"task {handle.task_id}: attachments not stored: {exc}")
+            else:
+                if stored is not None and not handle.update_origins:
+                    handle.sent_attachments = stored.attachments  # the store now matches the worker
         if self.edge is not None and origin != "yaml" and isinstance(attachments, dict):
             self.edge.write_back(handle.task_id, attachments)
 
@@ -571,8 +574,18 @@ class SkaldAgent:
                 continue
             self._verify_ownership(handle.task_id)
         for task in owned:
-            if self.supervisor.get(task.id) is None:
+            handle = self.supervisor.get(task.id)
+            if handle is None:
                 self._start_owned(task)
+            elif (
+                not handle.stopping
+                and not handle.update_origins
+                and task.epoch == handle.epoch
+                and task.attachments != handle.sent_attachments
+            ):
+                # An update whose event was lost (or sent while the bus was down): level-triggered.
+                logger.info(f"task {task.id}: stored attachments differ from the worker's; forwarding them")
+                self.supervisor.send_update(task.id, task.attachments, origin="store")
 
     # ---- edge ----------------------------------------------------------------------------
     def _edge_start(self) -> None:

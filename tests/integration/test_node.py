@@ -245,3 +245,26 @@ def test_bursts_of_updates_all_arrive_and_the_last_one_wins(procs, home, tmp_pat
     wait_for(lambda: events(tmp_path, "b1", "update")[-1]["value"] == 105, what="last stored update")
     wait_for(lambda: client.get("b1").attachments["someValue"] == 105, what="store keeps the last")
     assert client.get("b1").attachments["someValue"] == 105
+
+
+def test_a_lost_update_event_is_caught_up_by_reconciliation(procs, home, tmp_path, client):
+    # Given a running task
+    start_node(procs, home, tmp_path, "node-a")
+    client.create_task(Task(id="lu", className="Recorder", attachments={"someValue": 1}), executor="node-a")
+    wait_for(lambda: events(tmp_path, "lu", "main"), what="main")
+    # When its attachments change in the store and no event is sent
+    client.store.update_attachments("lu", {"someValue": 42, "label": "x", "duration": 30.0, "fail": False})
+    # Then the worker still gets the update, once
+    upd = wait_for(lambda: events(tmp_path, "lu", "update"), timeout=5, what="reconciled update")
+    assert upd[0]["value"] == 42
+    client.send_worker_update("lu", {"label": "later"})  # a direct update is not undone afterwards
+    wait_for(lambda: len(events(tmp_path, "lu", "update")) == 2, what="direct update")
+    wait_for(lambda: client.get("lu").attachments["label"] == "later", what="store follows")
+    time_before = len(events(tmp_path, "lu", "update"))
+    # two reconcile periods later nothing more was forwarded
+    import time
+
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert len(events(tmp_path, "lu", "update")) == time_before
+        time.sleep(0.1)
