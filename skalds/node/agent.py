@@ -574,14 +574,14 @@ class SkaldAgent:
                 continue
             self._verify_ownership(handle.task_id)
         for task in owned:
-            handle = self.supervisor.get(task.id)
-            if handle is None:
+            current = self.supervisor.get(task.id)
+            if current is None:
                 self._start_owned(task)
             elif (
-                not handle.stopping
-                and not handle.update_origins
-                and task.epoch == handle.epoch
-                and task.attachments != handle.sent_attachments
+                not current.stopping
+                and not current.update_origins
+                and task.epoch == current.epoch
+                and task.attachments != current.sent_attachments
             ):
                 # An update whose event was lost (or sent while the bus was down): level-triggered.
                 logger.info(f"task {task.id}: stored attachments differ from the worker's; forwarding them")

@@ -97,6 +97,10 @@ def test_hash_field_ttl_expires_fields_individually(state_cache: StateCache, wai
     state_cache.hset("h", {"stays": "3"})
     state_cache.hset("only-short", {"x": "1"}, field_ttl=TTL)
     assert state_cache.hgetall("h") == {"dying": "1", "also": "2", "stays": "3"}
+    if not getattr(state_cache, "supports_field_ttl", True):
+        # A server without hash-field TTL (Redis 7.0) keeps the fields; readers judge them by value
+        assert state_cache.hgetall("only-short") == {"x": "1"}
+        return
     # When the field TTL passes
     assert wait_until(lambda: "dying" not in state_cache.hgetall("h"), timeout=5)
     # Then only the permanent field is left, and a hash of expired fields is gone
