@@ -221,7 +221,8 @@ def k8s(
         _fail(f"{yaml}: no task {task!r} (tasks: {', '.join(entries)})")
         return
     text = single_entry_yaml(yaml, entry.task_id)
-    console.print(render_manifests(entry, image=image, yaml_text=text, module=module, namespace=namespace), end="")
+    # Plain output: rich would read "[...]" in YAML as markup and wrap long lines.
+    typer.echo(render_manifests(entry, image=image, yaml_text=text, module=module, namespace=namespace), nl=False)
 
 
 class _AnyModels(dict[str, Any]):

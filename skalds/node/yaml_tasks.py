@@ -14,6 +14,7 @@ import contextlib
 import copy
 import difflib
 import io
+import itertools
 import math
 import os
 import stat
@@ -502,7 +503,7 @@ def _update_mapping(target: CommentedMap, new: Mapping[Any, Any], *, remove_miss
             changed = True
     if remove_missing:
         for key in [k for k in target if k not in new]:
-            _delete_last_safe(target, key)
+            _delete_key(target, key)
             changed = True
     return changed
 
@@ -556,7 +557,7 @@ def _append_key(target: CommentedMap, key: Any, value: Any) -> None:
     _attach_trailing(target, rest)
 
 
-def _delete_last_safe(target: CommentedMap, key: Any) -> None:
+def _delete_key(target: CommentedMap, key: Any) -> None:
     """Remove a key; if it was the last one, what followed it moves to the new last key."""
     keys = list(target)
     rest = _detach_trailing(target) if keys and keys[-1] == key else None
@@ -690,7 +691,8 @@ def _same(old: Any, new: Any) -> bool:
     if _is_sequence(old) and _is_sequence(new):
         return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new, strict=True))
     if isinstance(old, int | float) and isinstance(new, int | float):
-        return isinstance(old, float) == isinstance(new, float) and old == new
+        same_number = old == new or (old != old and new != new)  # NaN is NaN here
+        return isinstance(old, float) == isinstance(new, float) and same_number
     if isinstance(old, str) and isinstance(new, str):
         return str(old) == str(new)
     if old is None or new is None:
@@ -898,12 +900,27 @@ def _transplant(path: Path, original: str, baseline: str, changed: str) -> str:
             for k in range(i2 - i1):
                 to_source[i1 + k] = j1 + k
 
-    def shift_at(*candidates: int) -> int:
-        """Indentation the file adds to ruamel's, judged on the nearest content line."""
-        for i in candidates:
-            for k in range(i, -1, -1):
-                if k in to_source and _is_content(base[k]):
-                    return _indent(source[to_source[k]]) - _indent(base[k])
+    def mapped_shift(k: int) -> int:
+        return _indent(source[to_source[k]]) - _indent(base[k])
+
+    def shift_for(line: str, emitted: list[tuple[str, int]], replaced: range, before: int) -> int:
+        """Indentation the file adds to ruamel's for ``line``: that of its nearest sibling or parent."""
+        indent, item = _indent(line), _is_item(line)
+        candidates = itertools.chain(
+            reversed(emitted),
+            ((base[k], mapped_shift(k)) for k in replaced if k in to_source),
+            ((base[k], mapped_shift(k)) for k in range(before - 1, -1, -1) if k in to_source),
+        )
+        first = True
+        for text, shift in candidates:
+            if not _is_content(text):
+                continue
+            other = _indent(text)
+            if other < indent or (
+                other == indent and (_is_item(text) == item or (first and text.rstrip().endswith(":")))
+            ):
+                return shift
+            first = False
         return 0
 
     edits: list[tuple[int, int, list[str]]] = []
@@ -915,18 +932,24 @@ def _transplant(path: Path, original: str, baseline: str, changed: str) -> str:
             first = mapped[0]
             if first is None or mapped != list(range(first, first + len(mapped))):
                 raise _problem(path, _CANNOT_KEEP_LAYOUT)
-            start, end, shift = first, first + len(mapped), shift_at(i1)
+            start, end = first, first + len(mapped)
+        elif i1 - 1 in to_source:
+            # Right after the line it follows: lines ruamel dropped (it loses a few comments) stay
+            # below, with what they introduce.
+            start = end = to_source[i1 - 1] + 1
         elif i1 in to_source:
             start = end = to_source[i1]
-            shift = shift_at(i1 - 1, i1)
-        elif i1 - 1 in to_source:
-            start = end = to_source[i1 - 1] + 1
-            shift = shift_at(i1 - 1)
         elif i1 == 0:
-            start = end = shift = 0
+            start = end = 0
         else:
             raise _problem(path, _CANNOT_KEEP_LAYOUT)
-        edits.append((start, end, [_reindent(line, shift) for line in new[j1:j2]]))
+        emitted: list[tuple[str, int]] = []
+        lines: list[str] = []
+        for line in new[j1:j2]:
+            shift = shift_for(line, emitted, range(i1, i2), i1)
+            emitted.append((line, shift))
+            lines.append(_reindent(line, shift))
+        edits.append((start, end, lines))
     for start, end, lines in reversed(edits):
         source[start:end] = lines
     return "".join(source)
@@ -934,6 +957,12 @@ def _transplant(path: Path, original: str, baseline: str, changed: str) -> str:
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
+
+
+def _is_item(line: str) -> bool:
+    """Whether the line starts a block sequence item."""
+    stripped = line.strip()
+    return stripped == "-" or stripped.startswith("- ")
 
 
 def _is_content(line: str) -> bool:

@@ -116,6 +116,20 @@ def test_persistent_task_becomes_a_config_map_and_a_deployment(tmp_path: Path) -
     assert container["volumeMounts"] == [{"name": "tasks", "mountPath": "/etc/skalds", "readOnly": True}]
 
 
+def test_long_lines_of_the_task_file_are_not_folded(tmp_path: Path) -> None:
+    # Given a task file with a line far longer than any terminal
+    path, entries = load(tmp_path)
+    text = single_entry_yaml(path, "TaskWorker1").replace("camera1", "camera1/" + "x" * 500)
+
+    # When its manifests are rendered
+    out = render_manifests(entries["TaskWorker1"], image="cams:1", yaml_text=text, module=None)
+
+    # Then the line is there whole, in a literal block
+    assert "/" + "x" * 500 + "\n" in out
+    assert "tasks.yml: |" in out
+    assert kinds(out)["ConfigMap"]["data"]["tasks.yml"] == text
+
+
 def test_one_shot_task_becomes_a_job(tmp_path: Path) -> None:
     # Given an entry that is not persistent
     path, entries = load(tmp_path)
@@ -181,9 +195,11 @@ def test_the_config_map_file_runs_exactly_that_entry(tmp_path: Path) -> None:
 
 
 def test_task_file_with_awkward_text_survives_the_manifest() -> None:
-    # Given task-file text with trailing spaces, a tab, quotes and no final newline
+    # Given task-file text with trailing spaces, a tab, quotes, a very long line and no final newline
     entry = YamlTaskEntry(task_id="T", class_name="MyWorker", attachments={}, is_persistent=False)
-    text = "TaskWorkers:   \n  T:\n    className: 'MyWorker'\t# x\n    name: \"a: b\""
+    text = (
+        f"TaskWorkers:   \n  T:\n    className: 'MyWorker'\t# x\n    description: {'word ' * 300}\n    name: \"a: b\""
+    )
 
     # When the manifests are rendered
     out = render_manifests(entry, image="cams:1", yaml_text=text, module=None)
