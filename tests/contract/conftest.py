@@ -68,7 +68,7 @@ def _redis_cache(server: Any, tmp_path: Path, ns: str) -> StateCache:
 def _kafka_bus(server: Any, tmp_path: Path, ns: str) -> EventBus:
     from skalds.backends.bus.kafka import KafkaEventBus
 
-    return KafkaEventBus(f"{server.url}?prefix={ns}.")
+    return KafkaEventBus(f"{server.url}?prefix={ns}.&session_timeout_ms=2000")
 
 
 def _pg_store(server: Any, tmp_path: Path, ns: str) -> TaskStore:

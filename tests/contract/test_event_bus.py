@@ -39,7 +39,9 @@ def test_publish_poll_roundtrip(event_bus: EventBus) -> None:
         (TOPIC, "task-1", b'{"a":1}'),
         ("task.cancel", None, "héllo".encode()),
     ]
-    assert got[0].offset < got[1].offset
+    if isinstance(event_bus, SqliteEventBus):
+        # one sequence across topics there; Kafka offsets only order messages within a partition
+        assert got[0].offset < got[1].offset
     assert all(abs(m.timestamp_ms - time.time() * 1000) < 60_000 for m in got)
     consumer.close()
 

@@ -31,7 +31,7 @@ class Dist:
             conn.execute(f'CREATE SCHEMA "{schema}"')
         redis.Redis.from_url(redis_server.url).flushdb()
         self.store_url = f"{postgres.url}?options=-csearch_path%3D{schema}"
-        self.bus_url = kafka.url
+        self.bus_url = f"{kafka.url}?session_timeout_ms=2000"
         self.cache_url = redis_server.url
         self.kafka = kafka
         self.tmp = tmp
