@@ -1,0 +1,168 @@
+"""The agent's node mode: commands from the bus, ownership from the store.
+
+A node runs exactly the tasks the store says it owns (executor = this skald, status
+Assigning/Running) at the epoch it was given. Commands make that happen within milliseconds;
+:meth:`NodeMode._reconcile` makes it certain (level-triggered), whatever events were lost.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from skalds.backends.bus.base import Message
+from skalds.config.skald_config import SkaldModeEnum
+from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus
+from skalds.node._parts import _AgentParts
+from skalds.node.commands import Command, MalformedEvent, parse_message
+from skalds.utils.logging import logger
+
+S = TaskLifecycleStatus
+
+
+class NodeMode(_AgentParts):
+    _commands: queue.SimpleQueue[Message]
+    _cmd_w: socket.socket
+
+    if TYPE_CHECKING:
+
+        def _edge_reconcile(self) -> None: ...
+
+    # ---- commands ------------------------------------------------------------------------
+    def _deliver(self, messages: list[Message]) -> None:
+        for m in messages:
+            self._commands.put(m)
+        try:
+            self._cmd_w.send(b"x")
+        except OSError:
+            pass
+
+    def _handle_commands(self) -> None:
+        while True:
+            try:
+                message = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                command = parse_message(message)
+            except MalformedEvent as exc:
+                logger.warning(
+                    f"skipped a malformed event on {message.topic} (key {message.key!r}, "
+                    f"offset {message.offset}): {exc}"
+                )
+                continue
+            try:
+                self._apply(command)
+            except Exception as exc:
+                logger.opt(exception=exc).error(f"command {command.kind} {list(command.task_ids)} failed")
+
+    def _apply(self, command: Command) -> None:
+        if command.kind == "assign":
+            if self.mode != SkaldModeEnum.NODE:
+                return
+            if command.recipient and command.recipient != self.skald_id:
+                return
+            for task_id in command.task_ids:
+                if self.supervisor.get(task_id) is not None:
+                    self._verify_ownership(task_id)
+                else:
+                    self._ensure_owned_running(task_id)
+        elif command.kind == "cancel":
+            for task_id in command.task_ids:
+                if self.supervisor.stop(task_id, "cancel"):
+                    logger.info(f"task {task_id}: cancel received, stopping its worker")
+        elif command.kind == "update":
+            for task_id in command.task_ids:
+                self._forward_update(task_id, command.attachments)
+
+    def _forward_update(self, task_id: str, attachments: dict[str, Any] | None) -> None:
+        handle = self.supervisor.get(task_id)
+        if handle is None:
+            return
+        if attachments is not None:
+            self.supervisor.send_update(task_id, attachments, origin="direct")
+            return
+        task = self.backends.with_store("read", lambda s: s.get(task_id))
+        if task is None or task.attachments == handle.sent_attachments:
+            return  # nothing new since the last update we sent (duplicate or replayed event)
+        self.supervisor.send_update(task_id, task.attachments, origin="store")
+
+    def _ensure_owned_running(self, task_id: str) -> None:
+        if self.supervisor.get(task_id) is not None:
+            return
+        task = self.backends.with_store("read", lambda s: s.get(task_id))
+        if task is None or task.executor != self.skald_id or task.lifecycle_status not in LIVE_STATUSES:
+            return
+        self._start_owned(task)
+
+    def _start_owned(self, task: Task) -> None:
+        """Start a task the store gave us, unless a previous copy's heartbeat lease is still alive.
+
+        That copy belongs to the previous owner (or our own previous life). Its lease expires
+        within three heartbeat intervals, or is removed at once when that copy stops; until then
+        we wait, so one task never runs twice.
+        """
+        state = self.backends.with_state("lease", lambda v: v.task_state(task.id))
+        beat = (state or {}).get("heartbeat")
+        if beat is not None and 0 <= beat < 200:
+            if task.id not in self._deferred:
+                logger.info(f"task {task.id}: a previous copy still holds its heartbeat lease; waiting")
+            self._deferred.add(task.id)
+            self._next_reconcile = min(self._next_reconcile, time.monotonic() + 0.1)
+            return
+        self._deferred.discard(task.id)
+        self.start_worker(task, task.epoch)
+
+    def _verify_ownership(self, task_id: str) -> None:
+        """Stop our copy unless the store still says it is ours, at our epoch, and live."""
+        handle = self.supervisor.get(task_id)
+        if handle is None or handle.stopping:
+            return
+        store = self.backends.store()
+        if store is None:
+            return
+        task = self.backends.with_store("read", lambda s: s.get(task_id))
+        if task is None:
+            if self.backends.store() is not None:
+                logger.warning(f"task {task_id} was deleted from the store; stopping its worker")
+                self.supervisor.stop(task_id, "fenced")
+            return
+        if task.executor == self.skald_id and task.epoch == handle.epoch:
+            if task.lifecycle_status == S.PAUSED:
+                self.supervisor.stop(task_id, "pause")
+            elif task.lifecycle_status == S.CANCELLED:
+                self.supervisor.stop(task_id, "cancel")
+            elif task.lifecycle_status not in LIVE_STATUSES:
+                self.supervisor.stop(task_id, "fenced")
+            return
+        logger.warning(f"task {task_id} now belongs to {task.executor} at epoch {task.epoch}; stopping ours")
+        self.supervisor.stop(task_id, "fenced")
+
+    # ---- reconciliation ------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        if self.edge is not None:
+            self._edge_reconcile()
+            return
+        owned = self.backends.with_store("owned", lambda s: s.owned_by(self.skald_id))
+        if owned is None:
+            return  # store unreachable: keep what runs, decide when it is back
+        by_id = {t.id: t for t in owned}
+        for handle in self.supervisor.handles():
+            if handle.stopping or (handle.task_id in by_id and by_id[handle.task_id].epoch == handle.epoch):
+                continue
+            self._verify_ownership(handle.task_id)
+        for task in owned:
+            current = self.supervisor.get(task.id)
+            if current is None:
+                self._start_owned(task)
+            elif (
+                not current.stopping
+                and not current.update_origins
+                and task.epoch == current.epoch
+                and task.attachments != current.sent_attachments
+            ):
+                # An update whose event was lost (or sent while the bus was down): level-triggered.
+                logger.info(f"task {task.id}: stored attachments differ from the worker's; forwarding them")
+                self.supervisor.send_update(task.id, task.attachments, origin="store")
