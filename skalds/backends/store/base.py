@@ -13,6 +13,8 @@ version still equals ``expected_version``; callers re-read and retry, or give up
 from __future__ import annotations
 
 import builtins
+import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,7 +49,8 @@ class TaskStore(ABC):
     """Durable task records. Safe to use from many processes at once."""
 
     url: str = ""
-    _MAX_CAS_ATTEMPTS = 20
+    #: Seconds a read-modify-write keeps retrying against concurrent writers.
+    _CAS_PATIENCE = 10.0
 
     # ---- driver primitives -------------------------------------------------------------
     @abstractmethod
@@ -112,7 +115,15 @@ class TaskStore(ABC):
         to leave it untouched. It may raise (IllegalTransition, Conflict) to abort. Retries on
         concurrent writes.
         """
-        for _ in range(self._MAX_CAS_ATTEMPTS):
+        deadline = time.monotonic() + self._CAS_PATIENCE
+        attempt = 0
+        while True:
+            if attempt:
+                if time.monotonic() > deadline:
+                    break
+                # Lost a race: back off a random, growing moment so contenders spread out.
+                time.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))
+            attempt += 1
             current = self.require(task_id)
             update = change(current)
             if update is None:
@@ -126,7 +137,10 @@ class TaskStore(ABC):
             aliases = {_alias(k) for k in update}
             if self._cas(task_id, current.version, {k: doc[k] for k in aliases}):
                 return merged
-        raise Conflict(f"task {task_id!r}: too many concurrent writers, gave up after retries")
+        raise Conflict(
+            f"task {task_id!r}: too many concurrent writers, gave up after {attempt} attempts "
+            f"in {self._CAS_PATIENCE:.0f} s"
+        )
 
     def set_status(
         self,
