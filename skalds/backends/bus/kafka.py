@@ -52,50 +52,55 @@ Why these settings (measured against Tansu 0.6.0 with confluent-kafka 2.16 / lib
 * librdkafka handles are never used across ``fork()``: each bus creates its producer and admin
   client lazily per process id; handles inherited from a parent are left alone — never used,
   closed or freed in the child, whose exit would otherwise crash in librdkafka's destructor.
+
+The driver is split by concern: this module holds :class:`KafkaEventBus` (producer, admin client,
+topics) and re-exports the public names; ``_kafka_config`` parses the URL and builds librdkafka
+settings, ``_kafka_consumer`` holds :class:`KafkaConsumer`, and ``_kafka_runtime`` the
+process-wide machinery (log throttling, the idle-queue drainer, fork hooks).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import functools
-import heapq
 import os
 import threading
 import time
-import weakref
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from collections.abc import Iterable
 
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from skalds.backends.bus.base import Consumer, EventBus, Message
+from skalds.backends.bus._kafka_config import (
+    _INT_OPTIONS,
+    _URL_OPTIONS,
+    ASSIGN_TIMEOUT,
+    DEFAULT_PORT,
+    ENSURE_BACKOFF,
+    KafkaUrl,
+    client_config,
+    parse_kafka_url,
+)
+from skalds.backends.bus._kafka_consumer import BATCH, WAKE_SLICE, KafkaConsumer
+from skalds.backends.bus._kafka_runtime import _BUSES, _drainer, _log_error
+from skalds.backends.bus.base import Consumer, EventBus
 from skalds.errors import BackendUnavailable, ConfigError
 from skalds.utils.logging import logger, mask_secrets, register_secret
 
-#: Most messages one ``poll`` returns.
-BATCH = 500
-#: ``poll`` checks for :meth:`KafkaConsumer.wakeup` at least this often (seconds).
-WAKE_SLICE = 0.05
-#: Seconds between two attempts to (re)create missing topics.
-ENSURE_BACKOFF = 2.0
-#: Seconds :meth:`KafkaEventBus.subscribe` waits for the group to assign partitions.
-ASSIGN_TIMEOUT = 10.0
-#: Default port of a host given without one.
-DEFAULT_PORT = 9092
+__all__ = [
+    "ASSIGN_TIMEOUT",
+    "BATCH",
+    "DEFAULT_PORT",
+    "ENSURE_BACKOFF",
+    "WAKE_SLICE",
+    "KafkaConsumer",
+    "KafkaEventBus",
+    "KafkaUrl",
+    "client_config",
+    "parse_kafka_url",
+]
 
-_INT_OPTIONS = (
-    "partitions",
-    "replication_factor",
-    "fetch_wait_max_ms",
-    "session_timeout_ms",
-    "heartbeat_interval_ms",
-)
-_URL_OPTIONS = frozenset({*_INT_OPTIONS, "security_protocol", "sasl_mechanism"})
 _RECHECK_ERRORS = frozenset(
     {
         ck.KafkaError._TRANSPORT,
@@ -103,393 +108,10 @@ _RECHECK_ERRORS = frozenset(
         ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
     }
 )
-#: A message with where it came from: (message, Kafka topic name, partition, offset).
-_Record = tuple[Message, str, int, int]
-#: Every bus and consumer of this process, for :func:`_after_fork_in_child`.
-_BUSES: weakref.WeakSet[KafkaEventBus] = weakref.WeakSet()
-_CONSUMERS: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
-
-
-@dataclass(frozen=True)
-class KafkaUrl:
-    """The parts of a ``kafka://`` URL."""
-
-    hosts: tuple[str, ...]
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    prefix: str = ""
-    options: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(self.hosts)
-
-
-def parse_kafka_url(url: str) -> KafkaUrl:
-    """Split ``kafka://[user:pass@]host[:port][,host[:port]…][?prefix=…&key=value…]``."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "kafka":
-        raise ConfigError(f"not a kafka:// URL: {mask_secrets(url)!r}")
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        user, sep, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if sep else None
-    hosts = []
-    for raw in hostlist.split(","):
-        host = raw.strip()
-        if not host:
-            continue
-        has_port = host.rsplit("]", 1)[-1].count(":") == 1 if host.startswith("[") else ":" in host
-        hosts.append(host if has_port else f"{host}:{DEFAULT_PORT}")
-    if not hosts:
-        raise ConfigError(f"kafka URL {mask_secrets(url)!r} names no host")
-    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    prefix = query.pop("prefix", "")
-    return KafkaUrl(tuple(hosts), username, password, prefix, query)
-
-
-def client_config(parsed: KafkaUrl) -> dict[str, Any]:
-    """librdkafka settings shared by producer, consumer and admin client: servers and security."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": parsed.bootstrap,
-        "client.id": "skalds",
-        "reconnect.backoff.ms": 100,
-        "reconnect.backoff.max.ms": 1000,
-        "logger": _RdkafkaLog(),
-    }
-    protocol = parsed.options.get("security_protocol")
-    if parsed.username:
-        if protocol is None:
-            cloud = any(h.split(":")[0].endswith("confluent.cloud") for h in parsed.hosts)
-            protocol = "SASL_SSL" if cloud else "SASL_PLAINTEXT"
-        conf["sasl.mechanism"] = parsed.options.get("sasl_mechanism", "PLAIN").upper()
-        conf["sasl.username"] = parsed.username
-        conf["sasl.password"] = parsed.password or ""
-    if protocol is not None:
-        conf["security.protocol"] = protocol.upper()
-    return conf
-
-
-class _Quiet:
-    """Lets a repeated log line (same key) through at most once per ``interval`` seconds.
-
-    While a broker is down librdkafka reports every reconnect attempt (several a second).
-    """
-
-    def __init__(self, interval: float = 30.0) -> None:
-        self.interval = interval
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def reset_lock(self) -> None:
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            last = self._seen.get(key)
-            if last is not None and now - last < self.interval:
-                return False
-            if len(self._seen) > 1000:
-                self._seen.clear()
-            self._seen[key] = now
-            return True
-
-
-_quiet = _Quiet()
-
-
-def _log_error(who: str, err: ck.KafkaError) -> None:
-    if _quiet.allow(f"{who}:{err.code()}"):
-        logger.debug(f"{who}: {mask_secrets(str(err))} (repeats within {_quiet.interval:.0f} s not logged)")
-
-
-class _RdkafkaLog:
-    """Receives librdkafka's log lines (served from poll/consume) and sends them to our logger.
-
-    Connection failures are logged by librdkafka at error level on every retry; callers see
-    failures as exceptions, so everything but critical lines goes to debug, throttled.
-    """
-
-    def log(self, level: int, fmt: str, *args: object) -> None:
-        if not _quiet.allow(f"{level}:{args[:2]!r}"):
-            return
-        text = mask_secrets(fmt % args if args else fmt)
-        if level <= 2:
-            logger.warning(f"librdkafka: {text}")
-        else:
-            logger.debug(f"librdkafka: {text}")
 
 
 def _unwrap(topic: object) -> str:
     return str(getattr(topic, "value", topic))
-
-
-class KafkaConsumer(Consumer):
-    """One consumer group's subscription (one librdkafka consumer). Used by one thread."""
-
-    def __init__(self, bus: KafkaEventBus, group: str, topics: tuple[str, ...], assign_timeout: float) -> None:
-        self._bus = bus
-        self.group = group
-        self.topics = topics
-        self._names = [bus.topic_name(t) for t in topics]
-        self._pid = os.getpid()
-        self._closed = False
-        self._woken = False
-        self._buffer: list[_Record] = []
-        # per (topic name, partition): the next offset after the messages handed out, the offset
-        # last sent in a commit request, and the offset the broker confirmed
-        self._handed: dict[tuple[str, int], int] = {}
-        self._sent: dict[tuple[str, int], int] = {}
-        self._confirmed: dict[tuple[str, int], int] = {}
-        #: set once the group assigned partitions to this consumer (first time: new group -> end).
-        self._assigned = threading.Event()
-        self._failure: BaseException | None = None
-        self._known: set[tuple[str, int]] = set()
-        self._next_ensure = 0.0
-        conf = client_config(bus.parsed)
-        conf.update(
-            {
-                "group.id": group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": bus.fetch_wait_max_ms,
-                "session.timeout.ms": bus.session_timeout_ms,
-                "heartbeat.interval.ms": bus.heartbeat_interval_ms,
-                "topic.metadata.refresh.interval.ms": 5000,
-                "error_cb": self._on_error,
-                "on_commit": self._on_commit,
-            }
-        )
-        self._consumer = ck.Consumer(conf)
-        _CONSUMERS.add(self)
-        try:
-            self._consumer.subscribe(
-                self._names, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-            )
-            self._wait_assigned(assign_timeout)
-        except BaseException:
-            self._closed = True
-            self._consumer.close()
-            raise
-
-    # ---- assignment ------------------------------------------------------------------------
-    def _wait_assigned(self, timeout: float) -> None:
-        """Consume (buffering what comes) until the group has assigned this consumer partitions."""
-        deadline = time.monotonic() + timeout
-        while not self._assigned.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BackendUnavailable(
-                    mask_secrets(
-                        f"kafka at {self._bus.parsed.bootstrap}: group {self.group!r} got no partitions of "
-                        f"{self._names} within {timeout:.0f} s"
-                    )
-                )
-            self._buffer.extend(self._consume(min(remaining, WAKE_SLICE)))
-
-    def _consume(self, timeout: float) -> list[_Record]:
-        """One ``consume`` call; errors from callbacks and fatal errors become BackendUnavailable."""
-        try:
-            # consume() waits its whole timeout unless the batch fills up: wait with poll(), which
-            # returns at the first message, then take what else is already there
-            first = self._consumer.poll(timeout)
-            raw = [] if first is None else [first, *self._consumer.consume(BATCH - 1, 0)]
-        except Exception as exc:
-            failure, self._failure = self._failure or exc, None
-            raise BackendUnavailable(mask_secrets(f"kafka consumer {self.group}: {failure}")) from exc
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise BackendUnavailable(mask_secrets(f"kafka consumer {self.group}: {failure}")) from failure
-        return self._convert(raw)
-
-    def _on_assign(self, consumer: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
-        """Give every partition an explicit start: committed offset, else end (new group) or beginning."""
-        try:
-            starts = self._resolve_starts(consumer, partitions)
-            fresh = [tp for tp in starts if tp.offset >= 0 and (tp.topic, tp.partition) not in self._known]
-            if fresh:
-                # remember where this group starts, so a restart without any message resumes here
-                consumer.commit(offsets=fresh, asynchronous=False)
-        except Exception as exc:
-            # assign nothing (librdkafka would otherwise start at auto.offset.reset); the error ends
-            # the current consume() and the caller makes a new consumer
-            self._failure = exc
-            consumer.assign([])
-            return
-        consumer.assign(starts)
-        logger.debug(f"kafka group {self.group}: assigned {[(tp.topic, tp.partition, tp.offset) for tp in starts]}")
-        self._assigned.set()
-
-    def _resolve_starts(self, consumer: ck.Consumer, partitions: list[ck.TopicPartition]) -> list[ck.TopicPartition]:
-        if not partitions:
-            return []
-        committed = consumer.committed(partitions, timeout=5.0)
-        starts: list[ck.TopicPartition] = []
-        first = not self._assigned.is_set()
-        self._known = set()
-        for tp in committed:
-            if tp.error is not None:
-                raise ck.KafkaException(tp.error)
-            if tp.offset >= 0:
-                self._known.add((tp.topic, tp.partition))
-                starts.append(ck.TopicPartition(tp.topic, tp.partition, tp.offset))
-            elif first:
-                # a new group starts at the current end (synchronously, so nothing published
-                # after subscribe() returns can fall before the start)
-                _low, high = consumer.get_watermark_offsets(
-                    ck.TopicPartition(tp.topic, tp.partition), timeout=5.0, cached=False
-                )
-                starts.append(ck.TopicPartition(tp.topic, tp.partition, max(int(high), 0)))
-            else:
-                # known group, no committed offset: the broker lost it, or the partition is new
-                starts.append(ck.TopicPartition(tp.topic, tp.partition, ck.OFFSET_BEGINNING))
-        return starts
-
-    def _on_revoke(self, consumer: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
-        """A rebalance takes partitions away: commit what was handed out of them first."""
-        gone = {(tp.topic, tp.partition) for tp in partitions}
-        self._commit_sync(gone)
-        self._forget(gone)
-
-    def _on_lost(self, consumer: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
-        """The group dropped this member (e.g. the broker lost its state): nothing may be committed."""
-        self._forget({(tp.topic, tp.partition) for tp in partitions})
-
-    def _forget(self, keys: set[tuple[str, int]]) -> None:
-        for table in (self._handed, self._sent, self._confirmed):
-            for key in keys & table.keys():
-                del table[key]
-
-    def _on_error(self, err: ck.KafkaError) -> None:
-        _log_error(f"kafka consumer {self.group}", err)
-        if err.fatal():
-            self._failure = ck.KafkaException(err)
-
-    # ---- consuming -------------------------------------------------------------------------
-    def poll(self, timeout: float) -> list[Message]:
-        if self._closed:
-            raise RuntimeError("poll() on a closed consumer")
-        if os.getpid() != self._pid:
-            raise RuntimeError("a Kafka consumer cannot be used across fork()")
-        deadline = time.monotonic() + max(timeout, 0.0)
-        self._commit_async()
-        if self._buffer:
-            records, self._buffer = self._buffer[:BATCH], self._buffer[BATCH:]
-            return self._hand_out(records)
-        while True:
-            woken = self._woken
-            remaining = deadline - time.monotonic()
-            records = self._consume(0.0 if woken else max(min(remaining, WAKE_SLICE), 0.0))
-            if records:
-                return self._hand_out(records)
-            if woken or self._woken or remaining <= WAKE_SLICE:
-                self._woken = False
-                return []
-
-    def _hand_out(self, records: list[_Record]) -> list[Message]:
-        """The messages of ``records``; their offsets are committed by the next poll or close."""
-        self._woken = False
-        for _msg, name, partition, offset in records:
-            self._handed[(name, partition)] = offset + 1
-        return [r[0] for r in records]
-
-    def _convert(self, raw: Sequence[ck.Message]) -> list[_Record]:
-        """Records from librdkafka's messages, merged across partitions by timestamp; errors handled."""
-        runs: dict[tuple[str, int], list[tuple[int, int, _Record]]] = {}
-        seq = 0
-        for m in raw:
-            err = m.error()
-            if err is not None:
-                self._on_consume_error(err)
-                continue
-            name, partition, offset = m.topic() or "", m.partition() or 0, m.offset() or 0
-            ts_type, ts = m.timestamp()
-            key = m.key()
-            msg = Message(
-                topic=self._bus.topic_of(name),
-                key=key.decode("utf-8", "replace") if key is not None else None,
-                value=m.value() or b"",
-                offset=offset,
-                timestamp_ms=ts if ts_type != ck.TIMESTAMP_NOT_AVAILABLE else 0,
-            )
-            runs.setdefault((name, partition), []).append((msg.timestamp_ms, seq, (msg, name, partition, offset)))
-            seq += 1
-        if len(runs) <= 1:
-            return [m for run in runs.values() for _, _, m in run]
-        # each partition stays in order; across partitions (topics) publish time decides
-        return [m for _, _, m in heapq.merge(*runs.values(), key=lambda r: r[0])]
-
-    def _on_consume_error(self, err: ck.KafkaError) -> None:
-        if err.code() == ck.KafkaError._PARTITION_EOF:
-            return
-        if err.fatal():
-            raise BackendUnavailable(mask_secrets(f"kafka consumer {self.group}: {err}"))
-        _log_error(f"kafka consumer {self.group}", err)
-        if err.code() == ck.KafkaError.UNKNOWN_TOPIC_OR_PART and time.monotonic() >= self._next_ensure:
-            # the broker lost the topics (a memory-only broker restarted): recreate them
-            self._next_ensure = time.monotonic() + ENSURE_BACKOFF
-            self._bus.ensure_topics(self._names, force=True)
-
-    def _commit_async(self) -> None:
-        """Send a commit for what was handed out since the last one; never blocks.
-
-        A failed request is not repeated (a later batch or ``close`` commits a newer offset; a
-        crash meanwhile only means redelivery). Repeating it could store an offset of a topic
-        the broker has since lost, skipping messages of the recreated topic.
-        """
-        dirty = [ck.TopicPartition(t, p, o) for (t, p), o in self._handed.items() if self._sent.get((t, p)) != o]
-        if not dirty:
-            return
-        try:
-            self._consumer.commit(offsets=dirty, asynchronous=True)
-        except ck.KafkaException as exc:
-            logger.debug(f"kafka consumer {self.group}: commit failed: {mask_secrets(str(exc))}")
-            return
-        for tp in dirty:
-            self._sent[(tp.topic, tp.partition)] = tp.offset
-
-    def _commit_sync(self, keys: set[tuple[str, int]] | None = None) -> None:
-        """Commit, and wait for, every handed-out offset the broker has not confirmed yet."""
-        todo = [
-            ck.TopicPartition(t, p, o)
-            for (t, p), o in self._handed.items()
-            if (keys is None or (t, p) in keys) and self._confirmed.get((t, p)) != o
-        ]
-        if not todo:
-            return
-        try:
-            result = self._consumer.commit(offsets=todo, asynchronous=False)
-        except ck.KafkaException as exc:
-            logger.debug(f"kafka consumer {self.group}: commit failed: {mask_secrets(str(exc))}")
-            return
-        self._on_commit(None, result)
-
-    def _on_commit(self, err: ck.KafkaError | None, partitions: list[ck.TopicPartition]) -> None:
-        if err is not None:
-            _log_error(f"kafka consumer {self.group}: commit", err)
-            return
-        for tp in partitions:
-            key = (tp.topic, tp.partition)
-            if tp.error is None and key in self._handed and tp.offset > self._confirmed.get(key, -1):
-                self._confirmed[key] = tp.offset
-
-    def wakeup(self) -> None:
-        self._woken = True
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if os.getpid() != self._pid:
-            return  # the parent's consumer: left alone (see _after_fork_in_child)
-        try:
-            self._commit_sync()
-        finally:
-            self._consumer.close()
 
 
 class _Flag:
@@ -718,88 +340,3 @@ class KafkaEventBus(EventBus):
             self._admin_slot = None
         if producer_slot is not None and producer_slot[0] == pid:
             producer_slot[1].flush(1.0)
-
-
-class _Drainer:
-    """Serves the event queues of producers and admin clients that sit idle, once a second.
-
-    With a Python logger and an error callback configured, librdkafka queues its log lines and
-    errors until the application polls. A producer nobody publishes through during a broker outage
-    (and the admin client, used only now and then) would pile up ~5 events a second (measured),
-    freed only at the next publish. One daemon thread per process, running while buses exist.
-    """
-
-    interval = 1.0
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
-
-    def reset_lock(self) -> None:
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-                return
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="skalds-kafka-events", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        pid = os.getpid()
-        while True:
-            time.sleep(self.interval)
-            if not self._serve(pid):
-                with self._lock:
-                    if not _BUSES or os.getpid() != pid:
-                        self._thread = None
-                        return
-
-    @staticmethod
-    def _serve(pid: int) -> bool:
-        """Poll every handle of this process once; False if there is no bus left.
-
-        A method of its own so that no bus stays referenced while the thread sleeps.
-        """
-        buses = list(_BUSES)
-        for bus in buses:
-            for slot in (bus._producer_slot, bus._admin_slot):
-                if slot is not None and slot[0] == pid:
-                    try:
-                        slot[1].poll(0)
-                    except Exception as exc:  # never let the thread die on a callback's error
-                        logger.debug(f"kafka: serving events failed: {exc!r}")
-        return bool(buses)
-
-
-_drainer = _Drainer()
-
-
-def _leak(handle: object) -> None:
-    """Make sure ``handle`` is never freed in this process.
-
-    Freeing a librdkafka handle runs its destructor, which joins the handle's threads — threads
-    that only exist in the parent: a forked child that exits normally then crashes (SIGSEGV,
-    measured) or hangs. One extra reference keeps the object alive until the process ends.
-    """
-    ctypes.pythonapi.Py_IncRef(ctypes.py_object(handle))
-
-
-def _after_fork_in_child() -> None:
-    """Leak the parent's librdkafka handles (see :func:`_leak`) and renew locks another thread of
-    the parent may have held at ``fork()``. Buses create new handles here lazily."""
-    _quiet.reset_lock()
-    _drainer.reset_lock()
-    for bus in list(_BUSES):
-        bus._lock = threading.Lock()
-        for slot in (bus._producer_slot, bus._admin_slot):
-            if slot is not None:
-                _leak(slot[1])
-    for consumer in list(_CONSUMERS):
-        if not consumer._closed:
-            _leak(consumer._consumer)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

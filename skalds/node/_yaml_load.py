@@ -1,0 +1,327 @@
+"""Loading a task file: parse it, validate every entry, report each problem where it was typed.
+
+A person owns the file, so nothing in its content makes loading raise: each problem becomes a
+:class:`~skalds.errors.TaskSourceError` naming the file, task id, field and line (pydantic errors
+are traced back to the line of the offending attachment value, spelled by alias), and the good
+entries are still returned as :class:`YamlTaskEntry` values.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml.error import MarkedYAMLError
+
+from skalds.errors import TaskSourceError
+from skalds.model.task import ModeEnum, Task
+from skalds.node._yaml_common import (
+    ROOT_KEY,
+    _did_you_mean,
+    _find_field,
+    _is_bool,
+    _item_line,
+    _key_line,
+    _kind,
+    _new_yaml,
+    _parse_problem,
+    _plain,
+    _problem,
+    _show,
+)
+
+#: Every key an entry may have; anything else is reported (usually a typo).
+ENTRY_KEYS = ("className", "isPersistent", "attachments", "name", "description", "priority", "dependencies")
+PRIORITY_MIN = 0
+PRIORITY_MAX = 10
+TASK_ID_MAX_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class YamlTaskEntry:
+    """One valid entry of a task file, with its attachments already validated."""
+
+    task_id: str
+    class_name: str
+    #: The validated attachments as JSON, by alias (``model_dump(mode="json", by_alias=True)``).
+    attachments: dict[str, Any]
+    is_persistent: bool = False
+    name: str | None = None
+    description: str | None = None
+    priority: int = 0
+    dependencies: list[str] | None = None
+    #: 1-based line of the task id in the file, when known.
+    line: int | None = None
+
+    def to_task(self, executor: str, mode: ModeEnum) -> Task:
+        """The task record for this entry, owned by ``executor``."""
+        return Task(
+            id=self.task_id,
+            class_name=self.class_name,
+            source="YAML",
+            name=self.name,
+            description=self.description,
+            executor=executor,
+            dependencies=list(self.dependencies) if self.dependencies is not None else None,
+            mode=mode,
+            is_persistent=self.is_persistent,
+            priority=self.priority,
+            attachments=copy.deepcopy(self.attachments),
+        )
+
+
+def load_task_file(
+    path: str | Path, models: Mapping[str, type[BaseModel]]
+) -> tuple[dict[str, YamlTaskEntry], list[TaskSourceError]]:
+    """Read a task file; return the good entries and one error per problem found.
+
+    ``models`` maps each registered worker class name to its attachments model. Nothing in the
+    file's content makes this raise: a file that cannot be read or parsed gives one error and no
+    entries, and a bad entry is left out while the others are still returned.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, [_problem(path, "file not found")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, [_problem(path, f"cannot read the file: {exc}")]
+    try:
+        doc = _new_yaml().load(text)
+    except MarkedYAMLError as exc:
+        return {}, [_parse_problem(path, exc)]
+    except Exception as exc:  # a constructor can fail in odd ways (bad dates...): still bad content
+        return {}, [_problem(path, f"not valid YAML: {exc}")]
+
+    if doc is None:
+        return {}, [_problem(path, f"the file is empty; expected a top-level {ROOT_KEY!r} mapping")]
+    if not isinstance(doc, Mapping):
+        return {}, [
+            _problem(
+                path,
+                f"the top level must be a mapping with a {ROOT_KEY!r} key, got {_kind(doc)}",
+                line=1,
+            )
+        ]
+    if ROOT_KEY not in doc:
+        near = difflib.get_close_matches(ROOT_KEY, [k for k in doc if isinstance(k, str)], n=1, cutoff=0.6)
+        hint = f" (found {near[0]!r}: misspelt?)" if near else ""
+        return {}, [_problem(path, f"no top-level {ROOT_KEY!r} key{hint}", line=_key_line(doc, near[0]) if near else 1)]
+    workers = doc[ROOT_KEY]
+    if workers is None:  # every entry commented out: a valid, empty file
+        return {}, []
+    if not isinstance(workers, Mapping):
+        return {}, [
+            _problem(
+                path,
+                f"{ROOT_KEY!r} must be a mapping of task id to entry, got {_kind(workers)}",
+                line=_key_line(doc, ROOT_KEY),
+            )
+        ]
+
+    entries: dict[str, YamlTaskEntry] = {}
+    errors: list[TaskSourceError] = []
+    for raw_id, raw_entry in workers.items():
+        line = _key_line(workers, raw_id)
+        if not isinstance(raw_id, str) or not raw_id.strip():
+            errors.append(_problem(path, "a task id must be a non-empty string", task_id=str(raw_id), line=line))
+            continue
+        if len(raw_id) > TASK_ID_MAX_LENGTH:
+            errors.append(
+                _problem(
+                    path,
+                    f"a task id must be at most {TASK_ID_MAX_LENGTH} characters",
+                    task_id=raw_id,
+                    line=line,
+                )
+            )
+            continue
+        entry, entry_errors = _parse_entry(path, raw_id, raw_entry, line, models)
+        errors.extend(entry_errors)
+        if entry is not None:
+            entries[raw_id] = entry
+    return entries, errors
+
+
+def _parse_entry(
+    path: Path, task_id: str, raw: Any, line: int | None, models: Mapping[str, type[BaseModel]]
+) -> tuple[YamlTaskEntry | None, list[TaskSourceError]]:
+    errors: list[TaskSourceError] = []
+
+    def problem(what: str, field: str | None = None, at: int | None = None) -> None:
+        errors.append(_problem(path, what, task_id=task_id, field=field, line=at or line))
+
+    if not isinstance(raw, Mapping):
+        problem(f"an entry must be a mapping with at least 'className', got {_kind(raw)}")
+        return None, errors
+
+    for key in raw:
+        if key not in ENTRY_KEYS:
+            hint = _did_you_mean(str(key), ENTRY_KEYS)
+            problem(
+                f"unknown key{hint} (allowed: {', '.join(ENTRY_KEYS)})",
+                field=str(key),
+                at=_key_line(raw, key),
+            )
+
+    model: type[BaseModel] | None = None
+    class_name = raw.get("className")
+    if "className" not in raw:
+        problem("missing; it names the worker class that runs the task", field="className")
+    elif not isinstance(class_name, str) or not class_name.strip():
+        problem(f"must be a non-empty string, got {_show(class_name)}", "className", _key_line(raw, "className"))
+    elif class_name not in models:
+        known = ", ".join(sorted(models)) or "none"
+        problem(
+            f"no worker class {class_name!r} is registered here (registered: {known})",
+            "className",
+            _key_line(raw, "className"),
+        )
+    else:
+        model = models[class_name]
+
+    is_persistent = raw.get("isPersistent", False)
+    if not _is_bool(is_persistent):
+        problem(
+            f"must be true or false, got {_show(is_persistent)}",
+            "isPersistent",
+            _key_line(raw, "isPersistent"),
+        )
+
+    priority = raw.get("priority", 0)
+    if _is_bool(priority) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        problem(
+            f"must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {_show(priority)}",
+            "priority",
+            _key_line(raw, "priority"),
+        )
+
+    texts: dict[str, str | None] = {}
+    for key in ("name", "description"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            problem(f"must be a string, got {_show(value)}", key, _key_line(raw, key))
+        texts[key] = None if value is None else str(value)
+
+    dependencies = raw.get("dependencies")
+    if dependencies is not None and (
+        not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies)
+    ):
+        problem(
+            f"must be a list of task ids, got {_show(dependencies)}",
+            "dependencies",
+            _key_line(raw, "dependencies"),
+        )
+
+    attachments_node = raw.get("attachments")
+    attachments_line = _key_line(raw, "attachments")
+    if attachments_node is None:
+        attachments_node = {}
+    elif not isinstance(attachments_node, Mapping):
+        problem(f"must be a mapping, got {_show(attachments_node)}", "attachments", attachments_line)
+        attachments_node = None
+
+    if errors or model is None or attachments_node is None:
+        return None, errors
+
+    try:
+        validated = model.model_validate(_plain(attachments_node), by_alias=True, by_name=True)
+        attachments = validated.model_dump(mode="json", by_alias=True)
+    except ValidationError as exc:
+        problem(
+            _validation_report(exc, model, attachments_node, attachments_line or line),
+            "attachments",
+            attachments_line,
+        )
+        return None, errors
+    except Exception as exc:  # a custom validator or serializer raising something else
+        problem(
+            f"{model.__name__} rejected them: {type(exc).__name__}: {exc}",
+            "attachments",
+            attachments_line,
+        )
+        return None, errors
+
+    return (
+        YamlTaskEntry(
+            task_id=task_id,
+            class_name=str(class_name),
+            attachments=attachments,
+            is_persistent=bool(is_persistent),
+            name=texts["name"],
+            description=texts["description"],
+            priority=int(priority),
+            dependencies=[str(d) for d in dependencies] if dependencies is not None else None,
+            line=line,
+        ),
+        errors,
+    )
+
+
+def _validation_report(
+    exc: ValidationError, model: type[BaseModel], node: Mapping[Any, Any], fallback_line: int | None
+) -> str:
+    """One line per pydantic error: where (line, path by alias) and what."""
+    details = exc.errors(include_url=False)
+    count = f"{len(details)} error" + ("s" if len(details) != 1 else "")
+    lines = [f"do not validate against {model.__name__} ({count}):"]
+    for detail in details:
+        alias_path, line = _walk_loc(model, node, detail.get("loc", ()))
+        where = ".".join(alias_path) or "(whole model)"
+        line = line or fallback_line
+        at = f"line {line}: " if line else ""
+        got = "" if detail.get("type") == "missing" else f" (got {_show(detail.get('input'))})"
+        lines.append(f"  - {at}{where}: {detail.get('msg', 'invalid')}{got}")
+    return "\n".join(lines)
+
+
+def _walk_loc(model: type[BaseModel] | None, node: Any, loc: Iterable[Any]) -> tuple[list[str], int | None]:
+    """Follow a pydantic error location: its path spelled by alias, and the deepest line found."""
+    parts: list[str] = []
+    line: int | None = None
+    for part in loc:
+        field_info = None
+        if isinstance(part, str) and model is not None:
+            field_info = _find_field(model, part)
+        if field_info is not None:
+            field_name, info = field_info
+            alias = info.alias or field_name
+            parts.append(alias)
+            spellings = [part, alias, field_name]
+            model = _model_in(info.annotation)
+        else:
+            parts.append(str(part))
+            spellings = [part]
+        found = False
+        if isinstance(node, Mapping):
+            for key in spellings:
+                if key in node:
+                    line = _key_line(node, key) or line
+                    node = node[key]
+                    found = True
+                    break
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            line = _item_line(node, part) or line
+            node = node[part]
+            found = True
+        if not found:
+            node = None
+    return parts, line
+
+
+def _model_in(annotation: Any, depth: int = 0) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``Model``, ``Model | None``, ``list[Model]``...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if depth > 4:
+        return None
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg, depth + 1)
+        if found is not None:
+            return found
+    return None
