@@ -29,6 +29,8 @@ class _AgentParts:
 
         def start_worker(self, task: Task, epoch: int | None) -> WorkerHandle | None: ...
 
+        def _flush_stash(self, task_id: str) -> None: ...
+
         def _write_status(
             self,
             task_id: str,

@@ -75,6 +75,7 @@ class SkaldAgent(EdgeMode, NodeMode):
         self._next_reconcile = 0.0
         #: Tasks waiting for a previous copy's heartbeat lease to end.
         self._deferred: set[str] = set()
+        self._stashed: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         self.started = threading.Event()
 
     # ---- public --------------------------------------------------------------------------
@@ -239,6 +240,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             logger.error(f"could not start worker for task {task.id}: {exc}")
             return None
         logger.info(f"started worker {task.id} ({task.class_name}) pid {handle.pid}")
+        self._flush_stash(task.id)
         return handle
 
     def _fail_unknown_class(self, task: Task) -> None:

@@ -20,11 +20,16 @@ from skalds.node.commands import Command, MalformedEvent, parse_message
 from skalds.utils.logging import logger
 
 S = TaskLifecycleStatus
+#: Direct updates for a task that is ours but whose start waits (previous copy's lease) are kept
+#: this long, at most this many per task.
+STASH_SECONDS = 30.0
+STASH_MAX = 100
 
 
 class NodeMode(_AgentParts):
     _commands: queue.SimpleQueue[Message]
     _cmd_w: socket.socket
+    _stashed: dict[str, list[tuple[float, dict[str, Any]]]]
 
     if TYPE_CHECKING:
 
@@ -79,6 +84,14 @@ class NodeMode(_AgentParts):
 
     def _forward_update(self, task_id: str, attachments: dict[str, Any] | None) -> None:
         handle = self.supervisor.get(task_id)
+        if handle is None and attachments is not None and self.mode == SkaldModeEnum.NODE:
+            # A direct update may overtake its task's assign (topics are ordered only within a
+            # partition). If the store says the task is ours, start it now; keep the update for it.
+            self._ensure_owned_running(task_id)
+            handle = self.supervisor.get(task_id)
+            if handle is None and task_id in self._deferred:
+                self._stash_update(task_id, attachments)
+                return
         if handle is None:
             return
         if attachments is not None:
@@ -88,6 +101,18 @@ class NodeMode(_AgentParts):
         if task is None or task.attachments == handle.sent_attachments:
             return  # nothing new since the last update we sent (duplicate or replayed event)
         self.supervisor.send_update(task_id, task.attachments, origin="store")
+
+    def _stash_update(self, task_id: str, attachments: dict[str, Any]) -> None:
+        """Keep a direct update for a task that is ours but not started yet (bounded)."""
+        now = time.monotonic()
+        kept = [(t, a) for t, a in self._stashed.get(task_id, []) if now - t < STASH_SECONDS]
+        self._stashed[task_id] = [*kept, (now, attachments)][-STASH_MAX:]
+
+    def _flush_stash(self, task_id: str) -> None:
+        now = time.monotonic()
+        for stamp, attachments in self._stashed.pop(task_id, []):
+            if now - stamp < STASH_SECONDS:
+                self.supervisor.send_update(task_id, attachments, origin="direct")
 
     def _ensure_owned_running(self, task_id: str) -> None:
         if self.supervisor.get(task_id) is not None:

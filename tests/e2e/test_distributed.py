@@ -183,3 +183,25 @@ def test_configuration_styles_and_mixes(procs, dist, tmp_path, home, style):
         c.cancel(task_id)
         wait_for(lambda: dist.events(task_id, "release"), timeout=15, what="release")
         wait_for(lambda: c.get(task_id).lifecycle_status == S.CANCELLED, what="Cancelled")
+
+
+def test_direct_updates_sent_right_after_assign_are_not_lost(procs, dist, client):
+    # Given a node skald on Kafka (assign and update travel on different topics: no order between them)
+    dist.skald(procs, "node", "fast")
+    skald_id = f"fast-{dist.tag}"
+    ids = [f"u{i}-{dist.tag}" for i in range(8)]
+
+    # When each task is created and, the moment that returns, an outside producer updates it
+    for i, task_id in enumerate(ids):
+        client.create_task(Task(id=task_id, className="Recorder", attachments={"someValue": 0}), executor=skald_id)
+        client.send_worker_update(task_id, {"someValue": 100 + i})
+
+    # Then every worker's handler gets its update (or starts with it), none is dropped
+    for i, task_id in enumerate(ids):
+        wait_for(
+            lambda t=task_id, v=100 + i: any(
+                e["value"] == v for e in dist.events(t) if e["event"] in ("update", "main")
+            ),
+            timeout=15,
+            what=f"update of {task_id}",
+        )
