@@ -6,7 +6,8 @@ Backends come from the environment (``SKALDS_HOME`` or ``SKALDS_*_URL``), as for
 attachment). Each report is one JSON datagram ``{"k": kind, "task": id, "t": time.time(), "pid": ...}``
 sent the instant the hook starts:
 
-- ``init``: ``initialize`` ran (in the new worker process, before its lifecycle starts);
+- ``init``: ``initialize`` ran (in the new worker process, before its lifecycle starts), with the
+  ``seq``/``via`` of the last update its starting attachments already hold (-1 / "" for none);
 - ``main``: the @run_main_handler started (``hold`` false: it returns at once, the task finishes;
   ``hold`` true: it sleeps in a loop until cancelled);
 - ``update``: the @update_event_handler received an update (with the update's ``seq``, ``via`` and
@@ -54,7 +55,8 @@ class BenchWorker(BaseTaskWorker[BenchModel]):
         # Blocking, bounded: the receiver's queue holds only net.unix.max_dgram_qlen (often 10)
         # datagrams, and a burst of reports must wait for room rather than be dropped.
         self.out.settimeout(2.0)
-        self.emit("init", time.time())
+        # seq/via: the last update already in the attachments the worker started with (-1: none)
+        self.emit("init", time.time(), seq=data.seq, via=data.via)
 
     def emit(self, kind: str, t: float, **extra: object) -> None:
         message = {"k": kind, "task": self.task_id, "t": t, "pid": os.getpid(), **extra}

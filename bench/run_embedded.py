@@ -342,27 +342,37 @@ class Bench:
         self.results["init_to_main"] = {"summary": summary(init_to_main)}
 
     # 2 ----------------------------------------------------------------------------------------
+    def update_senders(self, task_id: str) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """The ways an update is sent to ``task_id``, by name (measured in this order)."""
+        return {
+            "send_worker_update": lambda p: self.client.send_worker_update(task_id, p),
+            "update_attachments": lambda p: self.client.update_attachments(task_id, p),
+        }
+
+    #: Seconds to wait, after the last update was sent, for all of them to arrive.
+    update_settle = 30.0
+
+    def update_offset(self, i: int, spacing: float) -> float:
+        """Seconds after the first send slot at which update ``i`` is sent."""
+        return i * spacing
+
     def update_to_handler(self, skald: SkaldProc) -> None:
         n, spacing = self.args.updates, self.args.update_spacing
         task_id = "updates"
         self.client.create_task(self.task(task_id, hold=True), executor=skald.skald_id)
         self.wait_main(task_id)
-        senders: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "send_worker_update": lambda p: self.client.send_worker_update(task_id, p),
-            "update_attachments": lambda p: self.client.update_attachments(task_id, p),
-        }
-        for via, send in senders.items():
+        for via, send in self.update_senders(task_id).items():
             calls: list[float] = []
             start = time.monotonic() + spacing
             for i in range(n):
-                delay = start + i * spacing - time.monotonic()
+                delay = start + self.update_offset(i, spacing) - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
                 t0 = time.time()
                 send({"sentAt": t0, "seq": i, "via": via})
                 calls.append(time.time() - t0)
             keys = [("update", task_id, via, i) for i in range(n)]
-            got = self.recv.wait_many(keys, 30.0)
+            got = self.recv.wait_many(keys, self.update_settle)
             latencies = [m["t"] - m["sentAt"] for m in got.values()]
             self.results[f"update_{via}"] = {
                 "summary": summary(latencies),
