@@ -1,0 +1,13 @@
+"""The System Controller: REST API, dispatcher and (later) monitor and dashboard (SPEC §7).
+
+``create_app(config)`` builds the FastAPI app; ``python -m skalds.controller.main`` runs it. The
+API's work lives in :class:`ControllerService` (synchronous, testable without HTTP); the
+:class:`Dispatcher` assigns tasks to node skalds. FastAPI and friends come with
+``pip install 'skalds[controller]'``.
+"""
+
+from __future__ import annotations
+
+from skalds.controller.config import ControllerConfig, DispatcherStrategyEnum, SystemControllerModeEnum
+
+__all__ = ["ControllerConfig", "DispatcherStrategyEnum", "SystemControllerModeEnum"]

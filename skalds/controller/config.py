@@ -1,0 +1,91 @@
+"""``ControllerConfig``: the System Controller's settings on top of :class:`SkaldConfig`.
+
+The controller talks to the same backends as the skalds, so it inherits every backend and logging
+setting (and ``TASK_WORKER_RETRY``, the retry budget the dispatcher enforces) instead of
+duplicating them. Only what is specific to the controller is added here; each field is read from
+the environment variable of the same name in upper case (SPEC §8).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import AliasChoices, Field, field_validator
+
+from skalds.config.skald_config import SkaldConfig
+
+
+class SystemControllerModeEnum(str, Enum):
+    """What a controller process runs besides the REST API."""
+
+    CONTROLLER = "CONTROLLER"  # API only
+    MONITOR = "MONITOR"  # API + heartbeat sampler (monitor)
+    DISPATCHER = "DISPATCHER"  # API + sampler + dispatcher
+
+
+class DispatcherStrategyEnum(str, Enum):
+    """How the dispatcher picks a node among those that can run a task."""
+
+    LEAST_TASKS = "LEAST_TASKS"
+    ROUND_ROBIN = "ROUND_ROBIN"
+    RANDOM = "RANDOM"
+
+
+def _upper_enum(value: Any, enum: type[Enum], setting: str) -> Any:
+    if isinstance(value, str):
+        v = value.strip().upper().replace("-", "_")
+        allowed = [m.value for m in enum]
+        if v not in allowed:
+            raise ValueError(f"{setting} must be one of {', '.join(allowed)} (got {value!r})")
+        return v
+    return value
+
+
+class ControllerConfig(SkaldConfig):
+    """Settings of one System Controller process."""
+
+    system_controller_mode: SystemControllerModeEnum = SystemControllerModeEnum.DISPATCHER
+    system_controller_host: str = "127.0.0.1"
+    system_controller_port: int = Field(8000, ge=0, le=65535)
+
+    #: Seconds between the monitor's looks at skald liveness (used by the monitor slice).
+    monitor_skald_interval: float = Field(5.0, gt=0)
+    #: Seconds between samples of task heartbeats (the heartbeat history of the API).
+    monitor_task_interval: float = Field(1.0, gt=0)
+    #: Seconds without a heartbeat after which the monitor calls a task or skald dead.
+    monitor_heartbeat_timeout: float = Field(15.0, gt=0)
+
+    #: Seconds between dispatcher sweeps (dispatch also runs at once after create / resume / retry).
+    dispatcher_interval: float = Field(5.0, gt=0)
+    dispatcher_strategy: DispatcherStrategyEnum = DispatcherStrategyEnum.LEAST_TASKS
+
+    #: Bearer token of the API; ``None`` = no authentication (not enforced by this slice yet).
+    api_token: str | None = Field(None, validation_alias=AliasChoices("api_token", "SKALDS_API_TOKEN"))
+
+    #: Heartbeat samples kept per task for ``GET /api/tasks/{id}/heartbeat``.
+    heartbeat_history_size: int = Field(
+        60, ge=1, le=10_000, validation_alias=AliasChoices("heartbeat_history_size", "SKALDS_HEARTBEAT_HISTORY")
+    )
+    #: Largest request body accepted, in bytes (larger ones get 413).
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, validation_alias=AliasChoices("max_body_bytes", "SKALDS_MAX_BODY_BYTES")
+    )
+
+    @field_validator("system_controller_mode", mode="before")
+    @classmethod
+    def _controller_mode(cls, value: Any) -> Any:
+        return _upper_enum(value, SystemControllerModeEnum, "SYSTEM_CONTROLLER_MODE")
+
+    @field_validator("dispatcher_strategy", mode="before")
+    @classmethod
+    def _strategy(cls, value: Any) -> Any:
+        return _upper_enum(value, DispatcherStrategyEnum, "DISPATCHER_STRATEGY")
+
+    @property
+    def runs_dispatcher(self) -> bool:
+        return self.system_controller_mode == SystemControllerModeEnum.DISPATCHER
+
+    @property
+    def runs_sampler(self) -> bool:
+        return self.system_controller_mode != SystemControllerModeEnum.CONTROLLER

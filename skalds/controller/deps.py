@@ -1,0 +1,45 @@
+"""How route handlers reach the service, and the one way they run blocking work.
+
+Every store / bus / cache call is blocking, so handlers pass it to :func:`blocking`, which runs it
+in anyio's worker threads; the event loop only ever awaits (DESIGN principle 9).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import anyio.to_thread
+from fastapi import Request
+
+from skalds.controller.dispatcher import Dispatcher
+from skalds.controller.service import ControllerService
+from skalds.utils.logging import logger
+
+T = TypeVar("T")
+
+
+async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn(*args, **kwargs)`` in a worker thread and await its result."""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+def get_service(request: Request) -> ControllerService:
+    return cast(ControllerService, request.app.state.service)
+
+
+def get_dispatcher(request: Request) -> Dispatcher | None:
+    return cast("Dispatcher | None", request.app.state.dispatcher)
+
+
+def dispatch_now(dispatcher: Dispatcher | None) -> None:
+    """Assign pending tasks at once (blocking). A failure here never fails the request: the
+    periodic sweep assigns whatever this pass missed."""
+    if dispatcher is None:
+        return
+    try:
+        dispatcher.dispatch_pending()
+    except Exception as exc:
+        dispatcher.last_error = f"{type(exc).__name__}: {exc}"
+        logger.opt(exception=exc).warning("dispatch after a task change failed; the sweep will retry")

@@ -1,0 +1,231 @@
+"""``Dispatcher``: gives Created tasks to online node skalds, retries failures, enforces deadlines.
+
+Level-triggered (DESIGN principle 1): every pass reads the store and acts on what it finds, so it
+is correct however often it runs and whatever events were lost. The app runs it right after a
+create / resume / retry (a task starts within milliseconds) and on a sweep every
+``DISPATCHER_INTERVAL`` seconds.
+
+One owner per task (principle 2): an assignment is a compare-and-set in the store, fenced on the
+status (Created) and epoch the dispatcher read, so two dispatchers — or a dispatcher and an
+operator — can never both assign a task; the loser sees a Conflict and moves on. Only Passive
+tasks are dispatched: Active tasks belong to their edge skald, PassiveProcess ones to their
+single-process runner.
+
+Retries: a Passive task that failed with ``retries < TASK_WORKER_RETRY`` returns to Created once
+``updateDateTime + 1 s × 2**retries`` has passed (the Failed write is the task's last write, so its
+time is when the backoff starts), with ``retries`` incremented; when the budget is spent it stays
+Failed. Deadlines: a task not yet final whose ``deadlineDateTime`` has passed is cancelled with the
+exception text "deadline passed".
+
+Everything here is synchronous (blocking driver calls); the app calls it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from skalds.backends.bus.base import Topic
+from skalds.backends.store.base import TaskQuery
+from skalds.controller.config import DispatcherStrategyEnum
+from skalds.controller.fleet import SkaldInfo
+from skalds.controller.service import ControllerService
+from skalds.errors import Conflict, IllegalTransition, TaskNotFound
+from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
+from skalds.utils.logging import logger
+
+S = TaskLifecycleStatus
+OPEN_STATUSES = tuple(s for s in S if s not in FINAL_STATUSES)
+DEADLINE_PASSED = "deadline passed"
+#: Longest wait between two retries of a task, however many it has had.
+MAX_BACKOFF_S = 300.0
+_LOST = (Conflict, IllegalTransition, TaskNotFound)
+
+
+@dataclass
+class SweepResult:
+    """What one pass did (for logs, status and tests)."""
+
+    assigned: list[tuple[str, str]] = field(default_factory=list)  # (task id, skald id)
+    retried: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Assigns pending tasks by priority then age, with a pluggable node choice."""
+
+    def __init__(
+        self,
+        service: ControllerService,
+        strategy: DispatcherStrategyEnum | str | None = None,
+        *,
+        retry_budget: int | None = None,
+        backoff_base: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.service = service
+        self.strategy = DispatcherStrategyEnum(strategy or service.config.dispatcher_strategy)
+        self.retry_budget = service.config.task_worker_retry if retry_budget is None else retry_budget
+        self.backoff_base = backoff_base
+        self._rng = rng or random.Random()
+        self._next = 0  # round-robin position
+        # One pass at a time in this process: the sweep and create-triggered passes share it.
+        self._lock = threading.RLock()
+        self.last_sweep_ms: int | None = None
+        self.last_error: str | None = None
+        self.assigned_total = 0
+
+    # ---- passes --------------------------------------------------------------------------
+    def sweep(self) -> SweepResult:
+        """One full pass: deadlines, then retries, then dispatch."""
+        with self._lock:
+            result = SweepResult(expired=self.enforce_deadlines(), retried=self.retry_failed())
+            result.assigned = self.dispatch_pending()
+            self.last_sweep_ms = now_ms()
+            return result
+
+    def dispatch_pending(self) -> list[tuple[str, str]]:
+        """Assign every dispatchable Created task; returns ``(task id, skald id)`` per assignment."""
+        with self._lock:
+            store = self.service.store
+            pending = store.list(TaskQuery(statuses=(S.CREATED,), mode=ModeEnum.PASSIVE.value, order="-priority")).items
+            if not pending:
+                return []
+            nodes = [s for s in self.service.fleet.online() if s.type == "node"]
+            if not nodes:
+                return []
+            load = self._load(nodes) if self.strategy == DispatcherStrategyEnum.LEAST_TASKS else {}
+            deps = self._dependency_statuses(pending)
+            now = now_ms()
+            assigned: list[tuple[str, str]] = []
+            for task in pending:
+                if task.deadline_date_time is not None and task.deadline_date_time <= now:
+                    self._expire(task)
+                    continue
+                if any(deps.get(d) != S.FINISHED for d in task.dependencies or ()):
+                    continue
+                candidates = [n for n in nodes if n.supports(task.class_name)]
+                if not candidates:
+                    continue
+                chosen = self._choose(candidates, load)
+                if not self._assign(task, chosen.id):
+                    continue
+                load[chosen.id] = load.get(chosen.id, 0) + 1
+                assigned.append((task.id, chosen.id))
+            self.assigned_total += len(assigned)
+            return assigned
+
+    def retry_failed(self) -> list[str]:
+        """Put failed Passive tasks whose backoff has passed back to Created, within the budget."""
+        if self.retry_budget <= 0:
+            return []
+        with self._lock:
+            failed = self.service.store.list(TaskQuery(statuses=(S.FAILED,), mode=ModeEnum.PASSIVE.value)).items
+            now = now_ms()
+            retried = []
+            for task in failed:
+                if task.retries >= self.retry_budget:
+                    continue  # failed for good
+                if task.deadline_date_time is not None and task.deadline_date_time <= now:
+                    continue  # a retry could only be cancelled again
+                if now < task.update_date_time + self.backoff_ms(task.retries):
+                    continue
+                if self._retry(task):
+                    retried.append(task.id)
+            return retried
+
+    def enforce_deadlines(self) -> list[str]:
+        """Cancel every task not yet final whose deadline has passed."""
+        with self._lock:
+            now = now_ms()
+            open_tasks = self.service.store.list(TaskQuery(statuses=OPEN_STATUSES)).items
+            return [
+                t.id
+                for t in open_tasks
+                if t.deadline_date_time is not None and t.deadline_date_time <= now and self._expire(t)
+            ]
+
+    def backoff_ms(self, retries: int) -> int:
+        return int(min(self.backoff_base * 2**retries, MAX_BACKOFF_S) * 1000)
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _load(self, nodes: Sequence[SkaldInfo]) -> dict[str, int]:
+        """Live tasks each node owns according to the store (the truth, not the node's report)."""
+        store = self.service.store
+        live = tuple(LIVE_STATUSES)
+        return {n.id: store.list(TaskQuery(executor=n.id, statuses=live, limit=0)).total for n in nodes}
+
+    def _dependency_statuses(self, tasks: Sequence[Task]) -> dict[str, TaskLifecycleStatus]:
+        ids = sorted({d for t in tasks for d in t.dependencies or ()})
+        if not ids:
+            return {}
+        found = self.service.store.list(TaskQuery(ids=tuple(ids))).items
+        return {t.id: t.lifecycle_status for t in found}
+
+    def _choose(self, candidates: Sequence[SkaldInfo], load: dict[str, int]) -> SkaldInfo:
+        ordered = sorted(candidates, key=lambda s: s.id)
+        if self.strategy == DispatcherStrategyEnum.ROUND_ROBIN:
+            chosen = ordered[self._next % len(ordered)]
+            self._next += 1
+            return chosen
+        if self.strategy == DispatcherStrategyEnum.RANDOM:
+            return self._rng.choice(ordered)
+        return min(ordered, key=lambda s: (load.get(s.id, 0), s.id))
+
+    def _assign(self, task: Task, skald_id: str) -> bool:
+        """Compare-and-set: only if the task is still Created at the epoch we read."""
+
+        def change(t: Task) -> dict[str, Any]:
+            if t.lifecycle_status != S.CREATED or t.epoch != task.epoch or t.mode != ModeEnum.PASSIVE:
+                raise Conflict(f"task {t.id!r} changed since it was read ({t.lifecycle_status.value}, epoch {t.epoch})")
+            return {"executor": skald_id, "epoch": t.epoch + 1, "lifecycle_status": S.ASSIGNING}
+
+        try:
+            self.service.store.modify(task.id, change)
+        except _LOST as exc:
+            logger.debug(f"task {task.id}: not assigned: {exc}")
+            return False
+        logger.info(f"task {task.id} (priority {task.priority}) assigned to {skald_id}")
+        self.service.publish(Topic.TASK_ASSIGN, task.id, recipient=skald_id)
+        return True
+
+    def _retry(self, task: Task) -> bool:
+        def change(t: Task) -> dict[str, Any]:
+            if t.version != task.version:
+                raise Conflict(f"task {t.id!r} changed since it was read")
+            return {"lifecycle_status": S.CREATED, "retries": t.retries + 1, "executor": None}
+
+        try:
+            self.service.store.modify(task.id, change)
+        except _LOST as exc:
+            logger.debug(f"task {task.id}: not retried: {exc}")
+            return False
+        logger.info(f"task {task.id}: retry {task.retries + 1} of {self.retry_budget} after it failed")
+        return True
+
+    def _expire(self, task: Task) -> bool:
+        try:
+            self.service.store.set_status(
+                task.id, S.CANCELLED, expect_statuses=OPEN_STATUSES, exception=DEADLINE_PASSED
+            )
+        except _LOST as exc:
+            logger.debug(f"task {task.id}: deadline not enforced: {exc}")
+            return False
+        logger.info(f"task {task.id}: deadline passed; cancelled")
+        self.service.publish(Topic.TASK_CANCEL, task.id)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy.value,
+            "retryBudget": self.retry_budget,
+            "lastSweep": self.last_sweep_ms,
+            "lastError": self.last_error,
+            "assignedTotal": self.assigned_total,
+        }
+
+
+__all__ = ["DEADLINE_PASSED", "Dispatcher", "SweepResult"]

@@ -1,0 +1,146 @@
+"""The API's one error shape, and how every failure maps onto it.
+
+Every error response of the controller is::
+
+    {"error": {"code": "<machine-readable>", "message": "<what to fix>", "details": [...]}}
+
+``details`` is present only when there is a list to give (one entry per invalid field, with its
+path). Bad input is never a 500: domain errors raised by the service (:class:`ApiError`), the
+store's errors (:mod:`skalds.errors`) and FastAPI's request validation all land here.
+
+===========================  ======  ==========================================================
+code                         status  when
+===========================  ======  ==========================================================
+``not_found``                404     no such task / skald / route
+``task_exists``              409     ``POST /api/tasks`` with an id that is taken
+``illegal_transition``       409     the state machine forbids the status change
+``conflict``                 409     a concurrent writer won (retry)
+``invalid_request``          422     body / query / path fail validation (malformed JSON too)
+``unknown_class``            422     no online skald advertises the task's className
+``invalid_attachments``      422     attachments fail the class's JSON schema
+``payload_too_large``        413     the body is larger than ``SKALDS_MAX_BODY_BYTES``
+``backend_unavailable``      503     a backend server cannot be reached
+``internal_error``           500     a bug; the message is generic, details go to the log
+===========================  ======  ==========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from skalds.errors import BackendUnavailable, Conflict, IllegalTransition, TaskExists, TaskNotFound
+from skalds.utils.logging import logger
+
+
+class ApiError(Exception):
+    """A failure the API reports as ``{"error": {...}}`` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, "not_found", message)
+
+
+def unprocessable(code: str, message: str, details: list[dict[str, Any]] | None = None) -> ApiError:
+    return ApiError(422, code, message, details)
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status)
+
+
+def from_exception(exc: Exception) -> ApiError | None:
+    """The API error for a known exception, or None for a bug."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, TaskNotFound):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, TaskExists):
+        return ApiError(409, "task_exists", str(exc))
+    if isinstance(exc, IllegalTransition):
+        return ApiError(409, "illegal_transition", str(exc))
+    if isinstance(exc, Conflict):
+        return ApiError(409, "conflict", str(exc))
+    if isinstance(exc, BackendUnavailable):
+        return ApiError(503, "backend_unavailable", str(exc))
+    return None
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        where, rest = parts[0], parts[1:]
+        return f"{where}.{'.'.join(rest)}" if rest else where
+    return ".".join(parts)
+
+
+def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for e in exc.errors():
+        loc = tuple(e.get("loc", ()))
+        if e.get("type") == "json_invalid":  # loc is ("body", character position)
+            reason = (e.get("ctx") or {}).get("error", "invalid JSON")
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            details.append({"field": "body", "message": f"malformed JSON{at}: {reason}"})
+        else:
+            details.append({"field": _field_path(loc), "message": str(e.get("msg", ""))})
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure through the one error shape."""
+
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        err = from_exception(exc)
+        if err is None:  # pragma: no cover - only registered for known types
+            return await on_unexpected(request, exc)
+        return error_response(err.status, err.code, err.message, err.details)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        details = validation_details(exc)
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]) or "invalid request"
+        return error_response(422, "invalid_request", summary, details)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        code = codes.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}"
+        response = error_response(exc.status_code, code, message)
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        err = from_exception(exc)
+        if err is not None:
+            return error_response(err.status, err.code, err.message, err.details)
+        logger.opt(exception=exc).error(f"{request.method} {request.url.path} failed")
+        return error_response(500, "internal_error", "internal error; see the controller's log")
+
+    for cls in (ApiError, TaskNotFound, TaskExists, IllegalTransition, Conflict, BackendUnavailable):
+        app.add_exception_handler(cls, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

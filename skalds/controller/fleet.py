@@ -1,0 +1,124 @@
+"""What the controller knows about skalds, read from the state cache on every call.
+
+Liveness is a lease (DESIGN principle 3): a skald is online exactly while its
+``skalds:{id}:heartbeat`` key exists; ``skalds:hash`` only says when it was last active. Nothing is
+cached in the controller, so any number of controllers see the same fleet and a skald that stops
+heartbeating drops out of dispatch within one lease.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from skalds.backends.cache.state import (
+    SKALDS_HASH,
+    SKALDS_MODE_HASH,
+    StateView,
+    skald_classes_key,
+    skald_heartbeat_key,
+    skald_schemas_key,
+    skald_tasks_key,
+)
+
+
+@dataclass
+class SkaldInfo:
+    """One skald as the cache describes it."""
+
+    id: str
+    type: str  # "node" | "edge"
+    online: bool
+    last_heartbeat: int | None
+    heartbeat: int | None
+    supported_tasks: list[str] = field(default_factory=list)
+    current_tasks: list[str] = field(default_factory=list)
+    schemas: dict[str, Any] = field(default_factory=dict)
+
+    def item(self) -> dict[str, Any]:
+        """The SPEC §7 skald item."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "status": "online" if self.online else "offline",
+            "lastHeartbeat": self.last_heartbeat,
+            "supportedTasks": self.supported_tasks,
+            "currentTasks": self.current_tasks,
+            "heartbeat": self.heartbeat,
+            "taskCount": len(self.current_tasks),
+        }
+
+    def supports(self, class_name: str) -> bool:
+        return class_name in self.supported_tasks or class_name in self.schemas
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+class Fleet:
+    """Reads of the skald keys of SPEC §4."""
+
+    def __init__(self, state: StateView) -> None:
+        self.state = state
+
+    def ids(self) -> list[str]:
+        cache = self.state.cache
+        return sorted(set(cache.hgetall(SKALDS_MODE_HASH)) | set(cache.hgetall(SKALDS_HASH)))
+
+    def get(
+        self, skald_id: str, *, modes: dict[str, str] | None = None, seen: dict[str, str] | None = None
+    ) -> SkaldInfo | None:
+        cache = self.state.cache
+        modes = cache.hgetall(SKALDS_MODE_HASH) if modes is None else modes
+        seen = cache.hgetall(SKALDS_HASH) if seen is None else seen
+        beat = cache.get(skald_heartbeat_key(skald_id))
+        if skald_id not in modes and skald_id not in seen and beat is None:
+            return None
+        raw_schemas = cache.get(skald_schemas_key(skald_id))
+        try:
+            schemas = json.loads(raw_schemas) if raw_schemas else {}
+        except ValueError:
+            schemas = {}
+        return SkaldInfo(
+            id=skald_id,
+            type="edge" if modes.get(skald_id) == "edge" else "node",
+            online=beat is not None,
+            last_heartbeat=_int(seen.get(skald_id)),
+            heartbeat=_int(beat),
+            supported_tasks=cache.lrange(skald_classes_key(skald_id)),
+            current_tasks=cache.lrange(skald_tasks_key(skald_id)),
+            schemas=schemas if isinstance(schemas, dict) else {},
+        )
+
+    def all(self) -> list[SkaldInfo]:
+        cache = self.state.cache
+        modes = cache.hgetall(SKALDS_MODE_HASH)
+        seen = cache.hgetall(SKALDS_HASH)
+        infos = (self.get(i, modes=modes, seen=seen) for i in sorted(set(modes) | set(seen)))
+        return [i for i in infos if i is not None]
+
+    def online(self) -> list[SkaldInfo]:
+        return [s for s in self.all() if s.online]
+
+    def class_schemas(self) -> dict[str, tuple[dict[str, Any], list[str]]]:
+        """Class name → (attachments JSON schema, ids of the online skalds advertising it).
+
+        When skalds disagree about a class's schema, the first skald by id wins; validation is a
+        guard against typos, the worker validates again against its own model.
+        """
+        found: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        for skald in self.online():
+            for name in sorted(set(skald.schemas) | set(skald.supported_tasks)):
+                schema = skald.schemas.get(name)
+                if name not in found:
+                    found[name] = (schema if isinstance(schema, dict) else {}, [skald.id])
+                else:
+                    found[name][1].append(skald.id)
+        return found

@@ -1,0 +1,38 @@
+"""``python -m skalds.controller.main``: run the controller with uvicorn, configured from the
+environment (``SYSTEM_CONTROLLER_MODE``, ``SYSTEM_CONTROLLER_HOST``, ``SYSTEM_CONTROLLER_PORT``,
+backends). Like the CLI, this entry point is a place that configures logging."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from skalds.controller.app import create_app
+from skalds.controller.config import ControllerConfig
+from skalds.utils.logging import configure, logger, register_secret
+
+_UVICORN_LEVELS = {"TRACE": "trace", "DEBUG": "debug", "WARNING": "warning", "ERROR": "error", "CRITICAL": "critical"}
+
+
+def main(config: ControllerConfig | None = None) -> None:
+    config = config if config is not None else ControllerConfig()
+    configure(
+        level=config.log_level,
+        log_path=config.log_path,
+        rotation_mb=config.log_rotation_mb,
+        retention=config.log_retention,
+        proc_name="controller",
+    )
+    for secret in (config.api_token, config.redis_password, config.kafka_password):
+        register_secret(secret)
+    logger.info("configuration:\n  " + "\n  ".join(config.describe()))
+    uvicorn.run(
+        create_app(config),
+        host=config.system_controller_host,
+        port=config.system_controller_port,
+        log_level=_UVICORN_LEVELS.get(config.log_level, "info"),
+        access_log=config.log_level in ("TRACE", "DEBUG"),
+    )
+
+
+if __name__ == "__main__":
+    main()

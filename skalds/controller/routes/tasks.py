@@ -1,0 +1,118 @@
+"""``/api/tasks``: list, read, create, update attachments, set status, delete, heartbeat, classes.
+
+Each handler does its blocking work in one worker-thread call (:func:`blocking`). After a change
+that makes a task runnable (create, resume, retry) the same call runs a dispatch pass, so the task
+is assigned before the response is sent instead of at the next sweep.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from skalds.controller.deps import blocking, dispatch_now, get_dispatcher, get_service
+from skalds.controller.dispatcher import Dispatcher
+from skalds.controller.schemas import (
+    AttachmentsUpdate,
+    ErrorResponse,
+    StatusUpdate,
+    TaskClassList,
+    TaskCreate,
+    TaskHeartbeat,
+    TaskItem,
+    TaskPage,
+)
+from skalds.controller.service import MAX_PAGE_SIZE, ControllerService
+from skalds.model.task import TaskLifecycleStatus
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in ((404, "Not found"), (409, "Conflict"), (413, "Body too large"), (422, "Invalid input"))
+}
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"], responses=_ERRORS)
+Service = Depends(get_service)
+MaybeDispatcher = Depends(get_dispatcher)
+
+
+@router.get("", response_model=TaskPage, summary="List tasks (paginated, filtered)")
+async def list_tasks(
+    page: int = Query(1, ge=1),
+    page_size: int = Query(20, alias="pageSize", ge=1, le=MAX_PAGE_SIZE),
+    status: str | None = Query(None, description="lifecycle status, or several separated by commas"),
+    task_type: str | None = Query(None, alias="type", description="class name"),
+    executor: str | None = Query(None, description="skald id"),
+    service: ControllerService = Service,
+) -> dict[str, Any]:
+    return await blocking(service.list_tasks, page, page_size, status, task_type, executor)
+
+
+@router.get("/classes", response_model=TaskClassList, summary="Task classes the online skalds can run")
+async def task_classes(service: ControllerService = Service) -> dict[str, Any]:
+    return await blocking(service.task_classes)
+
+
+@router.get("/{task_id}", response_model=TaskItem, summary="One task")
+async def get_task(task_id: str, service: ControllerService = Service) -> dict[str, Any]:
+    return await blocking(service.get_task, task_id)
+
+
+@router.post("", status_code=201, response_model=TaskItem, summary="Create a task (dispatched at once)")
+async def create_task(
+    body: TaskCreate,
+    response: Response,
+    service: ControllerService = Service,
+    dispatcher: Dispatcher | None = MaybeDispatcher,
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        task = service.create_task(body)
+        dispatch_now(dispatcher)
+        return service.get_task(task.id)
+
+    item = await blocking(work)
+    response.headers["Location"] = f"/api/tasks/{item['id']}"
+    return item
+
+
+@router.put("/{task_id}/attachments", response_model=TaskItem, summary="Update a task's attachments")
+async def update_attachments(
+    task_id: str, body: AttachmentsUpdate, service: ControllerService = Service
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        return service.task_item(service.update_attachments(task_id, body.attachments))
+
+    return await blocking(work)
+
+
+@router.put(
+    "/{task_id}/status",
+    response_model=TaskItem,
+    summary="Cancel, pause, resume or retry a task",
+    description="`Cancelled`, `Paused`, or `Created` / `Running`: resume a Paused task or retry a "
+    "Failed / Cancelled / Finished one (fresh retry budget); the dispatcher then assigns it.",
+)
+async def set_status(
+    task_id: str,
+    body: StatusUpdate,
+    service: ControllerService = Service,
+    dispatcher: Dispatcher | None = MaybeDispatcher,
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        task = service.set_status(task_id, body.status)
+        if task.lifecycle_status == TaskLifecycleStatus.CREATED:
+            dispatch_now(dispatcher)
+        return service.get_task(task_id)
+
+    return await blocking(work)
+
+
+@router.delete("/{task_id}", status_code=204, response_class=Response, summary="Delete a task (cancelled first)")
+async def delete_task(task_id: str, service: ControllerService = Service) -> Response:
+    await blocking(service.delete_task, task_id)
+    return Response(status_code=204)
+
+
+@router.get("/{task_id}/heartbeat", response_model=TaskHeartbeat, summary="Heartbeat, liveness and recent history")
+async def task_heartbeat(task_id: str, service: ControllerService = Service) -> dict[str, Any]:
+    return await blocking(service.heartbeat_info, task_id)

@@ -1,0 +1,149 @@
+"""Request and response bodies of the REST API (SPEC §7), as pydantic models.
+
+They document the API in OpenAPI and validate what comes in. Response models allow extra fields
+("more fields may be added, none renamed"), so a task item carries every Task field by alias
+besides the 0.3.x names ``type`` / ``status``. Attribute names are the wire names (camelCase) on
+purpose: these models exist only to describe JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Task ids appear in URL paths, so API-created ids may not contain what a path cannot carry.
+TASK_ID_PATTERN = r"^[^/\s?#%\\]+$"
+
+#: Targets ``PUT /api/tasks/{id}/status`` accepts. ``Created`` and ``Running`` both mean "run it
+#: again": resume a Paused task, retry a Failed / Cancelled / Finished one (with a fresh retry
+#: budget). The dispatcher then assigns it; ``Running`` is the status it will reach.
+STATUS_TARGETS = ("Cancelled", "Paused", "Created", "Running")
+
+
+class TaskCreate(BaseModel):
+    """A task by alias, as ``POST /api/tasks`` takes it. Fields the system owns are ignored."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    id: str | None = Field(None, min_length=1, max_length=200, pattern=TASK_ID_PATTERN)
+    className: str = Field(..., min_length=1, max_length=200)
+    attachments: dict[str, Any]
+    source: str = Field("API", max_length=100)
+    name: str | None = Field(None, max_length=500)
+    description: str | None = Field(None, max_length=5000)
+    dependencies: list[str] | None = Field(None, max_length=1000)
+    priority: int = Field(0, ge=0, le=10)
+    deadlineDateTime: int | None = Field(None, ge=0, description="ms since the epoch; cancelled once passed")
+    isPersistent: bool = False
+
+
+class AttachmentsUpdate(BaseModel):
+    """New attachments, merged onto the stored ones; the result must match the class's schema."""
+
+    attachments: dict[str, Any]
+
+
+class StatusUpdate(BaseModel):
+    """``Cancelled``, ``Paused``, or ``Created`` / ``Running`` (resume a Paused task, retry an ended one)."""
+
+    status: str = Field(..., examples=list(STATUS_TARGETS))
+
+
+class TaskItem(BaseModel):
+    """One task: the 0.3.x fields first, then every other Task field by alias."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str
+    status: str
+    executor: str | None = None
+    createDateTime: int
+    updateDateTime: int
+    attachments: Any = None
+    heartbeat: int | None = None
+    error: str | None = None
+    exception: str | None = None
+    priority: int = 0
+
+
+class TaskPage(BaseModel):
+    items: list[TaskItem]
+    total: int
+    page: int
+    pageSize: int
+
+
+class SkaldItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str
+    status: str
+    lastHeartbeat: int | None = None
+    supportedTasks: list[str] = Field(default_factory=list)
+    currentTasks: list[str] = Field(default_factory=list)
+    heartbeat: int | None = None
+    taskCount: int = 0
+
+
+class SkaldList(BaseModel):
+    items: list[SkaldItem]
+    total: int
+
+
+class TaskClass(BaseModel):
+    className: str
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    skalds: list[str] = Field(default_factory=list)
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class TaskClassList(BaseModel):
+    items: list[TaskClass]
+    total: int
+
+
+class HeartbeatSample(BaseModel):
+    timestamp: int
+    heartbeat: int | None = None
+
+
+class TaskHeartbeat(BaseModel):
+    taskId: str
+    heartbeat: int | None = None
+    status: str
+    isAlive: bool
+    error: str | None = None
+    exception: str | None = None
+    lastUpdate: int | None = None
+    heartbeatHistory: list[HeartbeatSample] = Field(default_factory=list)
+
+
+class DashboardSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    totalSkalds: int
+    onlineSkalds: int
+    totalTasks: int
+    runningTasks: int
+    finishedTasks: int
+    failedTasks: int
+    assigningTasks: int
+    cancelledTasks: int
+    nodeSkalds: int
+    edgeSkalds: int
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error response."""
+
+    error: ErrorInfo

@@ -1,0 +1,347 @@
+"""``ControllerService``: everything the REST API does, as plain synchronous calls.
+
+It works like :class:`skalds.client.SkaldsClient` — the store first (the truth), then an event on
+the bus as a hint so the owning skald reacts within milliseconds — and adds what an API needs:
+validation against the schemas the skalds advertise, the 0.3.x response shapes, and a heartbeat
+history. Keeping it synchronous and free of HTTP makes it testable on its own; the FastAPI app
+calls it through a thread pool so no blocking driver call ever runs on the event loop
+(DESIGN principle 9). A failed publish never fails a request: the store write stands and every
+skald reconciles against the store (DESIGN principle 1).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from skalds.backends.bus.base import EventBus, Topic
+from skalds.backends.cache.state import StateView, task_heartbeat_key
+from skalds.backends.factory import bus_for, cache_for, store_for
+from skalds.backends.store.base import TaskQuery, TaskStore
+from skalds.controller.config import ControllerConfig
+from skalds.controller.errors import ApiError, not_found, unprocessable
+from skalds.controller.fleet import Fleet
+from skalds.controller.history import HeartbeatHistory
+from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
+from skalds.controller.validation import check_attachments, unknown_class
+from skalds.errors import SkaldsError
+from skalds.model.event import TaskEvent
+from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
+from skalds.utils.logging import logger
+
+S = TaskLifecycleStatus
+MAX_PAGE_SIZE = 100
+
+
+class ControllerService:
+    """The controller's operations over the configured store, bus and cache."""
+
+    def __init__(self, config: ControllerConfig | None = None, *, initiator: str = "system-controller") -> None:
+        self.config = config if config is not None else ControllerConfig()
+        self.initiator = initiator
+        self.history = HeartbeatHistory(self.config.heartbeat_history_size)
+        self._store: TaskStore | None = None
+        self._bus: EventBus | None = None
+        self._state: StateView | None = None
+
+    # ---- backends (opened on first use, in whichever thread needs them) ------------------
+    @property
+    def store(self) -> TaskStore:
+        if self._store is None:
+            self._store = store_for(self.config)
+        return self._store
+
+    @property
+    def bus(self) -> EventBus:
+        if self._bus is None:
+            self._bus = bus_for(self.config)
+        return self._bus
+
+    @property
+    def state(self) -> StateView:
+        if self._state is None:
+            self._state = StateView(cache_for(self.config), self.config.redis_key_ttl)
+        return self._state
+
+    @property
+    def fleet(self) -> Fleet:
+        return Fleet(self.state)
+
+    def close(self) -> None:
+        for backend in (self._store, self._bus, self._state.cache if self._state else None):
+            if backend is not None:
+                backend.close()
+
+    def publish(self, topic: Topic, task_id: str, recipient: str | None = None) -> None:
+        """Announce a change (a hint: on failure the skalds still find it by reconciling)."""
+        event = TaskEvent(title=topic.value, initiator=self.initiator, recipient=recipient, taskIds=[task_id])
+        try:
+            self.bus.publish(topic.value, task_id, event.to_json())
+        except SkaldsError as exc:
+            logger.warning(f"task {task_id}: {topic.value} not published ({exc}); skalds will reconcile")
+
+    # ---- tasks: reads --------------------------------------------------------------------
+    def task_item(self, task: Task) -> dict[str, Any]:
+        """The SPEC §7 task item: 0.3.x names plus every Task field by alias."""
+        doc = task.to_json_dict()
+        live = self.state.task_state(task.id)
+        doc.update(
+            type=task.class_name,
+            status=task.lifecycle_status.value,
+            heartbeat=live["heartbeat"],
+            error=live["error"],
+            exception=live["exception"] or task.exception,
+        )
+        return doc
+
+    def require(self, task_id: str) -> Task:
+        task = self.store.get(task_id)
+        if task is None:
+            raise not_found(f"no task with id {task_id!r}")
+        return task
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        return self.task_item(self.require(task_id))
+
+    def list_tasks(
+        self,
+        page: int = 1,
+        page_size: int = 20,
+        status: str | None = None,
+        class_name: str | None = None,
+        executor: str | None = None,
+    ) -> dict[str, Any]:
+        page, page_size = max(page, 1), min(max(page_size, 1), MAX_PAGE_SIZE)
+        query = TaskQuery(
+            statuses=parse_statuses(status),
+            class_name=class_name or None,
+            executor=executor or None,
+            offset=(page - 1) * page_size,
+            limit=page_size,
+        )
+        result = self.store.list(query)
+        return {
+            "items": [self.task_item(t) for t in result.items],
+            "total": result.total,
+            "page": page,
+            "pageSize": page_size,
+        }
+
+    def heartbeat_info(self, task_id: str) -> dict[str, Any]:
+        task = self.require(task_id)
+        live = self.state.task_state(task_id)
+        beat = live["heartbeat"]
+        history = self.history.get(task_id)
+        return {
+            "taskId": task_id,
+            "heartbeat": beat,
+            "status": task.lifecycle_status.value,
+            "isAlive": beat is not None and 0 <= beat < 200,
+            "error": live["error"],
+            "exception": live["exception"] or task.exception,
+            # When the heartbeat was last seen (sampled), else when the task record last changed.
+            "lastUpdate": history[-1]["timestamp"] if history else task.update_date_time,
+            "heartbeatHistory": history,
+        }
+
+    def sample_heartbeats(self) -> int:
+        """Record the current heartbeat of every live task; returns how many were sampled."""
+        live = self.store.list(TaskQuery(statuses=tuple(LIVE_STATUSES))).items
+        now = now_ms()
+        cache = self.state.cache
+        for task in live:
+            raw = cache.get(task_heartbeat_key(task.id))
+            beat = int(raw) if raw is not None and raw.lstrip("-").isdigit() else None
+            self.history.add(task.id, now, beat)
+        return len(live)
+
+    # ---- tasks: writes -------------------------------------------------------------------
+    def class_schemas(self) -> dict[str, tuple[dict[str, Any], list[str]]]:
+        return self.fleet.class_schemas()
+
+    def _validate(self, class_name: str, attachments: Any) -> None:
+        classes = self.class_schemas()
+        if class_name not in classes:
+            raise unknown_class(class_name, list(classes))
+        check_attachments(class_name, classes[class_name][0], attachments)
+
+    def create_task(self, body: TaskCreate) -> Task:
+        """Validate and store a new Passive task (Created); the dispatcher assigns it."""
+        self._validate(body.className, body.attachments)
+        task_id = body.id or uuid.uuid4().hex
+        dependencies = list(dict.fromkeys(body.dependencies)) if body.dependencies else None
+        if dependencies:
+            if task_id in dependencies:
+                raise unprocessable("invalid_request", f"task {task_id!r} cannot depend on itself")
+            found = {t.id for t in self.store.list(TaskQuery(ids=tuple(dependencies))).items}
+            missing = [d for d in dependencies if d not in found]
+            if missing:
+                raise unprocessable(
+                    "unknown_dependency",
+                    f"dependencies name tasks that do not exist: {', '.join(missing)}",
+                    [{"field": "dependencies", "message": f"no task with id {m!r}"} for m in missing],
+                )
+        if body.deadlineDateTime is not None and body.deadlineDateTime <= now_ms():
+            raise unprocessable("invalid_request", "deadlineDateTime is already in the past")
+        task = Task(
+            id=task_id,
+            class_name=body.className,
+            source=body.source or "API",
+            name=body.name,
+            description=body.description,
+            dependencies=dependencies,
+            mode=ModeEnum.PASSIVE,
+            is_persistent=body.isPersistent,
+            deadline_date_time=body.deadlineDateTime,
+            lifecycle_status=S.CREATED,
+            priority=body.priority,
+            attachments=body.attachments,
+        )
+        stored = self.store.create(task)
+        logger.info(f"task {task_id} ({body.className}, priority {body.priority}) created")
+        return stored
+
+    def update_attachments(self, task_id: str, attachments: dict[str, Any]) -> Task:
+        """Merge onto the stored attachments, validate the result, store, tell the owner."""
+        class_name = self.require(task_id).class_name
+        classes = self.class_schemas()
+        if class_name not in classes:
+            raise unknown_class(class_name, list(classes))
+        schema = classes[class_name][0]
+
+        def merge(t: Task) -> dict[str, Any]:
+            merged = {**(t.attachments if isinstance(t.attachments, dict) else {}), **attachments}
+            check_attachments(t.class_name, schema, merged)
+            return {"attachments": merged}
+
+        task = self.store.modify(task_id, merge)
+        self.publish(Topic.TASK_UPDATE_ATTACHMENT, task_id)
+        return task
+
+    def set_status(self, task_id: str, target: str) -> Task:
+        """Cancel, pause, or run again (resume a Paused task / retry an ended one).
+
+        Illegal changes raise the state machine's IllegalTransition (409). Resuming a task that is
+        already Created / Assigning / Running changes nothing.
+        """
+        wanted = _parse_target(target)
+        self.require(task_id)
+        if wanted in (S.CANCELLED, S.PAUSED):
+            task = self.store.set_status(task_id, wanted)
+            self.publish(Topic.TASK_CANCEL, task_id)  # the owner stops its worker either way
+            return task
+
+        def again(t: Task) -> dict[str, Any] | None:
+            if t.lifecycle_status in (S.CREATED, *LIVE_STATUSES):
+                return None
+            fields: dict[str, Any] = {"lifecycle_status": S.CREATED}
+            if t.mode == ModeEnum.PASSIVE:
+                fields["executor"] = None  # the dispatcher picks a node afresh
+            if t.lifecycle_status in FINAL_STATUSES:  # a retry: a fresh budget, no stale exception
+                fields.update(retries=0, exception=None)
+            return fields
+
+        return self.store.modify(task_id, again)
+
+    def delete_task(self, task_id: str) -> None:
+        """Delete a task, cancelling it first when a worker may be running it."""
+        task = self.require(task_id)
+        if task.lifecycle_status in LIVE_STATUSES:
+            try:
+                self.store.set_status(task_id, S.CANCELLED)
+            except SkaldsError as exc:
+                logger.debug(f"task {task_id}: not cancelled before delete: {exc}")
+        if task.lifecycle_status not in FINAL_STATUSES:
+            self.publish(Topic.TASK_CANCEL, task_id)
+        self.store.delete(task_id)
+        self.history.forget(task_id)
+        logger.info(f"task {task_id} deleted")
+
+    # ---- skalds --------------------------------------------------------------------------
+    def list_skalds(self) -> dict[str, Any]:
+        items = [s.item() for s in self.fleet.all()]
+        return {"items": items, "total": len(items)}
+
+    def get_skald(self, skald_id: str) -> dict[str, Any]:
+        info = self.fleet.get(skald_id)
+        if info is None:
+            raise not_found(f"no skald with id {skald_id!r}")
+        return info.item()
+
+    def skald_tasks(self, skald_id: str, page: int = 1, page_size: int = 20) -> dict[str, Any]:
+        self.get_skald(skald_id)
+        return self.list_tasks(page, page_size, executor=skald_id)
+
+    def task_classes(self) -> dict[str, Any]:
+        items = [
+            {"className": name, "schema": schema, "skalds": skalds}
+            for name, (schema, skalds) in sorted(self.class_schemas().items())
+        ]
+        return {"items": items, "total": len(items)}
+
+    # ---- system --------------------------------------------------------------------------
+    def count(self, *statuses: TaskLifecycleStatus) -> int:
+        return self.store.list(TaskQuery(statuses=statuses or None, limit=0)).total
+
+    def dashboard_summary(self) -> dict[str, Any]:
+        skalds = self.fleet.all()
+        return {
+            "totalSkalds": len(skalds),
+            "onlineSkalds": sum(s.online for s in skalds),
+            "totalTasks": self.count(),
+            "runningTasks": self.count(S.RUNNING),
+            "finishedTasks": self.count(S.FINISHED),
+            "failedTasks": self.count(S.FAILED),
+            "assigningTasks": self.count(S.ASSIGNING),
+            "cancelledTasks": self.count(S.CANCELLED),
+            "nodeSkalds": sum(s.type == "node" for s in skalds),
+            "edgeSkalds": sum(s.type == "edge" for s in skalds),
+            "createdTasks": self.count(S.CREATED),
+            "pausedTasks": self.count(S.PAUSED),
+        }
+
+    def check_backends(self) -> dict[str, str]:
+        """``"ok"`` or the error text for the store and the cache (the bus has no cheap probe)."""
+        checks: dict[str, str] = {}
+        for name, probe in (
+            ("store", lambda: self.store.list(TaskQuery(limit=0))),
+            ("cache", lambda: self.state.cache.get("skalds:controller:probe")),
+        ):
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"{type(exc).__name__}: {exc}"
+        return checks
+
+
+def parse_statuses(text: str | None) -> tuple[TaskLifecycleStatus, ...] | None:
+    """``"Running,Paused"`` → statuses (case-insensitive); 422 naming the allowed ones otherwise."""
+    if not text:
+        return None
+    by_lower = {s.value.lower(): s for s in S}
+    statuses = []
+    for part in text.split(","):
+        status = by_lower.get(part.strip().lower())
+        if status is None:
+            allowed = ", ".join(s.value for s in S)
+            raise unprocessable(
+                "invalid_request",
+                f"unknown status {part.strip()!r} (use one of {allowed})",
+                [{"field": "query.status", "message": f"must be one of {allowed}"}],
+            )
+        statuses.append(status)
+    return tuple(dict.fromkeys(statuses))
+
+
+def _parse_target(target: str) -> TaskLifecycleStatus:
+    for name in STATUS_TARGETS:
+        if target.strip().lower() == name.lower():
+            return S.CREATED if name == "Running" else S(name)
+    raise ApiError(
+        422,
+        "invalid_request",
+        f"status {target!r} cannot be requested; use one of {', '.join(STATUS_TARGETS)} "
+        "(Created / Running resume a Paused task or retry an ended one)",
+        [{"field": "body.status", "message": f"must be one of {', '.join(STATUS_TARGETS)}"}],
+    )

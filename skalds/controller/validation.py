@@ -1,0 +1,56 @@
+"""Checks a task must pass before it is stored: its class is known, its attachments fit.
+
+The schemas come from the skalds themselves (``skalds:{id}:task-schemas``, the JSON schema of each
+worker's model by alias), so the controller never imports user code and validates against what
+the fleet can actually run. The worker validates again against its own model when it starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+
+from skalds.controller.errors import ApiError, unprocessable
+from skalds.utils.logging import logger
+
+_MAX_DETAILS = 50
+
+
+def unknown_class(class_name: str, known: list[str]) -> ApiError:
+    hint = f"known classes: {', '.join(sorted(known))}" if known else "no skald is online, so no class is known"
+    return unprocessable(
+        "unknown_class",
+        f"no online skald advertises task class {class_name!r} ({hint})",
+        [{"field": "className", "message": hint}],
+    )
+
+
+def attachment_errors(schema: dict[str, Any], attachments: Any) -> list[dict[str, Any]]:
+    """Each way ``attachments`` fails ``schema``: ``{"field": "attachments.a.b", "message": ...}``."""
+    if not schema:
+        return []
+    try:
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)
+        validator = cls(schema)
+    except jsonschema.SchemaError as exc:
+        logger.warning(f"a skald advertises an unusable attachments schema ({exc.message}); not validating")
+        return []
+    details = []
+    for error in sorted(validator.iter_errors(attachments), key=lambda e: [str(p) for p in e.absolute_path]):
+        path = ".".join(str(p) for p in error.absolute_path)
+        details.append({"field": f"attachments.{path}" if path else "attachments", "message": error.message})
+        if len(details) >= _MAX_DETAILS:
+            break
+    return details
+
+
+def check_attachments(class_name: str, schema: dict[str, Any], attachments: Any) -> None:
+    """Raise a 422 listing every invalid field unless ``attachments`` fit the class's schema."""
+    details = attachment_errors(schema, attachments)
+    if details:
+        listed = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+        raise unprocessable(
+            "invalid_attachments", f"attachments do not match the schema of {class_name}: {listed}", details
+        )
