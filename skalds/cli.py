@@ -102,6 +102,77 @@ def run(
     raise typer.Exit(code)
 
 
+@app.command()
+def controller(
+    host: Annotated[str | None, typer.Option(help="Bind address (default SYSTEM_CONTROLLER_HOST or 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default SYSTEM_CONTROLLER_PORT or 8000)")] = None,
+    mode: Annotated[str | None, typer.Option(help="CONTROLLER | MONITOR | DISPATCHER")] = None,
+) -> None:
+    """Run the System Controller (REST API + monitor + dispatcher), configured from the environment."""
+    from skalds.controller.config import ControllerConfig
+    from skalds.controller.main import main as run_controller
+
+    settings: dict[str, Any] = {}
+    if host:
+        settings["system_controller_host"] = host
+    if port:
+        settings["system_controller_port"] = port
+    if mode:
+        settings["system_controller_mode"] = mode
+    try:
+        config = ControllerConfig(**settings)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    run_controller(config)
+
+
+@app.command()
+def dev(
+    host: Annotated[str, typer.Option(help="Bind address of the controller")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the controller")] = 8000,
+    module: Annotated[
+        list[str] | None, typer.Option("--module", "-m", help="Worker modules (default: skalds.dev_workers)")
+    ] = None,
+) -> None:
+    """Controller + one node skald on the embedded backend, in one command."""
+    import os
+    import signal
+    import subprocess
+
+    from skalds.controller.config import ControllerConfig
+    from skalds.controller.main import main as run_controller
+
+    modules = module or ["skalds.dev_workers"]
+    env = dict(os.environ)
+    for key in ("SKALDS_STORE_URL", "SKALDS_BUS_URL", "SKALDS_CACHE_URL"):
+        env.pop(key, None)  # dev is the embedded backend, whatever the shell says
+    args = [sys.executable, "-m", "skalds", "run", "--mode", "node", "--id", env.get("SKALD_ID", "dev-node")]
+    for spec in modules:
+        args += ["--module", spec]
+    node = subprocess.Popen(args, env=env)
+    err_console.print(
+        f"[green]skalds dev[/green]: node skald pid {node.pid}; API docs at http://{host}:{port}/api/docs"
+    )
+    try:
+        config = ControllerConfig(
+            system_controller_host=host,
+            system_controller_port=port,
+            system_controller_mode="DISPATCHER",
+            store_url=None,
+            bus_url=None,
+            cache_url=None,
+        )
+        run_controller(config)
+    finally:
+        if node.poll() is None:
+            node.send_signal(signal.SIGTERM)
+            try:
+                node.wait(30)
+            except subprocess.TimeoutExpired:
+                node.kill()
+
+
 def _store(store_url: str | None) -> Any:
     from skalds.backends.factory import open_store, store_options
     from skalds.config.skald_config import SkaldConfig

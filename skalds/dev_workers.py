@@ -1,0 +1,69 @@
+"""Example workers that ``skalds dev`` runs when no module is given.
+
+``Counter`` counts up, one step per tick, and finishes after ``ticks`` ticks; an update changes
+its step on the fly. ``Camera`` is the seed's MyWorker shape: it "reads" a stream until stopped.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skalds.utils.logging import logger
+from skalds.worker.baseclass import BaseTaskWorker, release_handler, run_main_handler, update_event_handler
+
+
+class CounterModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    step: int = Field(1, ge=1, le=1000, description="Added to the total every tick")
+    ticks: int = Field(60, ge=1, le=100_000, description="Ticks before the task finishes")
+    interval: float = Field(1.0, gt=0, le=60, description="Seconds between ticks")
+
+
+class Counter(BaseTaskWorker[CounterModel]):
+    def initialize(self, data: CounterModel) -> None:
+        self.step, self.ticks, self.interval = data.step, data.ticks, data.interval
+        self.total = 0
+
+    @run_main_handler
+    def main(self) -> None:
+        for tick in range(1, self.ticks + 1):
+            self.total += self.step
+            logger.info(f"tick {tick}/{self.ticks}: total={self.total} (step {self.step})")
+            time.sleep(self.interval)
+
+    @update_event_handler
+    def update(self, data: CounterModel) -> None:
+        logger.info(f"step {self.step} -> {data.step}, interval {self.interval} -> {data.interval}")
+        self.step, self.interval = data.step, data.interval
+
+    @release_handler
+    def release(self) -> None:
+        logger.info(f"released at total={self.total}")
+
+
+class CameraModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    rtsp_url: str = Field(..., alias="rtspUrl", min_length=1, description="RTSP stream URL")
+    fix_frame: int = Field(30, alias="fixFrame", ge=1, description="Analyse one frame in this many")
+
+
+class Camera(BaseTaskWorker[CameraModel]):
+    def initialize(self, data: CameraModel) -> None:
+        self.rtsp_url, self.fix_frame = data.rtsp_url, data.fix_frame
+
+    @run_main_handler
+    def main(self) -> None:
+        frame = 0
+        while True:
+            frame += self.fix_frame
+            logger.info(f"{self.rtsp_url}: analysed frame {frame} (every {self.fix_frame})")
+            time.sleep(1)
+
+    @update_event_handler
+    def update(self, data: CameraModel) -> None:
+        logger.info(f"now {data.rtsp_url}, every {data.fix_frame} frames")
+        self.rtsp_url, self.fix_frame = data.rtsp_url, data.fix_frame
