@@ -57,6 +57,9 @@ class SkaldAgent(EdgeMode, NodeMode):
             grace_period=config.stop_grace_period,
             on_message=self._on_worker_message,
             on_exit=self._on_worker_exit,
+            # Node workers fence themselves when this skald stops answering for as long as its
+            # own lease lives (see skalds.worker.link); edge tasks are never failed over.
+            fence_after=config.redis_key_ttl if self.mode == SkaldModeEnum.NODE else None,
         )
         self.edge = EdgeTasks(config.yaml_file, registry) if self.mode == SkaldModeEnum.EDGE else None
         self._stop_requested = 0
@@ -255,7 +258,11 @@ class SkaldAgent(EdgeMode, NodeMode):
     def _on_worker_message(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
         kind = message.get("t")
         if kind == "hb":
-            self._beats[handle.task_id] = int(message.get("v", 0)) % 200
+            if not handle.self_fenced:
+                self._beats[handle.task_id] = int(message.get("v", 0)) % 200
+        elif kind == "fenced":
+            # Beats read after a freeze are stale: the task may be another skald's by now.
+            self._beats.pop(handle.task_id, None)
         elif kind == "running":
             self.backends.with_state("started", lambda v: v.task_started(handle.task_id))
             self._beats[handle.task_id] = 0
@@ -325,9 +332,16 @@ class SkaldAgent(EdgeMode, NodeMode):
             # so its lease goes too (a restarted skald need not wait for it to expire).
             self._write_status(handle.task_id, S.ASSIGNING, handle.epoch, only_from=(S.RUNNING,))
             self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id))
+        elif handle.self_fenced:
+            # It stopped itself while this skald did not answer (frozen): the task may be another
+            # skald's by now, so nothing is written for it; the next reconcile decides.
+            pass
         elif reason == "fenced":
-            # Free the lease at once so the new owner need not wait for it to expire.
-            self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id))
+            # Free the lease at once so the new owner need not wait for it to expire — only if it
+            # still holds our last beat (the new owner may have written its own by now).
+            beat = handle.last_beat
+            if beat is not None:
+                self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id, only_if=str(beat % 200)))
         elif reason == "restart":
             self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id))
             task = self._restart_after_exit.pop(handle.task_id, None)

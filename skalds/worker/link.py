@@ -8,8 +8,21 @@ worker (``w.initialize(d); w.start()``) has a :class:`NullLink` and needs nothin
 Messages are JSON objects with a ``t`` (type) field:
 
 - worker → skald: ``running``, ``hb`` (``v``: 0–199), ``update_ok`` (``attachments``),
-  ``update_error`` (``error``), ``exception`` (``text``), ``final`` (``status``, ``exception``)
-- skald → worker: ``update`` (``attachments``)
+  ``update_error`` (``error``), ``exception`` (``text``), ``final`` (``status``, ``exception``),
+  ``fenced`` (``after``: seconds without an ack)
+- skald → worker: ``update`` (``attachments``), ``ack`` (one per ``hb``)
+
+**Self-fencing** (SPEC §5, DESIGN principle 2). Workers run in their own process groups, so a
+frozen skald (SIGSTOP, a stalled VM) leaves them running while its liveness lease expires and the
+controller gives their tasks to another skald. To keep one copy per task, the skald acknowledges
+every heartbeat; when ``fence_after`` seconds pass without an ack, the link thread reports
+``fenced``, logs a warning and sends its own process SIGTERM (release runs once, the process
+exits), and if the process is still there ``(FENCE_FACTOR - 1) × fence_after`` later, SIGKILL.
+The skald passes ``fence_after`` = its ``REDIS_KEY_TTL`` (the lifetime of its own lease), and the
+controller's ``MONITOR_HEARTBEAT_TIMEOUT`` must exceed ``FENCE_FACTOR × REDIS_KEY_TTL`` (checked
+by ``ControllerConfig``), so a frozen skald's workers are gone before their tasks run elsewhere.
+Without ``fence_after`` (edge skalds, whose tasks are never failed over, and standalone workers
+with a :class:`NullLink`) nothing of this applies.
 """
 
 from __future__ import annotations
@@ -23,10 +36,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from skalds.utils.logging import logger
+
 if TYPE_CHECKING:
     from skalds.worker.baseclass import BaseTaskWorker
 
 MAX_MESSAGE = 1 << 20
+#: A self-fenced worker is SIGKILLed at ``FENCE_FACTOR * fence_after`` after its last ack.
+FENCE_FACTOR = 1.5
 
 
 class NullLink:
@@ -45,9 +62,12 @@ class NullLink:
 class ChannelLink(NullLink):
     """Heartbeats out and updates in over a unix socket to the skald."""
 
-    def __init__(self, sock: socket.socket, heartbeat_interval: float) -> None:
+    def __init__(self, sock: socket.socket, heartbeat_interval: float, fence_after: float | None = None) -> None:
         self._sock = sock
         self._interval = heartbeat_interval
+        self._fence_after = fence_after if fence_after is not None and fence_after > 0 else None
+        self._last_ack = time.monotonic()
+        self._fenced_at: float | None = None
         self._stop = threading.Event()
         self._send_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -76,16 +96,47 @@ class ChannelLink(NullLink):
         self.report({"t": "hb", "v": self._beat})
         self._beat = (self._beat + 1) % 200
 
+    def _fence_deadline(self) -> float | None:
+        """When the next fencing step is due (monotonic), or None."""
+        if self._fence_after is None:
+            return None
+        if self._fenced_at is None:
+            return self._last_ack + self._fence_after
+        return self._fenced_at + (FENCE_FACTOR - 1.0) * self._fence_after
+
+    def _fence(self, now: float) -> None:
+        if self._fenced_at is None:
+            self._fenced_at = now
+            silent = now - self._last_ack
+            self.report({"t": "fenced", "after": round(silent, 3)})
+            logger.warning(
+                f"no answer from the skald for {silent:.1f} s (fence after {self._fence_after:g} s): "
+                "stopping this worker so its task cannot run twice"
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            logger.error("this fenced worker is still running; SIGKILL")
+            os.kill(os.getpid(), signal.SIGKILL)
+
     def _loop(self, worker: BaseTaskWorker[Any]) -> None:
         fd = self._sock.fileno()
         next_beat = time.monotonic()
+        self._last_ack = next_beat
         while not self._stop.is_set():
             now = time.monotonic()
-            if now >= next_beat:
+            fence_at = self._fence_deadline()
+            if fence_at is not None and now >= fence_at:
+                self._fence(now)
+                continue
+            if now >= next_beat and self._fenced_at is None:
                 self._heartbeat()
                 next_beat = now + self._interval
+            # Fenced: no more heartbeats, only the SIGKILL step is left to wait for.
+            wake = next_beat if self._fenced_at is None else now + self._interval
+            if fence_at is not None:
+                wake = min(wake, fence_at)
             try:
-                ready, _, _ = select.select([fd], [], [], max(0.0, next_beat - now))
+                ready, _, _ = select.select([fd], [], [], max(0.0, wake - now))
             except (OSError, ValueError):
                 return
             if self._stop.is_set() or not ready:
@@ -102,5 +153,10 @@ class ChannelLink(NullLink):
                 message = json.loads(data)
             except ValueError:
                 continue
-            if isinstance(message, dict) and message.get("t") == "update":
+            if not isinstance(message, dict):
+                continue
+            kind = message.get("t")
+            if kind == "ack":
+                self._last_ack = time.monotonic()
+            elif kind == "update":
                 worker.handle_update_message({"attachments": message.get("attachments")})

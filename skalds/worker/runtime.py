@@ -29,7 +29,12 @@ def make_child_main(registry: WorkerRegistry) -> Any:
         task_id = str(spec["task_id"])
         set_process_name(f"skw:{task_id}")
         configure_worker(task_id)
-        link = ChannelLink(channel, float(spec.get("heartbeat_interval", 1.0)))
+        fence_after = spec.get("fence_after")
+        link = ChannelLink(
+            channel,
+            float(spec.get("heartbeat_interval", 1.0)),
+            fence_after=float(fence_after) if fence_after is not None else None,
+        )
         try:
             cls = registry.get(str(spec["class_name"]))
             worker = cls()

@@ -49,11 +49,15 @@ class WorkerHandle:
     update_origins: deque[str] = field(default_factory=deque)
     #: Messages waiting for room in the channel (a slow worker must not block the skald).
     outbox: deque[bytes] = field(default_factory=deque)
+    #: The worker stopped itself for want of acks: the skald writes nothing for it any more.
+    self_fenced: bool = False
 
     @property
     def stopping(self) -> bool:
         return self.stop_reason is not None
 
+
+_ACK = json.dumps({"t": "ack"}).encode()
 
 OnMessage = Callable[[WorkerHandle, dict[str, Any]], None]
 OnExit = Callable[[WorkerHandle], None]
@@ -69,8 +73,11 @@ class Supervisor:
         on_message: OnMessage,
         on_exit: OnExit,
         log_config: dict[str, Any] | None = None,
+        fence_after: float | None = None,
     ) -> None:
         self._fs = forkserver
+        #: Seconds a worker keeps running without an ack of its heartbeats (None: forever).
+        self._fence_after = fence_after
         self._hb = heartbeat_interval
         self._grace = grace_period
         self._on_message = on_message
@@ -106,6 +113,7 @@ class Supervisor:
             "attachments": task.attachments,
             "dependencies": task.dependencies,
             "heartbeat_interval": self._hb,
+            "fence_after": self._fence_after,
         }
         try:
             pid, pidfd = self._fs.spawn(spec, theirs)
@@ -132,11 +140,14 @@ class Supervisor:
         handle = self._by_task.get(task_id)
         if handle is None or handle.stopping:
             return False
-        handle.outbox.append(json.dumps({"t": "update", "attachments": attachments}).encode())
         handle.update_origins.append(origin)
         handle.sent_attachments = attachments
-        self._flush(handle)
+        self._queue(handle, json.dumps({"t": "update", "attachments": attachments}).encode())
         return True
+
+    def _queue(self, handle: WorkerHandle, data: bytes) -> None:
+        handle.outbox.append(data)
+        self._flush(handle)
 
     def _flush(self, handle: WorkerHandle) -> None:
         while handle.outbox:
@@ -214,6 +225,16 @@ class Supervisor:
                 handle.running_at = time.monotonic()
             elif kind == "hb":
                 handle.last_beat = int(message.get("v", 0))
+                if self._fence_after is not None and not handle.stopping:
+                    self._queue(handle, _ACK)  # "your skald is alive": keeps the worker from fencing
+            elif kind == "fenced":
+                # The worker stopped itself (we did not answer in time: frozen, overloaded). Its
+                # exit is a fencing exit: nothing is written as its outcome.
+                logger.warning(f"worker {handle.task_id} fenced itself after {message.get('after')} s without an ack")
+                handle.self_fenced = True
+                if handle.stop_reason is None:
+                    handle.stop_reason = "fenced"
+                    handle.kill_at = time.monotonic() + self._grace
             elif kind == "final":
                 handle.outcome = message.get("status")
                 handle.exception = message.get("exception")

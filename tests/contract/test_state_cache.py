@@ -212,3 +212,75 @@ def test_expired_rows_are_purged(tmp_path, wait_until) -> None:
     counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("kv", "kv_hash", "kv_list")]
     assert counts == [0, 0, 0]
     cache.close()
+
+
+# ---- leases: set_if_absent / compare_and_expire --------------------------------------------------
+def test_set_if_absent_takes_only_a_free_key(state_cache: StateCache, wait_until) -> None:
+    # Given a free key / When two owners try to take it
+    first = state_cache.set_if_absent("lease", "a", ttl=TTL)
+    second = state_cache.set_if_absent("lease", "b", ttl=10)
+    # Then only the first gets it, and it keeps its value
+    assert (first, second, state_cache.get("lease")) == (True, False, "a")
+    # And once it expired, the other owner can take it
+    assert wait_until(lambda: state_cache.get("lease") is None, timeout=5)
+    assert state_cache.set_if_absent("lease", "b", ttl=10)
+    assert state_cache.get("lease") == "b"
+
+
+def test_set_if_absent_respects_keys_of_other_kinds(state_cache: StateCache) -> None:
+    # Given a hash under the name / When someone tries to take it as a lease
+    state_cache.hset("h", {"f": "v"})
+    # Then it is not taken and the hash is untouched
+    assert not state_cache.set_if_absent("h", "a", ttl=10)
+    assert state_cache.hgetall("h") == {"f": "v"}
+
+
+def test_compare_and_expire_renews_and_releases_only_own_lease(state_cache: StateCache, wait_until) -> None:
+    # Given a lease held by "a" with a short TTL
+    assert state_cache.set_if_absent("lease", "a", ttl=TTL)
+    # When "b" tries to renew or release it / Then nothing changes
+    assert not state_cache.compare_and_expire("lease", "b", 10)
+    assert not state_cache.compare_and_expire("lease", "b", 0)
+    assert state_cache.get("lease") == "a"
+    # When "a" renews it for longer / Then it outlives its first TTL
+    assert state_cache.compare_and_expire("lease", "a", 10)
+    state_cache.set("probe", "p", ttl=TTL)
+    assert wait_until(lambda: state_cache.get("probe") is None, timeout=5)
+    assert state_cache.get("lease") == "a"
+    # When "a" releases it (TTL 0) / Then it is free at once
+    assert state_cache.compare_and_expire("lease", "a", 0)
+    assert state_cache.get("lease") is None
+    assert state_cache.set_if_absent("lease", "b", ttl=10)
+
+
+def test_compare_and_expire_on_missing_or_expired_key_is_false(state_cache: StateCache, wait_until) -> None:
+    # Given no key, then an expired one / Then compare-and-expire changes nothing
+    assert not state_cache.compare_and_expire("ghost", "a", 10)
+    state_cache.set("lease", "a", ttl=TTL)
+    assert wait_until(lambda: state_cache.get("lease") is None, timeout=5)
+    assert not state_cache.compare_and_expire("lease", "a", 10)
+    assert state_cache.get("lease") is None
+    # And on a key of another kind it is False too
+    state_cache.push_list("l", "a")
+    assert not state_cache.compare_and_expire("l", "a", 10)
+
+
+def _race_for_lease(factory, name: str, results) -> None:
+    cache = factory()
+    results.put((name, cache.set_if_absent("race", name, ttl=30)))
+    cache.close()
+
+
+def test_set_if_absent_has_one_winner_across_processes(state_cache_factory) -> None:
+    # Given four processes racing for the same free lease
+    results = FORK.Queue()
+    racers = [FORK.Process(target=_race_for_lease, args=(state_cache_factory, f"p{i}", results)) for i in range(4)]
+    for p in racers:
+        p.start()
+    for p in racers:
+        p.join(timeout=10)
+    got = dict(results.get(timeout=5) for _ in racers)
+    # Then exactly one won, and the key holds its name
+    winners = [name for name, won in got.items() if won]
+    assert len(winners) == 1
+    assert state_cache_factory().get("race") == winners[0]

@@ -58,5 +58,17 @@ class StateCache(ABC):
         for key, (value, ttl) in items.items():
             self.set(key, value, ttl)
 
+    # ---- leases (optional: drivers that back a controller leader lease implement these) ------
+    def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
+        """Set the string ``key`` to ``value`` with ``ttl`` only if no live key of that name
+        exists (Redis ``SET NX PX``); True if it was set. Atomic across processes."""
+        raise NotImplementedError(f"{type(self).__name__} has no atomic set-if-absent")
+
+    def compare_and_expire(self, key: str, value: str, ttl: float) -> bool:
+        """If the live string ``key`` holds ``value``, give it a new ``ttl`` (``ttl`` ≤ 0 deletes
+        it) and return True; otherwise change nothing and return False. Atomic: a lease owner
+        renews or releases its lease, never someone else's."""
+        raise NotImplementedError(f"{type(self).__name__} has no atomic compare-and-expire")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -243,6 +243,21 @@ class RedisStateCache(StateCache):
         if items:
             self._exec([_set_op(key, value, ttl) for key, (value, ttl) in items.items()])
 
+    def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
+        if ttl <= 0:
+            return False  # written already expired: nothing to hold
+        return bool(self.client.set(key, value, px=_ms(ttl), nx=True))
+
+    def compare_and_expire(self, key: str, value: str, ttl: float) -> bool:
+        # One script, so nobody can take the key between our check and our write.
+        try:
+            done = self.client.eval(_COMPARE_AND_EXPIRE, 1, key, value, _ms(ttl) if ttl > 0 else 0)
+        except ResponseError as exc:
+            if _wrong_type(exc):
+                return False
+            raise
+        return bool(done)
+
     # ---- any kind --------------------------------------------------------------------------
     def delete(self, *keys: str) -> None:
         if keys:
@@ -361,6 +376,14 @@ class RedisStateCache(StateCache):
         if client is not None and self._pid == os.getpid():
             client.close()
             client.connection_pool.disconnect()
+
+
+#: KEYS[1] holds ARGV[1]? then PEXPIRE it by ARGV[2] ms (0 = delete) and answer 1, else 0.
+_COMPARE_AND_EXPIRE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
+return 1
+"""
 
 
 def _set_op(key: str, value: str, ttl: float | None) -> Op:

@@ -115,6 +115,33 @@ class SqliteStateCache(StateCache):
                 self._set(conn, key, value, ttl, now)
             self._wrote(conn)
 
+    def set_if_absent(self, key: str, value: str, ttl: float) -> bool:
+        conn = self._conn()
+        now = time.time()
+        with write_tx(conn):  # BEGIN IMMEDIATE: the check and the write are one step
+            if self._kind(conn, key, now) is not None:
+                return False
+            self._drop(conn, key)  # an expired row of any kind
+            if ttl > 0:
+                self._set(conn, key, value, ttl, now)
+            self._wrote(conn)
+            return ttl > 0
+
+    def compare_and_expire(self, key: str, value: str, ttl: float) -> bool:
+        conn = self._conn()
+        now = time.time()
+        with write_tx(conn):
+            row = conn.execute(
+                f"SELECT value FROM kv WHERE key = ? AND kind = 'string' AND {_LIVE}", (key, now)
+            ).fetchone()
+            if row is None or str(row[0]) != value:
+                return False
+            if ttl > 0:
+                conn.execute("UPDATE kv SET expires_at = ? WHERE key = ?", (now + ttl, key))
+            else:
+                self._drop(conn, key)
+            return True
+
     # ---- any kind ----------------------------------------------------------------------
     def delete(self, *keys: str) -> None:
         if not keys:

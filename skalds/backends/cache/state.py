@@ -106,9 +106,19 @@ class StateView:
             items[task_error_key(task_id)] = (exception.strip().splitlines()[-1][:500], ENDED_TASK_TTL)
         self.cache.pipeline_set(items)
 
-    def task_forget(self, task_id: str) -> None:
-        """Drop the task's heartbeat lease (its copy here stopped; another owner may start)."""
-        self.cache.delete(task_heartbeat_key(task_id))
+    def task_forget(self, task_id: str, only_if: str | None = None) -> None:
+        """Drop the task's heartbeat lease (its copy here stopped; another owner may start).
+
+        With ``only_if``, only while the lease still holds that value (our last beat), so a new
+        owner's lease is left alone; on a cache without compare-and-expire it stays to expire.
+        """
+        if only_if is None:
+            self.cache.delete(task_heartbeat_key(task_id))
+            return
+        try:
+            self.cache.compare_and_expire(task_heartbeat_key(task_id), only_if, 0)
+        except NotImplementedError:
+            pass
 
     def task_error(self, task_id: str, message: str) -> None:
         self.cache.set(task_error_key(task_id), message, ttl=ENDED_TASK_TTL)
