@@ -18,11 +18,17 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from skalds import __version__
+from skalds.controller.auth import PUBLIC_PATHS, TokenAuth, add_security_to_openapi, announce, decide_token
 from skalds.controller.config import ControllerConfig
 from skalds.controller.dispatcher import Dispatcher
 from skalds.controller.errors import install_error_handlers
+from skalds.controller.events import EventHub
+from skalds.controller.leader import LeaderLease
 from skalds.controller.limits import BodySizeLimit
-from skalds.controller.routes import skalds, system, tasks
+from skalds.controller.metrics import ControllerMetrics, HttpMetrics, instrument_dispatcher
+from skalds.controller.metrics import router as metrics_router
+from skalds.controller.monitor import Monitor
+from skalds.controller.routes import events, skalds, system, tasks
 from skalds.controller.service import ControllerService
 from skalds.model.task import now_ms
 from skalds.utils.logging import logger
@@ -47,15 +53,71 @@ async def _every(interval: float, name: str, fn: Callable[[], object], status: d
         await asyncio.sleep(interval)
 
 
+def _failover_parts(
+    config: ControllerConfig, service: ControllerService, dispatcher: Dispatcher | None
+) -> tuple[LeaderLease | None, Monitor | None]:
+    """The leader lease (dispatching controllers compete for it) and the monitor (MONITOR and
+    DISPATCHER modes). A MONITOR-mode controller fails tasks over without the lease: every
+    failover is a fenced compare-and-set, so it cannot conflict with the leader's."""
+    if not config.runs_sampler:
+        return None, None
+    leader = None
+    if dispatcher is not None:
+        leader = LeaderLease(
+            lambda: service.state.cache, ttl=config.leader_lease_ttl, renew_interval=config.leader_renew_interval
+        )
+        lease = leader
+        dispatcher.may_dispatch = lambda: lease.is_leader
+    return leader, Monitor(service)
+
+
+def _failover_loops(
+    app: FastAPI, config: ControllerConfig, leader: LeaderLease | None, monitor: Monitor | None
+) -> list[asyncio.Task[None]]:
+    if monitor is None:
+        return []
+    loops = []
+    if leader is not None:
+        status = app.state.loops.setdefault("leaderLease", {"interval": config.leader_renew_interval})
+        loops.append(asyncio.create_task(_every(config.leader_renew_interval, "leader lease", leader.tick, status)))
+
+    def failed_over(task_ids: list[str]) -> None:
+        counter = getattr(getattr(app.state, "metrics", None), "failovers", None)
+        if counter is not None:
+            counter.inc(len(task_ids))
+        dispatcher = getattr(app.state, "dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.dispatch_pending()  # at once, not at the next sweep
+
+    monitor.on_failover = failed_over
+
+    def monitor_pass() -> None:
+        if leader is None or leader.is_leader:
+            monitor.pass_()
+
+    interval = min(config.monitor_skald_interval, config.monitor_task_interval)
+    status = app.state.loops.setdefault("monitor", {"interval": interval})
+    loops.append(asyncio.create_task(_every(interval, "monitor", monitor_pass, status)))
+    app.state.leader, app.state.monitor = leader, monitor
+    return loops
+
+
 def create_app(config: ControllerConfig | None = None) -> FastAPI:
     """The controller app; backends open lazily, loops start with the lifespan."""
     config = config if config is not None else ControllerConfig()
     service = ControllerService(config)
     dispatcher = Dispatcher(service) if config.runs_dispatcher else None
+    auth = decide_token(config.system_controller_host, config.api_token)  # secure by default (auth.py)
+    announce(auth)
+    metrics = ControllerMetrics(service)
+    if dispatcher is not None:
+        instrument_dispatcher(dispatcher, metrics)
+    hub = EventHub(service, metrics)
+    leader, monitor = _failover_parts(config, service, dispatcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loops: list[asyncio.Task[None]] = []
+        loops: list[asyncio.Task[None]] = [asyncio.create_task(hub.run())]  # SSE poller (idle without clients)
         if config.runs_sampler:
             status = app.state.loops.setdefault("heartbeatSampler", {"interval": config.monitor_task_interval})
             loops.append(
@@ -63,6 +125,7 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
                     _every(config.monitor_task_interval, "heartbeat sampler", service.sample_heartbeats, status)
                 )
             )
+        loops.extend(_failover_loops(app, config, leader, monitor))
         if dispatcher is not None:
             status = app.state.loops.setdefault("dispatcher", {"interval": config.dispatcher_interval})
             sweep = _every(config.dispatcher_interval, "dispatcher", dispatcher.sweep, status)
@@ -74,9 +137,12 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
         try:
             yield
         finally:
+            hub.close()
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            if leader is not None:
+                await anyio.to_thread.run_sync(leader.release)  # a standby takes over at once
             await anyio.to_thread.run_sync(service.close)
             logger.info("system controller stopped")
 
@@ -94,8 +160,27 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
     app.state.config = config
     app.state.started_at = now_ms()
     app.state.loops = {}
+    app.state.auth = auth
+    app.state.metrics = metrics
+    app.state.events = hub
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
-    for module in (tasks, skalds, system):
+    app.add_middleware(TokenAuth, token=auth.token)  # before the body is read: 401 costs nothing
+    app.add_middleware(HttpMetrics, metrics=metrics)  # outermost: counts 401 / 413 too
+    for module in (tasks, skalds, system, events):
         app.include_router(module.router)
+    app.include_router(metrics_router)
+    _declare_security(app, auth.enforced)
     return app
+
+
+def _declare_security(app: FastAPI, enforced: bool) -> None:
+    """Add the bearer scheme (and where it is required) to the generated OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            add_security_to_openapi(generate(), enforced, PUBLIC_PATHS)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]

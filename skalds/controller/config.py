@@ -11,9 +11,10 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from skalds.config.skald_config import SkaldConfig
+from skalds.worker.link import FENCE_FACTOR
 
 
 class SystemControllerModeEnum(str, Enum):
@@ -53,14 +54,26 @@ class ControllerConfig(SkaldConfig):
     monitor_skald_interval: float = Field(5.0, gt=0)
     #: Seconds between samples of task heartbeats (the heartbeat history of the API).
     monitor_task_interval: float = Field(1.0, gt=0)
-    #: Seconds without a heartbeat after which the monitor calls a task or skald dead.
-    monitor_heartbeat_timeout: float = Field(15.0, gt=0)
+    #: Seconds without a heartbeat after which the monitor calls a task or skald dead and fails
+    #: its tasks over. Must exceed :data:`FENCE_FACTOR` x ``REDIS_KEY_TTL``: a skald's workers
+    #: fence themselves (SIGTERM) ``REDIS_KEY_TTL`` seconds after their skald stopped answering and
+    #: are SIGKILLed by their own link thread half that again later, so they are gone before
+    #: another skald gets their tasks (see :mod:`skalds.worker.link`, :mod:`skalds.controller.monitor`).
+    monitor_heartbeat_timeout: float = Field(10.0, gt=0)
+    #: Seconds a leader lease (dispatcher sweep + failover) lives without renewal; renewed every
+    #: ``leader_renew_interval`` s. A standby takes over within about their sum.
+    leader_lease_ttl: float = Field(
+        5.0, gt=0, validation_alias=AliasChoices("leader_lease_ttl", "SKALDS_LEADER_LEASE_TTL")
+    )
+    leader_renew_interval: float = Field(
+        1.5, gt=0, validation_alias=AliasChoices("leader_renew_interval", "SKALDS_LEADER_RENEW_INTERVAL")
+    )
 
     #: Seconds between dispatcher sweeps (dispatch also runs at once after create / resume / retry).
     dispatcher_interval: float = Field(5.0, gt=0)
     dispatcher_strategy: DispatcherStrategyEnum = DispatcherStrategyEnum.LEAST_TASKS
 
-    #: Bearer token of the API; ``None`` = no authentication (not enforced by this slice yet).
+    #: Bearer token of the API (auth.py). Unset: open on loopback, a generated token on any other bind address.
     api_token: str | None = Field(None, validation_alias=AliasChoices("api_token", "SKALDS_API_TOKEN"))
 
     #: Heartbeat samples kept per task for ``GET /api/tasks/{id}/heartbeat``.
@@ -81,6 +94,22 @@ class ControllerConfig(SkaldConfig):
     @classmethod
     def _strategy(cls, value: Any) -> Any:
         return _upper_enum(value, DispatcherStrategyEnum, "DISPATCHER_STRATEGY")
+
+    @model_validator(mode="after")
+    def _timing(self) -> ControllerConfig:
+        fence = FENCE_FACTOR * self.redis_key_ttl
+        if self.monitor_heartbeat_timeout <= fence:
+            raise ValueError(
+                f"MONITOR_HEARTBEAT_TIMEOUT ({self.monitor_heartbeat_timeout:g} s) must exceed "
+                f"{FENCE_FACTOR:g} x REDIS_KEY_TTL ({fence:g} s): a skald's workers fence themselves only "
+                "that long after it stopped answering, so a shorter timeout could run a task twice"
+            )
+        if self.leader_renew_interval >= self.leader_lease_ttl:
+            raise ValueError(
+                f"SKALDS_LEADER_RENEW_INTERVAL ({self.leader_renew_interval:g} s) must be below "
+                f"SKALDS_LEADER_LEASE_TTL ({self.leader_lease_ttl:g} s)"
+            )
+        return self
 
     @property
     def runs_dispatcher(self) -> bool:

@@ -17,6 +17,10 @@ time is when the backoff starts), with ``retries`` incremented; when the budget 
 Failed. Deadlines: a task not yet final whose ``deadlineDateTime`` has passed is cancelled with the
 exception text "deadline passed".
 
+Leadership: with several dispatching controllers only the holder of the leader lease
+(:mod:`skalds.controller.leader`) assigns; the app sets :attr:`Dispatcher.may_dispatch` to its
+lease check, and every pass of a standby does nothing.
+
 Everything here is synchronous (blocking driver calls); the app calls it in a worker thread.
 """
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,10 +81,14 @@ class Dispatcher:
         self.last_sweep_ms: int | None = None
         self.last_error: str | None = None
         self.assigned_total = 0
+        #: Whether this process may dispatch now (the leader lease; always, when used alone).
+        self.may_dispatch: Callable[[], bool] = lambda: True
 
     # ---- passes --------------------------------------------------------------------------
     def sweep(self) -> SweepResult:
         """One full pass: deadlines, then retries, then dispatch."""
+        if not self.may_dispatch():
+            return SweepResult()
         with self._lock:
             result = SweepResult(expired=self.enforce_deadlines(), retried=self.retry_failed())
             result.assigned = self.dispatch_pending()
@@ -89,6 +97,8 @@ class Dispatcher:
 
     def dispatch_pending(self) -> list[tuple[str, str]]:
         """Assign every dispatchable Created task; returns ``(task id, skald id)`` per assignment."""
+        if not self.may_dispatch():
+            return []
         with self._lock:
             store = self.service.store
             pending = store.list(TaskQuery(statuses=(S.CREATED,), mode=ModeEnum.PASSIVE.value, order="-priority")).items

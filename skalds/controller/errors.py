@@ -15,7 +15,8 @@ code                         status  when
 ``task_exists``              409     ``POST /api/tasks`` with an id that is taken
 ``illegal_transition``       409     the state machine forbids the status change
 ``conflict``                 409     a concurrent writer won (retry)
-``invalid_request``          422     body / query / path fail validation (malformed JSON too)
+``invalid_request``          422     body / query / path fail validation (malformed JSON too),
+                                    or a number too large for the store (``page=2**63``)
 ``unknown_class``            422     no online skald advertises the task's className
 ``invalid_attachments``      422     attachments fail the class's JSON schema
 ``payload_too_large``        413     the body is larger than ``SKALDS_MAX_BODY_BYTES``

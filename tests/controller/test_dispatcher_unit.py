@@ -29,7 +29,7 @@ SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}}
 
 @pytest.fixture
 def service(home: Path):
-    svc = ControllerService(ControllerConfig(skalds_home=str(home), redis_key_ttl=60))
+    svc = ControllerService(ControllerConfig(skalds_home=str(home), redis_key_ttl=60, monitor_heartbeat_timeout=120))
     yield svc
     svc.close()
 
@@ -121,7 +121,7 @@ def test_active_tasks_are_never_dispatched(service):
 
 def test_two_dispatchers_never_assign_a_task_twice(home):
     # Given two controllers' dispatchers over the same store and 40 pending tasks
-    config = ControllerConfig(skalds_home=str(home), redis_key_ttl=60)
+    config = ControllerConfig(skalds_home=str(home), redis_key_ttl=60, monitor_heartbeat_timeout=120)
     services = [ControllerService(config), ControllerService(config)]
     register(services[0], "a")
     register(services[0], "b")

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 
 from skalds.controller.deps import blocking, get_service
+from skalds.controller.routes.tasks import MAX_PAGE
 from skalds.controller.schemas import ErrorResponse, SkaldItem, SkaldList, TaskPage
 from skalds.controller.service import MAX_PAGE_SIZE, ControllerService
 
@@ -37,7 +38,7 @@ async def skald_status(skald_id: str, service: ControllerService = Service) -> d
 @router.get("/{skald_id}/tasks", response_model=TaskPage, summary="Tasks the store gives this skald")
 async def skald_tasks(
     skald_id: str,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=MAX_PAGE),
     page_size: int = Query(20, alias="pageSize", ge=1, le=MAX_PAGE_SIZE),
     service: ControllerService = Service,
 ) -> dict[str, Any]:

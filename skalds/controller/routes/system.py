@@ -53,6 +53,7 @@ async def status(
         },
         "dispatcher": dispatcher.status() if dispatcher is not None else None,
         "loops": dict(request.app.state.loops),
+        "auth": "token" if request.app.state.auth.enforced else "open",
         "summary": summary,
     }
 

@@ -31,6 +31,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in ((404, "Not found"), (409, "Conflict"), (413, "Body too large"), (422, "Invalid input"))
 }
 
+#: Highest page number accepted (keeps offsets within what every store can take).
+MAX_PAGE = 1_000_000
+
 router = APIRouter(prefix="/api/tasks", tags=["tasks"], responses=_ERRORS)
 Service = Depends(get_service)
 MaybeDispatcher = Depends(get_dispatcher)
@@ -38,7 +41,7 @@ MaybeDispatcher = Depends(get_dispatcher)
 
 @router.get("", response_model=TaskPage, summary="List tasks (paginated, filtered)")
 async def list_tasks(
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=MAX_PAGE),
     page_size: int = Query(20, alias="pageSize", ge=1, le=MAX_PAGE_SIZE),
     status: str | None = Query(None, description="lifecycle status, or several separated by commas"),
     task_type: str | None = Query(None, alias="type", description="class name"),

@@ -1,0 +1,295 @@
+"""``EventHub``: live skald and task changes for the SSE streams, from one poller per app.
+
+Why poll instead of subscribing to the bus: the store and the state cache are the truth (DESIGN
+principle 1) and they are where every change lands — writes of other controllers, of the skalds,
+heartbeats that never travel as events — while bus events are hints that may be lost. So one
+asyncio task reads the fleet and the tasks every ``interval`` seconds (0.5 s: each change reaches
+clients within about that), in a worker thread, diffs against the previous pass, and fans the
+differences out to every subscriber. The cost is independent of the number of clients, and it is
+zero when nobody listens: without subscribers the poller sleeps and forgets its snapshot.
+
+What a pass reads: every skald; every task not yet final (Created, Assigning, Running, Paused) with
+its heartbeat / error / exception from the cache; and, by id, the tasks that left that set since the
+last pass (they ended or were deleted) and the tasks a client filters on; and the newest tasks when
+the store grew, so a task created and ended between two passes is reported too. Ended tasks stay in the
+snapshot (at most ``max_ended`` of them) so a retry is reported as a change from its final status.
+
+Events (``timestamp`` in ms since the epoch)::
+
+    {"type": "snapshot", "data": {"skalds": [...]} | {"tasks": [...]}, "timestamp": ...}   # first, on connect
+    {"type": "skald_status" | "skald_heartbeat", "skaldId": id, "data": {<skald item>, "previous": ...}, ...}
+    {"type": "task_status" | "task_heartbeat" | "task_error" | "task_exception" | "task_deleted",
+     "taskId": id, "data": {...}, "timestamp": ...}
+
+A skald that unregisters (clean stop) disappears from the cache; it is reported as
+``skald_status`` ``offline`` with ``"removed": true``.
+
+Every subscriber has a bounded queue. A client that cannot keep up (its queue is full) is dropped —
+its stream ends and it may reconnect for a fresh snapshot — so one slow reader never grows the
+controller's memory or delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import OrderedDict
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+
+from skalds.backends.store.base import TaskQuery
+from skalds.controller.metrics import ControllerMetrics
+from skalds.controller.service import ControllerService
+from skalds.model.task import FINAL_STATUSES, Task, TaskLifecycleStatus, now_ms
+from skalds.utils.logging import logger
+
+OPEN_STATUSES = tuple(s for s in TaskLifecycleStatus if s not in FINAL_STATUSES)
+_FINAL_VALUES = frozenset(s.value for s in FINAL_STATUSES)
+#: Extra tasks read at the tail of the listing, for deletions that hide new tasks from the count.
+RECENT_MARGIN = 20
+SKALDS = "skalds"
+TASKS = "tasks"
+
+Event = dict[str, Any]
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One open stream: which events it wants and where they go (``None`` ends the stream)."""
+
+    stream: str
+    queue: asyncio.Queue[Event | None]
+    task_id: str | None = None
+    needs_snapshot: bool = True
+    dropped: bool = False
+    id: int = field(default_factory=itertools.count().__next__)
+
+    def wants(self, event: Event) -> bool:
+        if self.stream == SKALDS:
+            return "skaldId" in event
+        return "taskId" in event and (self.task_id is None or event["taskId"] == self.task_id)
+
+
+def task_view(task: Task, live: dict[str, Any]) -> dict[str, Any]:
+    """What the streams tell about a task (the REST API has the rest)."""
+    return {
+        "id": task.id,
+        "className": task.class_name,
+        "status": task.lifecycle_status.value,
+        "executor": task.executor,
+        "priority": task.priority,
+        "epoch": task.epoch,
+        "createDateTime": task.create_date_time,
+        "updateDateTime": task.update_date_time,
+        "heartbeat": live.get("heartbeat"),
+        "error": live.get("error"),
+        "exception": live.get("exception") or task.exception,
+    }
+
+
+class EventHub:
+    """The single poller of an app and its subscribers."""
+
+    def __init__(
+        self,
+        service: ControllerService,
+        metrics: ControllerMetrics | None = None,
+        *,
+        interval: float = 0.5,
+        queue_size: int = 1000,
+        max_ended: int = 10_000,
+    ) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.interval = interval
+        self.queue_size = queue_size
+        self.max_ended = max_ended
+        self.subscribers: set[Subscriber] = set()
+        self._skalds: dict[str, dict[str, Any]] = {}
+        self._tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._primed = False  # the snapshot reflects at least one pass
+        self._total = 0  # tasks in the store at the last pass
+        self._last_pass_ms = 0
+        self._wake = asyncio.Event()
+        self.last_error: str | None = None
+
+    # ---- subscribers (event loop only) ---------------------------------------------------
+    def subscribe(self, stream: str, task_id: str | None = None) -> Subscriber:
+        sub = Subscriber(stream, asyncio.Queue(self.queue_size), task_id)
+        self.subscribers.add(sub)
+        self._count_subscribers()
+        self._wake.set()  # the next pass runs now: the snapshot arrives at once
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+        self._count_subscribers()
+
+    def close(self) -> None:
+        """End every stream (shutdown)."""
+        for sub in list(self.subscribers):
+            self._end(sub)
+
+    def _count_subscribers(self) -> None:
+        if self.metrics is not None:
+            self.metrics.sse_subscribers.set(len(self.subscribers))
+
+    def _end(self, sub: Subscriber) -> None:
+        self.unsubscribe(sub)
+        while not sub.queue.empty():  # make room for the end marker; the client is leaving anyway
+            sub.queue.get_nowait()
+        sub.queue.put_nowait(None)
+
+    def _offer(self, sub: Subscriber, event: Event) -> None:
+        try:
+            sub.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            sub.dropped = True
+            self._end(sub)
+            if self.metrics is not None:
+                self.metrics.sse_dropped.inc()
+            logger.warning(f"SSE client {sub.id} ({sub.stream}) dropped: it read too slowly")
+            return
+        if self.metrics is not None:
+            self.metrics.sse_events.labels(event["type"]).inc()
+
+    def snapshot(self, sub: Subscriber) -> Event:
+        if sub.stream == SKALDS:
+            data: dict[str, Any] = {"skalds": list(self._skalds.values())}
+        else:
+            tasks = self._tasks.values()
+            data = {"tasks": [t for t in tasks if sub.task_id is None or t["id"] == sub.task_id]}
+        return {"type": "snapshot", "data": data, "timestamp": now_ms()}
+
+    def publish(self, events: list[Event]) -> None:
+        """Snapshots to new subscribers, then ``events`` to everyone who wants them."""
+        for sub in list(self.subscribers):
+            if sub.needs_snapshot:
+                sub.needs_snapshot = False
+                self._offer(sub, self.snapshot(sub))
+                continue  # the snapshot already contains this pass's changes
+            for event in events:
+                if sub.dropped:
+                    break
+                if sub.wants(event):
+                    self._offer(sub, event)
+
+    # ---- the poller ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Poll while anyone listens; runs until cancelled."""
+        while True:
+            if not self.subscribers:
+                self._skalds, self._tasks, self._primed = {}, OrderedDict(), False
+                self._wake.clear()
+                await self._wake.wait()
+            self._wake.clear()
+            watched = {s.task_id for s in self.subscribers if s.task_id is not None}
+            try:
+                events = await anyio.to_thread.run_sync(self.poll, watched)
+                if self.last_error is not None:
+                    logger.info("SSE poller works again")
+                self.last_error = None
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.last_error:
+                    logger.opt(exception=exc).warning(f"SSE poller failed: {error}")
+                self.last_error = error
+            else:
+                self.publish(events)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    def poll(self, watched: Collection[str] = ()) -> list[Event]:
+        """One pass (blocking): read, diff against the last pass, remember, return the changes."""
+        now = now_ms()
+        skalds = {s.id: s.item() for s in self.service.fleet.all()}
+        store, state = self.service.store, self.service.state
+        open_tasks = store.list(TaskQuery(statuses=OPEN_STATUSES)).items
+        open_ids = {t.id for t in open_tasks}
+        left = {i for i, v in self._tasks.items() if v["status"] not in _FINAL_VALUES} - open_ids
+        extra_ids = (left | set(watched)) - open_ids
+        extra = store.list(TaskQuery(ids=tuple(sorted(extra_ids)))).items if extra_ids else []
+        new = self._created_since_last_pass(open_ids | extra_ids)
+        current = {t.id: task_view(t, state.task_state(t.id)) for t in (*open_tasks, *extra, *new)}
+        events = self._diff_skalds(skalds, now) + self._diff_tasks(current, left - {t.id for t in extra}, now)
+        self._skalds = skalds
+        for task_id, view in current.items():
+            self._tasks[task_id] = view
+            self._tasks.move_to_end(task_id)
+        ended = [i for i, v in self._tasks.items() if v["status"] in _FINAL_VALUES]
+        for task_id in ended[: max(len(ended) - self.max_ended, 0)]:
+            del self._tasks[task_id]
+        self._primed = True
+        self._last_pass_ms = now
+        return events
+
+    def _created_since_last_pass(self, known: set[str]) -> list[Task]:
+        """Tasks created and already ended between two passes (else never seen): the newest few.
+
+        The listing is by creation time, so the tasks created since the last pass are its tail: as
+        many as the total grew, plus a margin for deletions in between.
+        """
+        store = self.service.store
+        total = store.list(TaskQuery(limit=0)).total
+        grown, self._total = total - self._total, total
+        if not self._primed or grown <= 0:
+            return []
+        size = grown + RECENT_MARGIN
+        tail = store.list(TaskQuery(offset=max(total - size, 0), limit=size)).items
+        return [
+            t
+            for t in tail
+            if t.id not in known and t.id not in self._tasks and t.create_date_time >= self._last_pass_ms
+        ]
+
+    def _diff_skalds(self, skalds: dict[str, dict[str, Any]], now: int) -> list[Event]:
+        if not self._primed:
+            return []
+        events: list[Event] = []
+        for skald_id, item in skalds.items():
+            before = self._skalds.get(skald_id)
+            if before is None or before["status"] != item["status"]:
+                previous = before["status"] if before else None
+                events.append(_skald_event("skald_status", skald_id, {**item, "previous": previous}, now))
+            elif any(before[k] != item[k] for k in ("heartbeat", "lastHeartbeat", "currentTasks")):
+                data = {**item, "previous": before["heartbeat"]}
+                events.append(_skald_event("skald_heartbeat", skald_id, data, now))
+        for skald_id, before in self._skalds.items():
+            if skald_id not in skalds:
+                data = {**before, "status": "offline", "previous": before["status"], "removed": True}
+                events.append(_skald_event("skald_status", skald_id, data, now))
+        return events
+
+    def _diff_tasks(self, current: dict[str, dict[str, Any]], deleted: set[str], now: int) -> list[Event]:
+        if not self._primed:
+            return []
+        events: list[Event] = []
+        for task_id, view in current.items():
+            before = self._tasks.get(task_id)
+            if before is None or before["status"] != view["status"] or before["epoch"] != view["epoch"]:
+                data = {**view, "previous": before["status"] if before else None}
+                events.append(_task_event("task_status", task_id, data, now))
+            if view["heartbeat"] != (before or {}).get("heartbeat"):
+                data = {"heartbeat": view["heartbeat"], "previous": (before or {}).get("heartbeat")}
+                events.append(_task_event("task_heartbeat", task_id, data, now))
+            for key in ("error", "exception"):
+                if view[key] is not None and view[key] != (before or {}).get(key):
+                    events.append(_task_event(f"task_{key}", task_id, {key: view[key]}, now))
+        for task_id in sorted(deleted):
+            before = self._tasks.pop(task_id, None)
+            if before is not None:
+                events.append(_task_event("task_deleted", task_id, {"previous": before["status"]}, now))
+        return events
+
+
+def _skald_event(kind: str, skald_id: str, data: dict[str, Any], now: int) -> Event:
+    return {"type": kind, "skaldId": skald_id, "data": data, "timestamp": now}
+
+
+def _task_event(kind: str, task_id: str, data: dict[str, Any], now: int) -> Event:
+    return {"type": kind, "taskId": task_id, "data": data, "timestamp": now}

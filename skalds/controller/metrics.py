@@ -1,0 +1,179 @@
+"""Prometheus metrics of one controller app, served at ``/metrics``.
+
+Why a registry per app (not prometheus_client's global one): tests and ``skalds dev`` may build
+several apps in one process, and a global registry would refuse the second set of names and mix
+their values.
+
+What is measured, and where it comes from:
+
+======================================  =========  ================================================
+metric                                  type       source
+======================================  =========  ================================================
+``skalds_tasks{status,class_name}``     gauge      the store, read at scrape time (one listing)
+``skalds_skalds{mode,status}``          gauge      the fleet (state cache), read at scrape time
+``skalds_dispatch_latency_seconds``     histogram  create → first assignment, see below
+``skalds_failovers_total``              counter    incremented by the monitor: ``metrics.failovers.inc()``
+``skalds_http_requests_total``          counter    :class:`HttpMetrics` middleware, by route template
+``skalds_sse_events_total{type}``       counter    events fanned out to SSE subscribers
+``skalds_sse_subscribers``              gauge      open SSE streams
+``skalds_sse_dropped_total``            counter    SSE clients dropped for reading too slowly
+======================================  =========  ================================================
+
+Gauges that reflect the store are computed on scrape (a custom collector) rather than kept up to
+date by hand: the store is the truth (DESIGN principle 1), other controllers change it too, and a
+scrape every 15–60 s costs one listing. The scrape runs in a worker thread, never on the loop.
+
+Dispatch latency is observed by :func:`instrument_dispatcher`, which wraps the dispatcher's
+``dispatch_pending`` (the one pass both the sweep and create-triggered dispatch go through): for
+each task it assigned, it reads the task back and observes ``now - createDateTime`` when this was
+its first assignment (epoch 1). Later assignments (retries, resumes, failovers) would measure how
+long the task had lived, not how long dispatch took, so they are left out. Wrapping the instance
+keeps ``dispatcher.py`` untouched; a hook inside the Dispatcher can replace it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import Any, cast
+
+import anyio.to_thread
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from skalds.backends.store.base import TaskQuery
+from skalds.controller.dispatcher import Dispatcher
+from skalds.controller.service import ControllerService
+from skalds.model.task import now_ms
+from skalds.utils.logging import logger
+
+#: Buckets of the dispatch latency (seconds): milliseconds when dispatch runs on create, up to the
+#: sweep interval and beyond for tasks that waited for a node or a dependency.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+
+class StoreCollector(Collector):
+    """Task and skald gauges, read from the backends when Prometheus scrapes."""
+
+    def __init__(self, service: ControllerService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        tasks = GaugeMetricFamily(
+            "skalds_tasks", "Tasks in the store by lifecycle status and class", labels=["status", "class_name"]
+        )
+        by_key = Tally((t.lifecycle_status.value, t.class_name) for t in self.service.store.list(TaskQuery()).items)
+        for (status, class_name), n in sorted(by_key.items()):
+            tasks.add_metric([status, class_name], n)
+        yield tasks
+        skalds = GaugeMetricFamily("skalds_skalds", "Known skalds by mode and liveness", labels=["mode", "status"])
+        fleet = Tally((s.type, "online" if s.online else "offline") for s in self.service.fleet.all())
+        for mode in ("node", "edge"):
+            for status in ("online", "offline"):
+                skalds.add_metric([mode, status], fleet.get((mode, status), 0))
+        yield skalds
+
+
+class ControllerMetrics:
+    """Every metric of one controller app, in its own registry.
+
+    Other parts of the controller record into the public attributes; in particular the monitor
+    counts each task it moves off a lost skald with ``app.state.metrics.failovers.inc()``.
+    """
+
+    def __init__(self, service: ControllerService | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.failovers = Counter(
+            "skalds_failovers", "Tasks returned to dispatch because their skald was lost", registry=self.registry
+        )
+        self.dispatch_latency = Histogram(
+            "skalds_dispatch_latency_seconds",
+            "Time from a task's creation to its first assignment to a skald",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "skalds_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.sse_events = Counter(
+            "skalds_sse_events", "Events fanned out to SSE subscribers, by type", ["type"], registry=self.registry
+        )
+        self.sse_subscribers = Gauge("skalds_sse_subscribers", "Open SSE streams", registry=self.registry)
+        self.sse_dropped = Counter(
+            "skalds_sse_dropped", "SSE clients dropped because they read too slowly", registry=self.registry
+        )
+        if service is not None:
+            self.registry.register(StoreCollector(service))
+
+    def observe_assignments(self, service: ControllerService, assigned: list[tuple[str, str]]) -> None:
+        """Record the dispatch latency of the first assignments among ``assigned`` (blocking)."""
+        if not assigned:
+            return
+        now = now_ms()
+        for task in service.store.list(TaskQuery(ids=tuple(task_id for task_id, _ in assigned))).items:
+            if task.epoch == 1:
+                self.dispatch_latency.observe(max(now - task.create_date_time, 0) / 1000)
+
+
+def instrument_dispatcher(dispatcher: Dispatcher, metrics: ControllerMetrics) -> None:
+    """Observe dispatch latency after every ``dispatch_pending`` pass of ``dispatcher``."""
+    original = dispatcher.dispatch_pending
+
+    @functools.wraps(original)
+    def dispatch_pending() -> list[tuple[str, str]]:
+        assigned = original()
+        try:
+            metrics.observe_assignments(dispatcher.service, assigned)
+        except Exception as exc:  # metrics never break dispatch
+            logger.debug(f"dispatch latency not recorded: {exc}")
+        return assigned
+
+    # An instance attribute shadows the method, so the sweep's internal call is measured too.
+    setattr(dispatcher, "dispatch_pending", dispatch_pending)  # noqa: B010 - mypy forbids assigning to a method
+
+
+class HttpMetrics:
+    """Count responses by method, route template (never the raw path: ids would explode the label
+    set) and status. Requests that match no route are counted under ``route="unmatched"``."""
+
+    def __init__(self, app: ASGIApp, metrics: ControllerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route: Any = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                self.metrics.http_requests.labels(scope["method"], template, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+async def _scrape(request: Request) -> Response:
+    metrics = cast(ControllerMetrics, request.app.state.metrics)
+    body = await anyio.to_thread.run_sync(generate_latest, metrics.registry)  # reads the store: off the loop
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+router = APIRouter(tags=["system"])
+router.add_api_route(
+    "/metrics",
+    _scrape,
+    methods=["GET"],
+    response_class=Response,
+    summary="Prometheus metrics (text exposition format)",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "metrics"}},
+)

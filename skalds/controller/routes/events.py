@@ -1,0 +1,73 @@
+"""``/api/events``: Server-Sent Events of the fleet and of the tasks, fed by the app's EventHub.
+
+Why sse-starlette rather than a bare ``StreamingResponse``: an open event stream is a request that
+never ends, and uvicorn's graceful shutdown waits for every request — a dashboard left open would
+keep a stopped controller alive forever. sse-starlette ends its streams when uvicorn is asked to
+exit, sends the keep-alive comments (every 15 s, so proxies keep the connection) and cancels the
+generator when the client goes away, which is where the subscription is released.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+from fastapi import APIRouter, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from skalds.controller.events import SKALDS, TASKS, EventHub
+
+#: Seconds between keep-alive comments.
+KEEP_ALIVE_S = 15
+#: A single write that blocks this long means the client stopped reading: the stream is closed.
+SEND_TIMEOUT_S = 30
+
+_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'A stream of `data: {"type": ..., "data": {...}, "timestamp": ms}` events; the first '
+        "is a `snapshot`. Comment lines (`: ping`) keep the connection alive.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+router = APIRouter(prefix="/api/events", tags=["events"])
+
+
+async def _stream(hub: EventHub, stream: str, task_id: str | None) -> AsyncIterator[ServerSentEvent]:
+    sub = hub.subscribe(stream, task_id)  # here, not in the handler: released even if never started
+    try:
+        while True:
+            event = await sub.queue.get()
+            if event is None:  # dropped (too slow) or shutting down
+                return
+            yield ServerSentEvent(data=json.dumps(event, separators=(",", ":")), sep="\n")
+    finally:
+        hub.unsubscribe(sub)
+
+
+def _response(request: Request, stream: str, task_id: str | None = None) -> EventSourceResponse:
+    hub = cast(EventHub, request.app.state.events)
+    return EventSourceResponse(_stream(hub, stream, task_id), ping=KEEP_ALIVE_S, sep="\n", send_timeout=SEND_TIMEOUT_S)
+
+
+@router.get(
+    "/skalds",
+    response_class=EventSourceResponse,
+    responses=_STREAM_DOC,
+    summary="Live skald changes (skald_status, skald_heartbeat)",
+)
+async def skald_events(request: Request) -> EventSourceResponse:
+    return _response(request, SKALDS)
+
+
+@router.get(
+    "/tasks",
+    response_class=EventSourceResponse,
+    responses=_STREAM_DOC,
+    summary="Live task changes (task_status, task_heartbeat, task_error, task_exception, task_deleted)",
+)
+async def task_events(
+    request: Request, task_id: str | None = Query(None, alias="taskId", description="only this task's events")
+) -> EventSourceResponse:
+    return _response(request, TASKS, task_id or None)

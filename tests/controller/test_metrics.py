@@ -1,0 +1,64 @@
+"""``/metrics``: Prometheus text that agrees with the API, from a registry of the app's own."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from skalds.controller.metrics import ControllerMetrics
+from tests.controller.conftest import online
+from tests.support.procs import wait_for
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
+
+
+def test_registries_are_per_app():
+    # Given two apps' metrics in one process, Then neither clashes with nor sees the other
+    first, second = ControllerMetrics(), ControllerMetrics()
+    first.failovers.inc()
+    assert first.registry.get_sample_value("skalds_failovers_total") == 1
+    assert second.registry.get_sample_value("skalds_failovers_total") == 0
+
+
+def test_metrics_agree_with_the_api(start_controller, start_skald):
+    # Given a node skald, two running tasks and one that failed for good
+    api = start_controller(TASK_WORKER_RETRY="0")
+    start_skald("node-a")
+    wait_for(lambda: online(api, "node-a"), what="node-a online")
+    for task_id in ("m1", "m2"):
+        api.create(id=task_id, className="Recorder")
+    api.create(id="m3", className="Recorder", attachments={"duration": 0, "fail": True})
+    wait_for(lambda: api.status_is("m1", "Running") and api.status_is("m2", "Running"), what="Running")
+    wait_for(lambda: api.status_is("m3", "Failed"), what="m3 Failed")
+
+    # When Prometheus scrapes
+    response = api.http.get("/metrics")
+
+    # Then it is the text format, and the task gauges match the API's counts
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    tasks = {(labels["status"], labels["class_name"]): value for labels, value in found["skalds_tasks"]}
+    for status in ("Running", "Failed", "Created", "Finished"):
+        total = api.http.get("/api/tasks", params={"status": status}).json()["total"]
+        assert tasks.get((status, "Recorder"), 0) == total
+    assert tasks[("Running", "Recorder")] == 2 and tasks[("Failed", "Recorder")] == 1
+
+    # And the fleet gauge counts the online node
+    fleet = {(labels["mode"], labels["status"]): value for labels, value in found["skalds_skalds"]}
+    assert fleet == {("node", "online"): 1, ("node", "offline"): 0, ("edge", "online"): 0, ("edge", "offline"): 0}
+
+    # And each task's first assignment was timed
+    count = next(v for _, v in found["skalds_dispatch_latency_seconds_count"])
+    latency_sum = next(v for _, v in found["skalds_dispatch_latency_seconds_sum"])
+    assert count == 3 and 0 <= latency_sum < 3
+
+    # And requests are counted by route template and status, and the failover counter exists
+    requests = {(k["method"], k["route"], k["status"]): v for k, v in found["skalds_http_requests_total"]}
+    assert requests[("POST", "/api/tasks", "201")] == 3
+    assert requests[("GET", "/api/tasks/{task_id}", "200")] >= 3
+    assert found["skalds_failovers_total"] == [({}, 0.0)]

@@ -1,0 +1,122 @@
+"""SSE: every skald and task change reaches the streams within a second; slow clients are dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+from skalds.controller.events import TASKS, EventHub
+from skalds.controller.metrics import ControllerMetrics
+from tests.controller.conftest import online
+from tests.controller.sse_client import SSEReader
+from tests.support.procs import wait_for
+
+ORDER = ["Created", "Assigning", "Running", "Finished"]
+
+
+def test_task_changes_stream_within_a_second(start_controller, start_skald):
+    # Given a node skald and a client on the task stream
+    api = start_controller()
+    start_skald("node-a")
+    wait_for(lambda: online(api, "node-a"), what="node-a online")
+    reader = SSEReader(api.url + "/api/events/tasks")
+    only_b = SSEReader(api.url + "/api/events/tasks?taskId=b")
+    try:
+        wait_for(lambda: reader.of("snapshot") and only_b.of("snapshot"), what="snapshots")
+        assert reader.of("snapshot")[0][1]["data"] == {"tasks": []}
+
+        # When a short task a runs, b waits for it (so b is Created long enough to see), and c fails
+        api.create(id="a", className="Recorder", attachments={"duration": 1.5})
+        api.create(id="b", className="Recorder", dependencies=["a"])
+        api.create(id="c", className="Recorder", attachments={"duration": 0, "fail": True})
+        wait_for(lambda: api.status_is("b", "Running"), timeout=15, what="b Running")
+        wait_for(
+            lambda: (
+                reader.of("task_status", taskId="b")
+                and reader.of("task_status", taskId="b")[-1][1]["data"]["status"] == "Running"
+            ),
+            what="b Running event",
+        )
+        wait_for(lambda: reader.of("task_exception", taskId="c"), what="c's exception")
+
+        # Then b's status events go Created → … → Running in order, each within 1 s of the change
+        b_events = reader.of("task_status", taskId="b")
+        statuses = [e["data"]["status"] for _, e in b_events]
+        assert statuses[0] == "Created" and statuses[-1] == "Running", statuses
+        assert [ORDER.index(s) for s in statuses] == sorted(ORDER.index(s) for s in statuses)
+        delays = [arrived - e["data"]["updateDateTime"] / 1000 for arrived, e in b_events]
+        assert all(d < 1.0 for d in delays), delays
+        # and a was seen to its end (it was dispatched within the create request, so its Created state
+        # lasted milliseconds: a poll every 0.5 s may first see it Assigning or Running)
+        a_statuses = [e["data"]["status"] for _, e in reader.of("task_status", taskId="a")]
+        assert a_statuses[-1] == "Finished" and a_statuses[0] in ORDER[:3], a_statuses
+        # and heartbeats and the failure's exception came too
+        assert reader.of("task_heartbeat", taskId="b")
+        assert reader.of("task_exception", taskId="c")[0][1]["data"]["exception"]
+        for _, event in reader.events:
+            assert set(event) == (
+                {"type", "data", "timestamp"} | ({"taskId"} if event["type"] != "snapshot" else set())
+            )
+
+        # And the filtered stream only carried b
+        assert {e["taskId"] for _, e in only_b.events if e["type"] != "snapshot"} == {"b"}
+        assert [e["data"]["status"] for _, e in only_b.of("task_status")] == statuses
+    finally:
+        reader.close()
+        only_b.close()
+
+    # When the clients are gone, Then their subscriptions are released
+    wait_for(lambda: "skalds_sse_subscribers 0.0" in api.http.get("/metrics").text, what="subscribers released")
+
+
+def test_skald_going_offline_streams_within_a_second(start_controller, start_skald):
+    # Given a client on the skald stream and a node skald coming up
+    api = start_controller()
+    reader = SSEReader(api.url + "/api/events/skalds")
+    try:
+        wait_for(lambda: reader.of("snapshot"), what="snapshot")
+        node = start_skald("node-a")
+        up = wait_for(lambda: reader.of("skald_status", skaldId="node-a"), what="online event")
+        assert up[0][1]["data"]["status"] == "online" and up[0][1]["data"]["type"] == "node"
+        wait_for(lambda: reader.of("skald_heartbeat", skaldId="node-a"), what="heartbeat event")
+
+        # When the skald stops
+        node.stop()
+        stopped = time.time()
+
+        # Then an offline event arrives within a second
+        down = wait_for(
+            lambda: [e for e in reader.of("skald_status", skaldId="node-a") if e[1]["data"]["status"] == "offline"],
+            what="offline event",
+        )
+        assert down[0][0] - stopped < 1.0
+        assert down[0][1]["data"]["previous"] == "online"
+    finally:
+        reader.close()
+
+
+def test_a_slow_client_is_dropped_not_buffered():
+    async def scenario() -> None:
+        # Given a subscriber whose queue holds 3 events and who reads none
+        hub = EventHub(cast(Any, None), ControllerMetrics(), queue_size=3)
+        slow = hub.subscribe(TASKS)
+        fast = hub.subscribe(TASKS)
+        hub.publish([])  # their snapshots
+        assert fast.queue.get_nowait()["type"] == "snapshot"
+
+        # When more events come than its queue holds
+        events = [{"type": "task_heartbeat", "taskId": "t", "data": {"heartbeat": i}, "timestamp": 0} for i in range(5)]
+        for event in events:
+            hub.publish([event])
+            while not fast.queue.empty():  # the fast one keeps up
+                fast.queue.get_nowait()
+
+        # Then the slow one is dropped: its stream gets the end marker and nothing else is kept
+        assert slow.dropped and slow not in hub.subscribers
+        assert slow.queue.qsize() == 1 and slow.queue.get_nowait() is None
+        # and the fast one stays subscribed
+        assert not fast.dropped and fast in hub.subscribers
+        assert hub.metrics is not None and hub.metrics.registry.get_sample_value("skalds_sse_dropped_total") == 1
+
+    asyncio.run(scenario())
