@@ -34,6 +34,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from skalds.utils.logging import logger
@@ -62,8 +63,16 @@ class NullLink:
 class ChannelLink(NullLink):
     """Heartbeats out and updates in over a unix socket to the skald."""
 
-    def __init__(self, sock: socket.socket, heartbeat_interval: float, fence_after: float | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        heartbeat_interval: float,
+        fence_after: float | None = None,
+        *,
+        signal_self: Callable[[int], None] | None = None,
+    ) -> None:
         self._sock = sock
+        self._signal_self = signal_self or (lambda sig: os.kill(os.getpid(), sig))
         self._interval = heartbeat_interval
         self._fence_after = fence_after if fence_after is not None and fence_after > 0 else None
         self._last_ack = time.monotonic()
@@ -79,21 +88,27 @@ class ChannelLink(NullLink):
         self._thread = threading.Thread(target=self._loop, args=(worker,), name="skalds-link", daemon=True)
         self._thread.start()
 
-    def report(self, message: dict[str, Any]) -> None:
+    def report(self, message: dict[str, Any], *, block: bool = True) -> None:
+        """Send one message; with ``block=False`` drop it when the channel has no room."""
         data = json.dumps(message, default=str).encode()
         if len(data) > MAX_MESSAGE:
             data = json.dumps({**message, "text": str(message.get("text", ""))[-4000:]}).encode()
-        with self._send_lock:
-            try:
-                self._sock.send(data)
-            except OSError:
-                pass  # the skald is gone; the fork server or PDEATHSIG ends this process
+        if not self._send_lock.acquire(timeout=-1 if block else self._interval):
+            return
+        try:
+            self._sock.send(data, 0 if block else socket.MSG_DONTWAIT)
+        except OSError:
+            pass  # no room (block=False), or the skald is gone: the fork server or PDEATHSIG ends us
+        finally:
+            self._send_lock.release()
 
     def stop(self) -> None:
         self._stop.set()
 
     def _heartbeat(self) -> None:
-        self.report({"t": "hb", "v": self._beat})
+        # Never block on a heartbeat: with a frozen skald the channel fills up (10 datagrams here),
+        # and a blocked link thread could not fence. A heartbeat that finds no room is dropped.
+        self.report({"t": "hb", "v": self._beat}, block=False)
         self._beat = (self._beat + 1) % 200
 
     def _fence_deadline(self) -> float | None:
@@ -108,15 +123,16 @@ class ChannelLink(NullLink):
         if self._fenced_at is None:
             self._fenced_at = now
             silent = now - self._last_ack
-            self.report({"t": "fenced", "after": round(silent, 3)})
+            self.report({"t": "fenced", "after": round(silent, 3)}, block=False)
             logger.warning(
                 f"no answer from the skald for {silent:.1f} s (fence after {self._fence_after:g} s): "
                 "stopping this worker so its task cannot run twice"
             )
-            os.kill(os.getpid(), signal.SIGTERM)
+            self._signal_self(signal.SIGTERM)
         else:
             logger.error("this fenced worker is still running; SIGKILL")
-            os.kill(os.getpid(), signal.SIGKILL)
+            self._signal_self(signal.SIGKILL)
+            self._stop.set()  # nothing is left for this thread to do
 
     def _loop(self, worker: BaseTaskWorker[Any]) -> None:
         fd = self._sock.fileno()
@@ -147,7 +163,7 @@ class ChannelLink(NullLink):
                 data = b""
             if not data:
                 # The skald went away: end gracefully (release still runs once).
-                os.kill(os.getpid(), signal.SIGTERM)
+                self._signal_self(signal.SIGTERM)
                 return
             try:
                 message = json.loads(data)
