@@ -11,10 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from skalds.backends.bus.base import EventBus, Topic
-from skalds.backends.cache.state import StateView
-from skalds.backends.factory import bus_for, cache_for, store_for
-from skalds.backends.store.base import TaskPage, TaskQuery, TaskStore
+from skalds.backends.bus.base import Topic
+from skalds.backends.clients import BackendClients
+from skalds.backends.store.base import TaskPage, TaskQuery
 from skalds.config.skald_config import SkaldConfig
 from skalds.model.event import TaskEvent, UpdateTaskWorkerEvent
 from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, Task, TaskLifecycleStatus
@@ -22,36 +21,10 @@ from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, Task, TaskLifecycle
 S = TaskLifecycleStatus
 
 
-class SkaldsClient:
+class SkaldsClient(BackendClients):
     def __init__(self, config: SkaldConfig | None = None, *, initiator: str = "client", **settings: Any) -> None:
-        self.config = config if config is not None else SkaldConfig(**settings)
+        super().__init__(config if config is not None else SkaldConfig(**settings))
         self.initiator = initiator
-        self._store: TaskStore | None = None
-        self._bus: EventBus | None = None
-        self._state: StateView | None = None
-
-    @property
-    def store(self) -> TaskStore:
-        if self._store is None:
-            self._store = store_for(self.config)
-        return self._store
-
-    @property
-    def bus(self) -> EventBus:
-        if self._bus is None:
-            self._bus = bus_for(self.config)
-        return self._bus
-
-    @property
-    def state(self) -> StateView:
-        if self._state is None:
-            self._state = StateView(cache_for(self.config), self.config.redis_key_ttl)
-        return self._state
-
-    def close(self) -> None:
-        for backend in (self._store, self._bus, self._state.cache if self._state else None):
-            if backend is not None:
-                backend.close()
 
     def __enter__(self) -> SkaldsClient:
         return self

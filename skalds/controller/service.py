@@ -14,10 +14,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from skalds.backends.bus.base import EventBus, Topic
-from skalds.backends.cache.state import StateView, task_heartbeat_key
-from skalds.backends.factory import bus_for, cache_for, store_for
-from skalds.backends.store.base import TaskQuery, TaskStore
+from skalds.backends.bus.base import Topic
+from skalds.backends.cache.state import task_heartbeat_key
+from skalds.backends.clients import BackendClients
+from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import ControllerConfig
 from skalds.controller.errors import ApiError, not_found, unprocessable
 from skalds.controller.fleet import Fleet
@@ -33,44 +33,19 @@ S = TaskLifecycleStatus
 MAX_PAGE_SIZE = 100
 
 
-class ControllerService:
+class ControllerService(BackendClients):
     """The controller's operations over the configured store, bus and cache."""
 
+    config: ControllerConfig
+
     def __init__(self, config: ControllerConfig | None = None, *, initiator: str = "system-controller") -> None:
-        self.config = config if config is not None else ControllerConfig()
+        super().__init__(config if config is not None else ControllerConfig())
         self.initiator = initiator
         self.history = HeartbeatHistory(self.config.heartbeat_history_size)
-        self._store: TaskStore | None = None
-        self._bus: EventBus | None = None
-        self._state: StateView | None = None
-
-    # ---- backends (opened on first use, in whichever thread needs them) ------------------
-    @property
-    def store(self) -> TaskStore:
-        if self._store is None:
-            self._store = store_for(self.config)
-        return self._store
-
-    @property
-    def bus(self) -> EventBus:
-        if self._bus is None:
-            self._bus = bus_for(self.config)
-        return self._bus
-
-    @property
-    def state(self) -> StateView:
-        if self._state is None:
-            self._state = StateView(cache_for(self.config), self.config.redis_key_ttl)
-        return self._state
 
     @property
     def fleet(self) -> Fleet:
         return Fleet(self.state)
-
-    def close(self) -> None:
-        for backend in (self._store, self._bus, self._state.cache if self._state else None):
-            if backend is not None:
-                backend.close()
 
     def publish(self, topic: Topic, task_id: str, recipient: str | None = None) -> None:
         """Announce a change (a hint: on failure the skalds still find it by reconciling)."""
