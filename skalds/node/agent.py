@@ -301,15 +301,20 @@ class SkaldAgent(EdgeMode, NodeMode):
         """
         logger.info(f"task {handle.task_id}: update applied ({origin})")
         if origin == "direct":
+            # Record it only if nobody changed the store since the worker was last given its value:
+            # a newer stored update must win (it is forwarded next), not be overwritten by this one.
+            known = handle.sent_attachments
+
+            def write(t: Task) -> dict[str, Any] | None:
+                return {"attachments": attachments} if t.attachments == known else None
+
             try:
-                stored = self.backends.with_store(
-                    "attachments", lambda s: s.modify(handle.task_id, lambda t: {"attachments": attachments})
-                )
+                stored = self.backends.with_store("attachments", lambda s: s.modify(handle.task_id, write))
             except SkaldsError as exc:
                 logger.debug(f"task {handle.task_id}: attachments not stored: {exc}")
             else:
-                if stored is not None and not handle.update_origins:
-                    handle.sent_attachments = stored.attachments  # the store now matches the worker
+                if stored is not None and stored.attachments == attachments:
+                    handle.sent_attachments = attachments  # the store now matches the worker
         if self.edge is not None and origin != "yaml" and isinstance(attachments, dict):
             self.edge.write_back(handle.task_id, attachments)
 

@@ -42,7 +42,8 @@ class WorkerHandle:
     stop_reason: str | None = None
     kill_at: float | None = None
     exit_code: int | None = None
-    #: The attachments last sent to the worker (what it will run once it applies them).
+    #: The stored attachments the worker was last given (or recorded after a direct update):
+    #: reconciliation forwards the store's value when it differs from this.
     sent_attachments: Any = None
     #: Where each forwarded update came from, oldest first; matched to the worker's answers,
     #: which come in the same order.
@@ -141,7 +142,8 @@ class Supervisor:
         if handle is None or handle.stopping:
             return False
         handle.update_origins.append(origin)
-        handle.sent_attachments = attachments
+        if origin != "direct":
+            handle.sent_attachments = attachments  # what the store holds (or the file), as sent
         self._queue(handle, json.dumps({"t": "update", "attachments": attachments}).encode())
         return True
 
