@@ -5,22 +5,17 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from skalds.errors import SkaldsError
 
 app = typer.Typer(help="Skalds: long-lived, typed tasks in isolated processes.", no_args_is_help=True)
-task_app = typer.Typer(help="Read tasks from the task store.", no_args_is_help=True)
-app.add_typer(task_app, name="task")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -173,103 +168,6 @@ def dev(
                 node.kill()
 
 
-def _store(store_url: str | None) -> Any:
-    from skalds.backends.factory import open_store, store_options
-    from skalds.config.skald_config import SkaldConfig
-
-    config = SkaldConfig()
-    url = store_url or config.resolved_store_url()
-    try:
-        return open_store(url, **store_options(url, config))
-    except SkaldsError as exc:
-        _fail(str(exc))
-
-
-def _when(ms: int | None) -> str:
-    if not ms:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000).strftime("%m-%d %H:%M:%S")
-
-
-_STATUS_STYLE = {
-    "Running": "green",
-    "Finished": "blue",
-    "Failed": "red",
-    "Cancelled": "magenta",
-    "Paused": "yellow",
-    "Assigning": "cyan",
-}
-
-
-@task_app.command("list")
-def task_list(
-    status: Annotated[str | None, typer.Option(help="Filter by lifecycle status")] = None,
-    class_name: Annotated[str | None, typer.Option("--class", help="Filter by worker class")] = None,
-    executor: Annotated[str | None, typer.Option(help="Filter by skald id")] = None,
-    limit: Annotated[int, typer.Option(help="Rows to show")] = 50,
-    store_url: Annotated[str | None, typer.Option(help="Store URL (default: configuration)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-) -> None:
-    """List tasks."""
-    from skalds.backends.store.base import TaskQuery
-    from skalds.model.task import TaskLifecycleStatus
-
-    statuses = None
-    if status:
-        try:
-            statuses = (TaskLifecycleStatus(status.capitalize()),)
-        except ValueError:
-            _fail(f"unknown status {status!r} (one of: {', '.join(s.value for s in TaskLifecycleStatus)})")
-    page = _store(store_url).list(TaskQuery(statuses=statuses, class_name=class_name, executor=executor, limit=limit))
-    if as_json:
-        console.print_json(json.dumps([t.to_json_dict() for t in page.items]))
-        return
-    table = Table(title=f"tasks ({len(page.items)} of {page.total})")
-    for col in ("id", "class", "status", "executor", "mode", "prio", "created", "updated"):
-        table.add_column(col, no_wrap=col in ("id", "status", "created", "updated"))
-    for t in page.items:
-        style = _STATUS_STYLE.get(t.lifecycle_status.value, "")
-        table.add_row(
-            t.id,
-            t.class_name,
-            f"[{style}]{t.lifecycle_status.value}[/{style}]" if style else t.lifecycle_status.value,
-            t.executor or "-",
-            t.mode.value,
-            str(t.priority),
-            _when(t.create_date_time),
-            _when(t.update_date_time),
-        )
-    console.print(table)
-
-
-@task_app.command("show")
-def task_show(
-    task_id: str,
-    store_url: Annotated[str | None, typer.Option(help="Store URL (default: configuration)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-) -> None:
-    """Show one task with its attachments."""
-    task = _store(store_url).get(task_id)
-    if task is None:
-        _fail(f"no task with id {task_id!r}", 1)
-        return
-    if as_json:
-        console.print_json(json.dumps(task.to_json_dict()))
-        return
-    table = Table(show_header=False, title=f"task {task.id}")
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    doc = task.to_json_dict()
-    for key, value in doc.items():
-        if key == "attachments":
-            continue
-        if key.endswith("DateTime"):
-            value = _when(value)
-        table.add_row(key, "-" if value is None else str(value))
-    table.add_row("attachments", json.dumps(task.attachments, indent=2, ensure_ascii=False))
-    console.print(table)
-
-
 @app.command()
 def k8s(
     yaml: Annotated[str, typer.Option("--yaml", help="YAML task file")],
@@ -315,6 +213,9 @@ class _AnyModels(dict[str, Any]):
 
 
 def main() -> None:
+    from skalds.cli_tasks import task_app
+
+    app.add_typer(task_app, name="task")
     app()
 
 
