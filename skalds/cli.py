@@ -104,6 +104,7 @@ def controller(
     mode: Annotated[str | None, typer.Option(help="CONTROLLER | MONITOR | DISPATCHER")] = None,
 ) -> None:
     """Run the System Controller (REST API + monitor + dispatcher), configured from the environment."""
+    _need_controller_extra()
     from skalds.controller.config import ControllerConfig
     from skalds.controller.main import main as run_controller
 
@@ -131,6 +132,7 @@ def dev(
     ] = None,
 ) -> None:
     """Controller + one node skald on the embedded backend, in one command."""
+    _need_controller_extra()
     import os
     import signal
     import subprocess
@@ -210,6 +212,12 @@ class _AnyModels(dict[str, Any]):
 
     def get(self, key: str, default: Any = None) -> Any:
         return self[key]
+
+
+def _need_controller_extra() -> None:
+    missing = [name for name in ("fastapi", "uvicorn", "jsonschema") if importlib.util.find_spec(name) is None]
+    if missing:
+        _fail(f"the controller needs {', '.join(missing)}: pip install 'skalds[controller]'")
 
 
 def main() -> None:
