@@ -158,7 +158,9 @@ class Supervisor:
             except (BlockingIOError, InterruptedError):
                 return  # the loop polls for room and calls on_channel_writable
             except OSError as exc:
-                logger.warning(f"could not forward updates to worker {handle.task_id}: {exc}")
+                pending_updates = any(m != _ACK for m in handle.outbox)
+                if pending_updates and handle.exit_code is None and not handle.stopping:
+                    logger.warning(f"could not forward updates to worker {handle.task_id}: {exc}")
                 handle.outbox.clear()
                 return
             handle.outbox.popleft()
@@ -210,6 +212,10 @@ class Supervisor:
                 data = handle.channel.recv(MAX_MESSAGE)
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionResetError:
+                # The worker exited with messages of ours unread (acks): Linux reports ECONNRESET
+                # once, *before* what the worker sent last. Read on, or its final report is lost.
+                continue
             except OSError:
                 data = b""
             if not data:

@@ -268,3 +268,15 @@ def test_a_lost_update_event_is_caught_up_by_reconciliation(procs, home, tmp_pat
     while time.monotonic() < deadline:
         assert len(events(tmp_path, "lu", "update")) == time_before
         time.sleep(0.1)
+
+
+def test_short_tasks_are_finished_not_failed(procs, home, tmp_path, client):
+    # Given a node and many tasks whose main returns at once (the worker exits with acks unread)
+    node = start_node(procs, home, tmp_path, "node-a")
+    ids = [f"short-{i}" for i in range(40)]
+    for task_id in ids:
+        client.create_task(Task(id=task_id, className="Recorder", attachments={"duration": 0}), executor="node-a")
+    # Then every one ends Finished, none is reported Failed on its way
+    wait_for(lambda: all(client.get(t).lifecycle_status == S.FINISHED for t in ids), timeout=30, what="all Finished")
+    assert "exited (Failed" not in node.output()
+    assert "could not forward" not in node.output()
