@@ -61,7 +61,7 @@ class Subscriber:
     """One open stream: which events it wants and where they go (``None`` ends the stream)."""
 
     stream: str
-    queue: asyncio.Queue[Event | None]
+    queue: asyncio.Queue[list[Event] | None]
     task_id: str | None = None
     needs_snapshot: bool = True
     dropped: bool = False
@@ -99,7 +99,7 @@ class EventHub:
         metrics: ControllerMetrics | None = None,
         *,
         interval: float = 0.5,
-        queue_size: int = 1000,
+        queue_size: int = 20,
         max_ended: int = 10_000,
     ) -> None:
         self.service = service
@@ -143,9 +143,12 @@ class EventHub:
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)
 
-    def _offer(self, sub: Subscriber, event: Event) -> None:
+    def _offer(self, sub: Subscriber, batch: list[Event]) -> None:
+        """Queue one pass's events for a subscriber as one item: the queue bounds *passes* a slow
+        client may lag behind, however many tasks changed in a pass (8,000 heartbeats a second
+        must not overflow it)."""
         try:
-            sub.queue.put_nowait(event)
+            sub.queue.put_nowait(batch)
         except asyncio.QueueFull:
             sub.dropped = True
             self._end(sub)
@@ -154,7 +157,8 @@ class EventHub:
             logger.warning(f"SSE client {sub.id} ({sub.stream}) dropped: it read too slowly")
             return
         if self.metrics is not None:
-            self.metrics.sse_events.labels(event["type"]).inc()
+            for event in batch:
+                self.metrics.sse_events.labels(event["type"]).inc()
 
     def snapshot(self, sub: Subscriber) -> Event:
         if sub.stream == SKALDS:
@@ -169,13 +173,11 @@ class EventHub:
         for sub in list(self.subscribers):
             if sub.needs_snapshot:
                 sub.needs_snapshot = False
-                self._offer(sub, self.snapshot(sub))
+                self._offer(sub, [self.snapshot(sub)])
                 continue  # the snapshot already contains this pass's changes
-            for event in events:
-                if sub.dropped:
-                    break
-                if sub.wants(event):
-                    self._offer(sub, event)
+            wanted = [event for event in events if sub.wants(event)]
+            if wanted:
+                self._offer(sub, wanted)
 
     # ---- the poller ----------------------------------------------------------------------
     async def run(self) -> None:

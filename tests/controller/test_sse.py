@@ -98,14 +98,14 @@ def test_skald_going_offline_streams_within_a_second(start_controller, start_ska
 
 def test_a_slow_client_is_dropped_not_buffered():
     async def scenario() -> None:
-        # Given a subscriber whose queue holds 3 events and who reads none
+        # Given a subscriber whose queue holds 3 passes and who reads none
         hub = EventHub(cast(Any, None), ControllerMetrics(), queue_size=3)
         slow = hub.subscribe(TASKS)
         fast = hub.subscribe(TASKS)
         hub.publish([])  # their snapshots
-        assert fast.queue.get_nowait()["type"] == "snapshot"
+        assert [e["type"] for e in fast.queue.get_nowait()] == ["snapshot"]
 
-        # When more events come than its queue holds
+        # When more passes come than its queue holds
         events = [{"type": "task_heartbeat", "taskId": "t", "data": {"heartbeat": i}, "timestamp": 0} for i in range(5)]
         for event in events:
             hub.publish([event])
@@ -118,5 +118,24 @@ def test_a_slow_client_is_dropped_not_buffered():
         # and the fast one stays subscribed
         assert not fast.dropped and fast in hub.subscribers
         assert hub.metrics is not None and hub.metrics.registry.get_sample_value("skalds_sse_dropped_total") == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_pass_with_thousands_of_changes_is_one_queue_item():
+    async def scenario() -> None:
+        # Given a subscriber with room for 3 passes
+        hub = EventHub(cast(Any, None), ControllerMetrics(), queue_size=3)
+        sub = hub.subscribe(TASKS)
+        hub.publish([])  # its snapshot
+        sub.queue.get_nowait()
+        # When one pass reports 8,000 heartbeat changes (8,000 live tasks)
+        beats = [
+            {"type": "task_heartbeat", "taskId": f"t{i}", "data": {"heartbeat": 1}, "timestamp": 0} for i in range(8000)
+        ]
+        hub.publish(beats)
+        # Then the client is not dropped and gets all of them
+        assert not sub.dropped
+        assert len(sub.queue.get_nowait()) == 8000
 
     asyncio.run(scenario())

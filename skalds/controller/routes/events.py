@@ -38,10 +38,11 @@ async def _stream(hub: EventHub, stream: str, task_id: str | None) -> AsyncItera
     sub = hub.subscribe(stream, task_id)  # here, not in the handler: released even if never started
     try:
         while True:
-            event = await sub.queue.get()
-            if event is None:  # dropped (too slow) or shutting down
+            batch = await sub.queue.get()
+            if batch is None:  # dropped (too slow) or shutting down
                 return
-            yield ServerSentEvent(data=json.dumps(event, separators=(",", ":")), sep="\n")
+            for event in batch:
+                yield ServerSentEvent(data=json.dumps(event, separators=(",", ":")), sep="\n")
     finally:
         hub.unsubscribe(sub)
 
