@@ -22,6 +22,13 @@ from pathlib import Path
 import pytest
 
 
+def _die_with_parent() -> None:
+    """In the server's child process: end it if the test session dies (even by SIGKILL)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +78,9 @@ class Server:
 
     def start(self) -> None:
         log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.proc = subprocess.Popen(
+            self.args(), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=_die_with_parent
+        )
         log.close()
         wait_port(self.port)
 
