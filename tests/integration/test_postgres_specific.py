@@ -24,7 +24,7 @@ from skalds.backends.store.postgres import INDEXES, PostgresTaskStore
 from skalds.errors import ConfigError
 from skalds.model.task import Task
 from skalds.model.task import TaskLifecycleStatus as S
-from tests.support.servers import PostgresServer, free_port, missing, pg_bindir
+from tests.support.servers import PostgresServer, free_port, running
 
 SECRET = "Pw-s3cr3t-9f2c"
 
@@ -61,13 +61,8 @@ def sql(server: PostgresServer, schema: str, query: str, *args: Any) -> list[tup
 @pytest.fixture
 def private_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server of this test only, which it may kill and restart."""
-    bindir = pg_bindir()
-    if not bindir:
-        missing("PostgreSQL (initdb, pg_ctl)")
-    server = PostgresServer(str(bindir))
-    server.start()
-    yield server
-    server.stop()
+    with running("postgres") as server:
+        yield server
 
 
 def checkpoint(server: PostgresServer) -> None:

