@@ -72,6 +72,22 @@ def check_transition(task_id: str, current: TaskLifecycleStatus, target: TaskLif
         )
 
 
+#: Status changes a task record keeps (the oldest go first).
+STATUS_HISTORY_LIMIT = 50
+
+
+class StatusChange(BaseModel):
+    """One entry of a task's status history: what it became, when, where, and why (when it ended)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timestamp: int
+    status: TaskLifecycleStatus
+    executor: str | None = None
+    epoch: int = 0
+    detail: str | None = None
+
+
 class Task(BaseModel):
     """A durable task record. ``attachments`` holds the worker's model (or its JSON as a dict)."""
 
@@ -100,6 +116,9 @@ class Task(BaseModel):
     exception: str | None = None
     #: How many times the task has been retried after a failure.
     retries: int = 0
+    #: Every status change, oldest first (the last :data:`STATUS_HISTORY_LIMIT`), written by the
+    #: store together with the change itself.
+    status_history: list[StatusChange] = Field(default_factory=list, alias="statusHistory")
 
     @field_validator("attachments", mode="before")
     @classmethod

@@ -147,6 +147,62 @@ def test_push_list_ttl(state_cache: StateCache, wait_until) -> None:
     assert state_cache.lrange("l") == ["b"]
 
 
+def test_extend_list_appends_in_order_and_trims(state_cache: StateCache) -> None:
+    # Given a list of two / When four more are appended at once with max_len 5
+    state_cache.extend_list("tail", ["1", "2"])
+    state_cache.extend_list("tail", ["3", "4", "5", "6"], max_len=5)
+    # Then the last five remain, in order
+    assert state_cache.lrange("tail") == ["2", "3", "4", "5", "6"]
+    # And appending nothing changes nothing (and creates no key)
+    state_cache.extend_list("tail", [])
+    state_cache.extend_list("none", [], ttl=TTL)
+    assert state_cache.lrange("tail") == ["2", "3", "4", "5", "6"]
+    assert state_cache.lrange("none") == []
+    # And a batch longer than max_len keeps only its own tail
+    state_cache.extend_list("tail", [str(i) for i in range(10, 20)], max_len=3)
+    assert state_cache.lrange("tail") == ["17", "18", "19"]
+
+
+def test_extend_list_ttl_and_kind_replacement(state_cache: StateCache, wait_until) -> None:
+    # Given a string key / When a list is appended under its name / Then the list replaces it
+    state_cache.set("k", "v")
+    state_cache.extend_list("k", ["a", "b"], ttl=TTL)
+    assert state_cache.get("k") is None
+    assert state_cache.lrange("k") == ["a", "b"]
+    # And the TTL given with the append expires the list
+    assert wait_until(lambda: state_cache.lrange("k") == [], timeout=5)
+
+
+def test_get_many_reads_strings_in_order(state_cache: StateCache, wait_until) -> None:
+    # Given strings, a list, an expiring string and a missing key
+    state_cache.pipeline_set({f"s{i}": (str(i), None) for i in range(1200)})
+    state_cache.push_list("a-list", "x")
+    state_cache.set("short", "gone soon", ttl=TTL)
+    keys = ["s5", "missing", "a-list", "s1199", "s5", "short", *[f"s{i}" for i in range(1200)]]
+    # When they are read at once
+    values = state_cache.get_many(keys)
+    # Then each value is in its key's place; a list and a missing key read as None
+    assert values[:5] == ["5", None, None, "1199", "5"]
+    assert values[6:] == [str(i) for i in range(1200)]
+    assert state_cache.get_many([]) == []
+    # And an expired string reads as None
+    assert wait_until(lambda: state_cache.get_many(["short"]) == [None], timeout=5)
+
+
+def test_lrange_many_reads_whole_lists_in_order(state_cache: StateCache) -> None:
+    # Given lists of different lengths, a string key and a missing key
+    for i in range(30):
+        state_cache.extend_list(f"l{i}", [f"{i}-{j}" for j in range(i % 4)])
+    state_cache.set("str", "v")
+    keys = ["l3", "str", "nope", *[f"l{i}" for i in range(30)]]
+    # When they are read at once
+    lists = state_cache.lrange_many(keys)
+    # Then each list is whole and in order; the others read as empty
+    assert lists[0] == ["3-0", "3-1", "3-2"]
+    assert lists[1] == [] and lists[2] == []
+    assert lists[3:] == [[f"{i}-{j}" for j in range(i % 4)] for i in range(30)]
+
+
 def test_keys_by_prefix_across_kinds(state_cache: StateCache) -> None:
     # Given keys of every kind under two prefixes
     state_cache.set("skald:a", "1")

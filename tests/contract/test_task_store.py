@@ -145,6 +145,20 @@ def test_owned_by_lists_only_live_tasks_of_the_executor(catalogue: TaskStore) ->
     assert catalogue.owned_by("nobody") == []
 
 
+def test_versions_lists_ids_and_versions_of_matching_tasks(catalogue: TaskStore) -> None:
+    # Given five tasks at version 1, one of them written twice more
+    catalogue.update_attachments("t2", {"n": 1})
+    catalogue.update_attachments("t2", {"n": 2})
+    # When the versions of the live tasks are read
+    live = catalogue.versions(TaskQuery(statuses=(S.RUNNING, S.ASSIGNING)))
+    # Then exactly those tasks come back with their current versions
+    assert live == {"t2": 3, "t3": 1, "x5": 1}
+    # And the other filters apply; paging does not
+    assert catalogue.versions(TaskQuery(class_name="Alpha", limit=1, offset=2)) == {"t1": 1, "t3": 1, "x5": 1}
+    assert catalogue.versions(TaskQuery(statuses=())) == {}
+    assert set(catalogue.versions()) == {"t1", "t2", "t3", "t4", "x5"}
+
+
 # ---- writes ----------------------------------------------------------------------------------
 def test_modify_bumps_version_and_keeps_columns_in_sync(task_store: TaskStore) -> None:
     # Given a stored task
@@ -307,3 +321,45 @@ def test_racing_assign_has_exactly_one_winner(task_store_factory) -> None:
         winner = next(me for me, result in mine.items() if result == "won")
         stored = store.require(tid)
         assert (stored.executor, stored.epoch) == (winner, 1)
+
+
+def test_status_history_records_each_change_with_executor_epoch_and_reason(task_store: TaskStore) -> None:
+    # Given a task created, assigned, run, failed, retried and reassigned
+    task_store.create(make_task("h"))
+    task_store.assign("h", "e1")
+    task_store.set_status("h", S.RUNNING)
+    task_store.update_attachments("h", {"x": 1})  # not a status change
+    task_store.set_status("h", S.FAILED, exception="boom: " + "x" * 2000)
+    task_store.modify("h", lambda t: {"lifecycle_status": S.CREATED, "executor": None})
+    task_store.assign("h", "e2")
+    task_store.assign("h", "e3")  # Assigning again, at a new epoch
+    # When it is read back
+    history = task_store.require("h").status_history
+    # Then every status change is there, oldest first, with where and at which epoch it happened
+    assert [(c.status, c.executor, c.epoch) for c in history] == [
+        (S.CREATED, None, 0),
+        (S.ASSIGNING, "e1", 1),
+        (S.RUNNING, "e1", 1),
+        (S.FAILED, "e1", 1),
+        (S.CREATED, None, 1),
+        (S.ASSIGNING, "e2", 2),
+        (S.ASSIGNING, "e3", 3),
+    ]
+    # And the failure says why (shortened), the others say nothing; times never go back
+    assert history[3].detail is not None and history[3].detail.startswith("boom: ")
+    assert len(history[3].detail) <= 500
+    assert [c.detail for c in history if c.status != S.FAILED] == [None] * 6
+    times = [c.timestamp for c in history]
+    assert times == sorted(times)
+
+
+def test_status_history_keeps_the_last_fifty(task_store: TaskStore) -> None:
+    # Given a task paused and resumed 40 times (81 changes with its creation)
+    task_store.create(make_task("p"))
+    for _ in range(40):
+        task_store.set_status("p", S.PAUSED)
+        task_store.set_status("p", S.CREATED)
+    # Then the record keeps the last 50, ending with the latest
+    history = task_store.require("p").status_history
+    assert len(history) == 50
+    assert [c.status for c in history[-2:]] == [S.PAUSED, S.CREATED]

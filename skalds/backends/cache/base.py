@@ -8,7 +8,7 @@ the same data. Values are strings. A TTL of ``None`` means no expiry. Expired ke
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class StateCache(ABC):
@@ -42,9 +42,16 @@ class StateCache(ABC):
     def list_replace(self, key: str, values: list[str], ttl: float | None = None) -> None:
         """Replace a list with ``values`` atomically."""
 
-    @abstractmethod
     def push_list(self, key: str, value: str, max_len: int | None = None, ttl: float | None = None) -> None:
         """Append to a list, keeping only the last ``max_len`` items when given."""
+        self.extend_list(key, [value], max_len, ttl)
+
+    @abstractmethod
+    def extend_list(
+        self, key: str, values: Sequence[str], max_len: int | None = None, ttl: float | None = None
+    ) -> None:
+        """Append ``values`` in order (atomically), keeping only the last ``max_len`` items when
+        given; ``ttl`` (re)sets the list's expiry. Appending nothing changes nothing."""
 
     @abstractmethod
     def lrange(self, key: str, start: int = 0, end: int = -1) -> list[str]: ...
@@ -52,6 +59,16 @@ class StateCache(ABC):
     @abstractmethod
     def keys(self, prefix: str) -> list[str]:
         """Live keys starting with ``prefix`` (for monitors and tests; not on hot paths)."""
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The string values of ``keys``, in order (None where missing, expired or not a string):
+        one round trip where the driver can (Redis ``MGET``), for passes over thousands of keys."""
+        return [self.get(key) for key in keys]
+
+    def lrange_many(self, keys: Sequence[str]) -> list[list[str]]:
+        """The whole of each list in ``keys``, in order (empty where missing): one round trip where
+        the driver can."""
+        return [self.lrange(key) for key in keys]
 
     def pipeline_set(self, items: Mapping[str, tuple[str, float | None]]) -> None:
         """Set many string keys at once (drivers batch this); value and TTL per key."""

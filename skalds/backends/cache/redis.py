@@ -57,6 +57,8 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 #: One command, applied to a client or to a pipeline (a pipeline is a ``redis.Redis`` too).
 Op = Callable[[redis.Redis], object]
+#: Keys per MGET / pipeline in the batched reads.
+_BATCH = 1000
 
 
 def redact_url(url: str) -> str:
@@ -239,6 +241,23 @@ class RedisStateCache(StateCache):
             raise
         return None if value is None else str(value)
 
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        values: list[str | None] = []
+        for i in range(0, len(keys), _BATCH):
+            # MGET answers nil for keys of another kind, as get() does.
+            values.extend(None if v is None else str(v) for v in self.client.mget(list(keys[i : i + _BATCH])))
+        return values
+
+    def lrange_many(self, keys: Sequence[str]) -> list[list[str]]:
+        lists: list[list[str]] = []
+        for i in range(0, len(keys), _BATCH):
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys[i : i + _BATCH]:
+                    pipe.lrange(key, 0, -1)
+                replies = pipe.execute(raise_on_error=False)
+            lists.extend([str(x) for x in r] if isinstance(r, list) else [] for r in replies)
+        return lists
+
     def pipeline_set(self, items: Mapping[str, tuple[str, float | None]]) -> None:
         if items:
             self._exec([_set_op(key, value, ttl) for key, (value, ttl) in items.items()])
@@ -352,8 +371,13 @@ class RedisStateCache(StateCache):
                 ops.append(lambda r: r.pexpire(key, ms))
         self._exec(ops)
 
-    def push_list(self, key: str, value: str, max_len: int | None = None, ttl: float | None = None) -> None:
-        ops: list[Op] = [lambda r: r.rpush(key, value)]
+    def extend_list(
+        self, key: str, values: Sequence[str], max_len: int | None = None, ttl: float | None = None
+    ) -> None:
+        if not values:
+            return
+        items = list(values)
+        ops: list[Op] = [lambda r: r.rpush(key, *items)]
         if max_len is not None:
             keep = max_len
             ops.append(lambda r: r.ltrim(key, -keep, -1) if keep > 0 else r.delete(key))

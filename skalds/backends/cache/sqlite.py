@@ -14,15 +14,20 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from skalds.backends.cache.base import StateCache
-from skalds.backends.sqlite_db import ConnectionPool, write_tx
+from skalds.backends.sqlite_db import ConnectionPool, read_tx, write_tx
 
 #: Purge all expired rows after this many writes (per cache object).
 PURGE_EVERY = 200
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def _chunks(keys: list[str], size: int = 500) -> list[list[str]]:
+    """``keys`` in slices small enough for SQLite's bound-parameter limit."""
+    return [keys[i : i + size] for i in range(0, len(keys), size)]
 
 
 def _deadline(now: float, ttl: float | None) -> float | None:
@@ -104,6 +109,39 @@ class SqliteStateCache(StateCache):
             .fetchone()
         )
         return str(row[0]) if row else None
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        found: dict[str, str] = {}
+        conn = self._conn()
+        now = time.time()
+        unique = list(dict.fromkeys(keys))
+        with read_tx(conn):
+            for chunk in _chunks(unique):
+                rows = conn.execute(
+                    f"SELECT key, value FROM kv WHERE key IN ({', '.join('?' * len(chunk))}) "
+                    f"AND kind = 'string' AND {_LIVE}",
+                    (*chunk, now),
+                ).fetchall()
+                found.update((str(k), str(v)) for k, v in rows)
+        return [found.get(key) for key in keys]
+
+    def lrange_many(self, keys: Sequence[str]) -> list[list[str]]:
+        lists: dict[str, list[str]] = {}
+        conn = self._conn()
+        now = time.time()
+        unique = list(dict.fromkeys(keys))
+        with read_tx(conn):
+            for chunk in _chunks(unique):
+                rows = conn.execute(
+                    f"""SELECT l.key, l.value FROM kv_list l JOIN kv ON kv.key = l.key
+                         WHERE l.key IN ({", ".join("?" * len(chunk))}) AND kv.kind = 'list'
+                           AND (kv.expires_at IS NULL OR kv.expires_at > ?)
+                         ORDER BY l.key, l.idx""",
+                    (*chunk, now),
+                ).fetchall()
+                for k, v in rows:
+                    lists.setdefault(str(k), []).append(str(v))
+        return [list(lists.get(key, ())) for key in keys]
 
     def pipeline_set(self, items: Mapping[str, tuple[str, float | None]]) -> None:
         if not items:
@@ -219,16 +257,24 @@ class SqliteStateCache(StateCache):
                 )
             self._wrote(conn)
 
-    def push_list(self, key: str, value: str, max_len: int | None = None, ttl: float | None = None) -> None:
+    def extend_list(
+        self, key: str, values: Sequence[str], max_len: int | None = None, ttl: float | None = None
+    ) -> None:
+        if not values:
+            return
         conn = self._conn()
         now = time.time()
         with write_tx(conn):
             self._prepare(conn, key, "list", now)
             row = conn.execute("SELECT MAX(idx) FROM kv_list WHERE key = ?", (key,)).fetchone()
-            idx = 0 if row[0] is None else int(row[0]) + 1
-            conn.execute("INSERT INTO kv_list (key, idx, value) VALUES (?, ?, ?)", (key, idx, value))
+            first = 0 if row[0] is None else int(row[0]) + 1
+            conn.executemany(
+                "INSERT INTO kv_list (key, idx, value) VALUES (?, ?, ?)",
+                [(key, first + i, v) for i, v in enumerate(values)],
+            )
+            last = first + len(values) - 1
             if max_len is not None:
-                conn.execute("DELETE FROM kv_list WHERE key = ? AND idx <= ?", (key, idx - max(max_len, 0)))
+                conn.execute("DELETE FROM kv_list WHERE key = ? AND idx <= ?", (key, last - max(max_len, 0)))
                 if max_len <= 0:
                     conn.execute("DELETE FROM kv WHERE key = ?", (key,))
             if ttl is not None:

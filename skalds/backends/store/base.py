@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skalds.errors import Conflict, TaskNotFound
-from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus, check_transition, now_ms
+from skalds.model.task import (
+    LIVE_STATUSES,
+    STATUS_HISTORY_LIMIT,
+    StatusChange,
+    Task,
+    TaskLifecycleStatus,
+    check_transition,
+    now_ms,
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,12 @@ class TaskStore(ABC):
     def _query(self, query: TaskQuery) -> tuple[list[dict[str, Any]], int]:
         """Documents matching ``query`` (offset/limit applied) and the total count without them."""
 
+    def _versions(self, query: TaskQuery) -> dict[str, int]:
+        """Id → version of every task matching ``query``'s filters (offset, limit and order are
+        ignored). Drivers read just these two columns; this fallback reads whole documents."""
+        docs, _ = self._query(TaskQuery(**{**query.__dict__, "offset": 0, "limit": None}))
+        return {str(d["id"]): int(d.get("version", 0)) for d in docs}
+
     @abstractmethod
     def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
         """Write ``fields`` (by alias) if the stored version is ``expected_version``; True if written.
@@ -83,7 +97,8 @@ class TaskStore(ABC):
     def create(self, task: Task) -> Task:
         """Store a new task (version 1); raise TaskExists if its id is taken."""
         now = now_ms()
-        stored = task.model_copy(update={"version": 1, "update_date_time": now})
+        first = StatusChange(timestamp=now, status=task.lifecycle_status, executor=task.executor, epoch=task.epoch)
+        stored = task.model_copy(update={"version": 1, "update_date_time": now, "status_history": [first]})
         self._insert(stored.to_json_dict())
         return stored
 
@@ -100,6 +115,11 @@ class TaskStore(ABC):
     def list(self, query: TaskQuery | None = None) -> TaskPage:
         docs, total = self._query(query or TaskQuery())
         return TaskPage(items=[Task.model_validate(d) for d in docs], total=total)
+
+    def versions(self, query: TaskQuery | None = None) -> dict[str, int]:
+        """Id → version of the matching tasks, without reading their documents: a poller that
+        keeps the tasks it has seen needs to fetch only those whose version moved."""
+        return self._versions(query or TaskQuery())
 
     def delete(self, task_id: str) -> bool:
         return self._delete(task_id)
@@ -131,8 +151,12 @@ class TaskStore(ABC):
             new_status = update.get("lifecycle_status")
             if new_status is not None:
                 check_transition(task_id, current.lifecycle_status, TaskLifecycleStatus(new_status))
-            update = {**update, "version": current.version + 1, "update_date_time": now_ms()}
+            now = now_ms()
+            update = {**update, "version": current.version + 1, "update_date_time": now}
             merged = current.model_copy(update=update)
+            if new_status is not None and (merged.lifecycle_status != current.lifecycle_status or "epoch" in update):
+                update["status_history"] = _with_change(current, merged, now)
+                merged = current.model_copy(update=update)
             doc = merged.to_json_dict()
             aliases = {_alias(k) for k in update}
             if self._cas(task_id, current.version, {k: doc[k] for k in aliases}):
@@ -179,6 +203,27 @@ class TaskStore(ABC):
 
     def update_attachments(self, task_id: str, attachments: Any) -> Task:
         return self.modify(task_id, lambda t: {"attachments": attachments})
+
+
+#: Characters of an exception kept in a status-history entry (the task keeps the whole text).
+_DETAIL_LIMIT = 500
+
+
+def _with_change(before: Task, after: Task, now: int) -> builtins.list[StatusChange]:
+    """``before``'s status history plus the change to ``after``, capped (oldest dropped)."""
+    why = (
+        after.exception
+        if after.lifecycle_status in (TaskLifecycleStatus.FAILED, TaskLifecycleStatus.CANCELLED)
+        else None
+    )
+    change = StatusChange(
+        timestamp=now,
+        status=after.lifecycle_status,
+        executor=after.executor,
+        epoch=after.epoch,
+        detail=why[:_DETAIL_LIMIT] if why else None,
+    )
+    return [*before.status_history, change][-STATUS_HISTORY_LIMIT:]
 
 
 def _fence(

@@ -177,6 +177,10 @@ class MongoTaskStore(TaskStore):
         cursor = tasks.find(mongo_filter, _PROJECTION, sort=sort, skip=offset, limit=limit or 0)
         return list(cursor), total
 
+    def _versions(self, query: TaskQuery) -> dict[str, int]:
+        cursor = self._tasks().find(task_filter(query), {"_id": 0, "id": 1, "version": 1})
+        return {str(d["id"]): int(d.get("version", 0)) for d in cursor}
+
     def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
         result = self._tasks().update_one({"id": task_id, "version": expected_version}, {"$set": dict(fields)})
         return result.matched_count == 1

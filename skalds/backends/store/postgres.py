@@ -232,6 +232,12 @@ class PostgresTaskStore(TaskStore):
                 total = 0
         return [_as_doc(r[0]) for r in rows], total
 
+    def _versions(self, query: TaskQuery) -> dict[str, int]:
+        where, args = _where(conditions(query))
+        with self._cursor() as cur:
+            rows = cur.execute(f"SELECT id, version FROM tasks {where}", args).fetchall()
+        return {str(i): int(v) for i, v in rows}
+
     def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
         changed = [(COLUMNS[alias], value) for alias, value in fields.items() if alias in COLUMNS and alias != "id"]
         assignments = ", ".join(["doc = doc || %s", *(f"{column} = %s" for column, _ in changed)])

@@ -61,10 +61,7 @@ class SqliteTaskStore(TaskStore):
         row = self._conn().execute("SELECT doc FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return _load(row[0]) if row is not None else None
 
-    def _query(self, query: TaskQuery) -> tuple[list[dict[str, Any]], int]:
-        order = _ORDERS.get(query.order)
-        if order is None:
-            raise ValueError(f"unknown task order {query.order!r} (use one of {', '.join(_ORDERS)})")
+    def _where(self, query: TaskQuery) -> tuple[str, list[Any]]:
         where: list[str] = []
         args: list[Any] = []
         if query.statuses is not None:
@@ -84,7 +81,13 @@ class SqliteTaskStore(TaskStore):
         if query.search:
             where.append("(instr(id, ?) > 0 OR instr(COALESCE(name, ''), ?) > 0)")
             args.extend((query.search, query.search))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+    def _query(self, query: TaskQuery) -> tuple[list[dict[str, Any]], int]:
+        order = _ORDERS.get(query.order)
+        if order is None:
+            raise ValueError(f"unknown task order {query.order!r} (use one of {', '.join(_ORDERS)})")
+        clause, args = self._where(query)
         limit = -1 if query.limit is None else max(query.limit, 0)
         conn = self._conn()
         with read_tx(conn):
@@ -94,6 +97,11 @@ class SqliteTaskStore(TaskStore):
                 [*args, limit, max(query.offset, 0)],
             ).fetchall()
         return [_load(r[0]) for r in rows], int(total)
+
+    def _versions(self, query: TaskQuery) -> dict[str, int]:
+        clause, args = self._where(query)
+        rows = self._conn().execute(f"SELECT id, version FROM tasks {clause}", args).fetchall()
+        return {str(i): int(v) for i, v in rows}
 
     def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
         conn = self._conn()
