@@ -36,13 +36,12 @@ from skalds.backends.bus.base import Topic
 from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import DispatcherStrategyEnum
 from skalds.controller.fleet import SkaldInfo
-from skalds.controller.service import ControllerService
+from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
 from skalds.errors import Conflict, IllegalTransition, TaskNotFound
-from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
+from skalds.model.task import LIVE_STATUSES, OPEN_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
 from skalds.utils.logging import logger
 
 S = TaskLifecycleStatus
-OPEN_STATUSES = tuple(s for s in S if s not in FINAL_STATUSES)
 DEADLINE_PASSED = "deadline passed"
 #: Longest wait between two retries of a task, however many it has had.
 MAX_BACKOFF_S = 300.0
@@ -151,7 +150,7 @@ class Dispatcher:
         """Cancel every task not yet final whose deadline has passed."""
         with self._lock:
             now = now_ms()
-            open_tasks = self.service.store.list(TaskQuery(statuses=OPEN_STATUSES)).items
+            open_tasks = self.service.live.snapshot(max_age=SHARED_SNAPSHOT_AGE).tasks.values()
             return [
                 t.id
                 for t in open_tasks

@@ -43,11 +43,12 @@ import anyio.to_thread
 from skalds.backends.store.base import TaskQuery
 from skalds.controller.metrics import ControllerMetrics
 from skalds.controller.service import ControllerService
-from skalds.model.task import FINAL_STATUSES, Task, TaskLifecycleStatus, now_ms
+from skalds.model.task import FINAL_STATUSES, Task, now_ms
 from skalds.utils.logging import logger
 
-OPEN_STATUSES = tuple(s for s in TaskLifecycleStatus if s not in FINAL_STATUSES)
 _FINAL_VALUES = frozenset(s.value for s in FINAL_STATUSES)
+#: Seconds a shared snapshot of the open tasks may be old for a pass (the pass runs every 0.5 s).
+SNAPSHOT_AGE = 0.25
 #: Extra tasks read at the tail of the listing, for deletions that hide new tasks from the count.
 RECENT_MARGIN = 20
 SKALDS = "skalds"
@@ -82,6 +83,7 @@ def task_view(task: Task, live: dict[str, Any]) -> dict[str, Any]:
         "executor": task.executor,
         "priority": task.priority,
         "epoch": task.epoch,
+        "version": task.version,
         "createDateTime": task.create_date_time,
         "updateDateTime": task.update_date_time,
         "heartbeat": live.get("heartbeat"),
@@ -210,14 +212,16 @@ class EventHub:
         """One pass (blocking): read, diff against the last pass, remember, return the changes."""
         now = now_ms()
         skalds = {s.id: s.item() for s in self.service.fleet.all()}
+        snapshot = self.service.live.snapshot(max_age=SNAPSHOT_AGE)
         store, state = self.service.store, self.service.state
-        open_tasks = store.list(TaskQuery(statuses=OPEN_STATUSES)).items
-        open_ids = {t.id for t in open_tasks}
+        open_ids = snapshot.tasks.keys()
         left = {i for i, v in self._tasks.items() if v["status"] not in _FINAL_VALUES} - open_ids
         extra_ids = (left | set(watched)) - open_ids
         extra = store.list(TaskQuery(ids=tuple(sorted(extra_ids)))).items if extra_ids else []
-        new = self._created_since_last_pass(open_ids | extra_ids)
-        current = {t.id: task_view(t, state.task_state(t.id)) for t in (*open_tasks, *extra, *new)}
+        new = self._created_since_last_pass(set(open_ids) | extra_ids)
+        current = {t.id: self._view(t, snapshot.state(t.id).as_dict()) for t in snapshot.tasks.values()}
+        for task in (*extra, *new):
+            current[task.id] = task_view(task, state.task_state(task.id))
         events = self._diff_skalds(skalds, now) + self._diff_tasks(current, left - {t.id for t in extra}, now)
         self._skalds = skalds
         for task_id, view in current.items():
@@ -230,7 +234,21 @@ class EventHub:
         self._last_pass_ms = now
         return events
 
-    def _created_since_last_pass(self, known: set[str]) -> list[Task]:
+    def _view(self, task: Task, live: dict[str, Any]) -> dict[str, Any]:
+        """``task_view``, reusing the last pass's view while record and cache state are unchanged
+        (the common case: most passes change a few of thousands of tasks)."""
+        before = self._tasks.get(task.id)
+        if (
+            before is not None
+            and before["version"] == task.version
+            and before["heartbeat"] == live["heartbeat"]
+            and before["error"] == live["error"]
+            and before["exception"] == (live["exception"] or task.exception)
+        ):
+            return before
+        return task_view(task, live)
+
+    def _created_since_last_pass(self, known: Collection[str]) -> list[Task]:
         """Tasks created and already ended between two passes (else never seen): the newest few.
 
         The listing is by creation time, so the tasks created since the last pass are its tail: as
@@ -273,6 +291,8 @@ class EventHub:
         events: list[Event] = []
         for task_id, view in current.items():
             before = self._tasks.get(task_id)
+            if view is before:
+                continue  # reused: nothing changed
             if before is None or before["status"] != view["status"] or before["epoch"] != view["epoch"]:
                 data = {**view, "previous": before["status"] if before else None}
                 events.append(_task_event("task_status", task_id, data, now))

@@ -40,9 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from skalds.backends.cache.state import SKALDS_HASH, SKALDS_MODE_HASH, skald_heartbeat_key, task_heartbeat_key
-from skalds.backends.store.base import TaskQuery
-from skalds.controller.service import ControllerService
+from skalds.backends.cache.state import SKALDS_HASH, SKALDS_MODE_HASH, skald_heartbeat_key
+from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
 from skalds.errors import Conflict, IllegalTransition, TaskNotFound
 from skalds.model.task import LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
 from skalds.utils.logging import logger
@@ -90,11 +89,12 @@ class Monitor:
     # ---- the pass ------------------------------------------------------------------------
     def pass_(self) -> MonitorResult:
         result = MonitorResult()
+        snapshot = self.service.live.snapshot(max_age=SHARED_SNAPSHOT_AGE)
         now = now_ms()
         cache = self.service.state.cache
         seen = cache.hgetall(SKALDS_HASH)
         modes = cache.hgetall(SKALDS_MODE_HASH)
-        live = self.service.store.list(TaskQuery(statuses=tuple(LIVE_STATUSES))).items
+        live = snapshot.with_status(*LIVE_STATUSES)
         executors = {t.executor for t in live if t.executor}
         offline_for = self._offline_durations(set(seen) | set(modes) | executors, seen, now)
         task_ids = {t.id for t in live}
@@ -106,7 +106,11 @@ class Monitor:
             if down is not None:
                 if down > self.timeout_ms and self._fail_over(task):
                     result.failed_over.append((task.id, task.executor))
-            elif task.lifecycle_status == S.RUNNING and self._task_lease_lost(task, now) and self._expire(task):
+            elif (
+                task.lifecycle_status == S.RUNNING
+                and self._task_lease_lost(task, snapshot.state(task.id).leased, now)
+                and self._expire(task)
+            ):
                 result.expired.append(task.id)
         result.pruned = self._prune(offline_for, seen, modes)
         self.failovers_total += len(result.failed_over)
@@ -119,10 +123,11 @@ class Monitor:
     # ---- steps ---------------------------------------------------------------------------
     def _offline_durations(self, ids: set[str], seen: dict[str, str], now: int) -> dict[str, int]:
         """Skald id → ms it has been offline, for every skald whose lease is missing."""
-        cache = self.service.state.cache
+        ordered = sorted(ids)
+        leases = self.service.state.cache.get_many([skald_heartbeat_key(i) for i in ordered])
         offline: dict[str, int] = {}
-        for skald_id in sorted(ids):
-            if cache.get(skald_heartbeat_key(skald_id)) is not None:
+        for skald_id, lease in zip(ordered, leases, strict=True):
+            if lease is not None:
                 self._skald_missing_since.pop(skald_id, None)
                 continue
             first_missing = self._skald_missing_since.setdefault(skald_id, now)
@@ -135,9 +140,9 @@ class Monitor:
             del self._skald_missing_since[gone]
         return offline
 
-    def _task_lease_lost(self, task: Task, now: int) -> bool:
+    def _task_lease_lost(self, task: Task, leased: bool, now: int) -> bool:
         """Whether the task's heartbeat lease has been missing for longer than the timeout."""
-        if self.service.state.cache.get(task_heartbeat_key(task.id)) is not None:
+        if leased:
             self._task_missing_since.pop(task.id, None)
             return False
         # Counted from our first look, or from the task's last store write when that is later

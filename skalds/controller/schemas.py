@@ -122,6 +122,60 @@ class TaskHeartbeat(BaseModel):
     heartbeatHistory: list[HeartbeatSample] = Field(default_factory=list)
 
 
+class StatusHistoryItem(BaseModel):
+    timestamp: int
+    status: str
+    executor: str | None = None
+    epoch: int = 0
+    detail: str | None = Field(None, description="why it ended (Failed / Cancelled)")
+
+
+class TaskHistory(BaseModel):
+    taskId: str
+    items: list[StatusHistoryItem]
+
+
+class LogLine(BaseModel):
+    seq: int
+    timestamp: int
+    level: str
+    message: str
+
+
+class TaskLogs(BaseModel):
+    taskId: str
+    lines: list[LogLine]
+    lastSeq: int = Field(..., description="pass it as `after` to get only newer lines")
+
+
+class ActivityItem(BaseModel):
+    timestamp: int
+    kind: str = Field(
+        ...,
+        description="created, assigned, running, paused, resumed, finished, failed, cancelled, retried or failover",
+    )
+    taskId: str
+    name: str | None = None
+    className: str | None = None
+    executor: str | None = None
+    detail: str | None = None
+
+
+class ActivityList(BaseModel):
+    items: list[ActivityItem]
+
+
+class TimelinePoint(BaseModel):
+    timestamp: int
+    running: int
+    failed: int
+
+
+class Timeline(BaseModel):
+    intervalMs: int
+    points: list[TimelinePoint]
+
+
 class DashboardSummary(BaseModel):
     model_config = ConfigDict(extra="allow")
 

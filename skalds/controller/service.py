@@ -15,13 +15,13 @@ import uuid
 from typing import Any
 
 from skalds.backends.bus.base import Topic
-from skalds.backends.cache.state import task_heartbeat_key
 from skalds.backends.clients import BackendClients
 from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import ControllerConfig
 from skalds.controller.errors import ApiError, not_found, unprocessable
 from skalds.controller.fleet import Fleet
 from skalds.controller.history import HeartbeatHistory
+from skalds.controller.live import LiveTasks
 from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
 from skalds.controller.validation import check_attachments, unknown_class
 from skalds.errors import SkaldsError
@@ -31,6 +31,11 @@ from skalds.utils.logging import logger
 
 S = TaskLifecycleStatus
 MAX_PAGE_SIZE = 100
+#: Seconds a snapshot of the open tasks may be old for the periodic loops (which run each second:
+#: the first of them to run refreshes it, the others reuse it).
+SHARED_SNAPSHOT_AGE = 0.5
+#: The same for API reads that look on demand (activity, timeline).
+ON_DEMAND_SNAPSHOT_AGE = 1.0
 
 
 class ControllerService(BackendClients):
@@ -42,6 +47,8 @@ class ControllerService(BackendClients):
         super().__init__(config if config is not None else ControllerConfig())
         self.initiator = initiator
         self.history = HeartbeatHistory(self.config.heartbeat_history_size)
+        #: The open tasks and their leases, shared by monitor, sampler, SSE poller and dispatcher.
+        self.live = LiveTasks(lambda: self.store, lambda: self.state.cache)
 
     @property
     def fleet(self) -> Fleet:
@@ -85,12 +92,14 @@ class ControllerService(BackendClients):
         status: str | None = None,
         class_name: str | None = None,
         executor: str | None = None,
+        search: str | None = None,
     ) -> dict[str, Any]:
         page, page_size = max(page, 1), min(max(page_size, 1), MAX_PAGE_SIZE)
         query = TaskQuery(
             statuses=parse_statuses(status),
             class_name=class_name or None,
             executor=executor or None,
+            search=search or None,
             offset=(page - 1) * page_size,
             limit=page_size,
         )
@@ -121,14 +130,39 @@ class ControllerService(BackendClients):
 
     def sample_heartbeats(self) -> int:
         """Record the current heartbeat of every live task; returns how many were sampled."""
-        live = self.store.list(TaskQuery(statuses=tuple(LIVE_STATUSES))).items
-        now = now_ms()
-        cache = self.state.cache
+        snapshot = self.live.snapshot(max_age=SHARED_SNAPSHOT_AGE)
+        live = snapshot.with_status(*LIVE_STATUSES)
         for task in live:
-            raw = cache.get(task_heartbeat_key(task.id))
-            beat = int(raw) if raw is not None and raw.lstrip("-").isdigit() else None
-            self.history.add(task.id, now, beat)
+            self.history.add(task.id, snapshot.taken_ms, snapshot.state(task.id).heartbeat)
         return len(live)
+
+    def task_history(self, task_id: str) -> dict[str, Any]:
+        """A task's status changes, oldest first (as its record keeps them)."""
+        task = self.require(task_id)
+        items = [
+            {
+                "timestamp": c.timestamp,
+                "status": c.status.value,
+                "executor": c.executor,
+                "epoch": c.epoch,
+                "detail": c.detail,
+            }
+            for c in task.status_history
+        ]
+        return {"taskId": task_id, "items": items}
+
+    def activity(self, limit: int = 50) -> dict[str, Any]:
+        """Recent status changes across the fleet, newest first (this controller's memory)."""
+        self.live.snapshot(max_age=ON_DEMAND_SNAPSHOT_AGE)  # a controller without monitor loops looks now
+        return {"items": self.live.recent_activity(limit)}
+
+    def timeline(self, minutes: int = 60) -> dict[str, Any]:
+        """Running / Failed counts over the last ``minutes`` (one point per timeline interval)."""
+        self.live.snapshot(max_age=ON_DEMAND_SNAPSHOT_AGE)
+        return {
+            "intervalMs": self.live.timeline_interval_ms,
+            "points": self.live.timeline_points(now_ms() - minutes * 60_000),
+        }
 
     # ---- tasks: writes -------------------------------------------------------------------
     def class_schemas(self) -> dict[str, tuple[dict[str, Any], list[str]]]:

@@ -58,6 +58,8 @@ TRANSITIONS: dict[TaskLifecycleStatus, frozenset[TaskLifecycleStatus]] = {
 LIVE_STATUSES = frozenset({S.ASSIGNING, S.RUNNING})
 #: Statuses a task does not leave on its own.
 FINAL_STATUSES = frozenset({S.FINISHED, S.FAILED, S.CANCELLED})
+#: Statuses of tasks not yet final (Created, Assigning, Running, Paused), in declaration order.
+OPEN_STATUSES: tuple[TaskLifecycleStatus, ...] = tuple(s for s in TaskLifecycleStatus if s not in FINAL_STATUSES)
 
 
 def check_transition(task_id: str, current: TaskLifecycleStatus, target: TaskLifecycleStatus) -> None:
@@ -86,6 +88,8 @@ class StatusChange(BaseModel):
     executor: str | None = None
     epoch: int = 0
     detail: str | None = None
+    #: The record's version this change was written at (orders changes within one millisecond).
+    version: int = 0
 
 
 class Task(BaseModel):

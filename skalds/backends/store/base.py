@@ -97,7 +97,9 @@ class TaskStore(ABC):
     def create(self, task: Task) -> Task:
         """Store a new task (version 1); raise TaskExists if its id is taken."""
         now = now_ms()
-        first = StatusChange(timestamp=now, status=task.lifecycle_status, executor=task.executor, epoch=task.epoch)
+        first = StatusChange(
+            timestamp=now, status=task.lifecycle_status, executor=task.executor, epoch=task.epoch, version=1
+        )
         stored = task.model_copy(update={"version": 1, "update_date_time": now, "status_history": [first]})
         self._insert(stored.to_json_dict())
         return stored
@@ -222,6 +224,7 @@ def _with_change(before: Task, after: Task, now: int) -> builtins.list[StatusCha
         executor=after.executor,
         epoch=after.epoch,
         detail=why[:_DETAIL_LIMIT] if why else None,
+        version=after.version,
     )
     return [*before.status_history, change][-STATUS_HISTORY_LIMIT:]
 

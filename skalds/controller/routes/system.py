@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from skalds import __version__
 from skalds.controller.deps import blocking, get_dispatcher, get_service
 from skalds.controller.dispatcher import Dispatcher
-from skalds.controller.schemas import DashboardSummary
+from skalds.controller.schemas import ActivityList, DashboardSummary, Timeline
 from skalds.controller.service import ControllerService
 from skalds.model.task import now_ms
 from skalds.utils.logging import mask_secrets
@@ -61,3 +61,13 @@ async def status(
 @router.get("/dashboard/summary", response_model=DashboardSummary, summary="Counts for the overview")
 async def dashboard_summary(service: ControllerService = Service) -> dict[str, Any]:
     return await blocking(service.dashboard_summary)
+
+
+@router.get("/activity", response_model=ActivityList, summary="Recent status changes of all tasks, newest first")
+async def activity(limit: int = Query(50, ge=1, le=500), service: ControllerService = Service) -> dict[str, Any]:
+    return await blocking(service.activity, limit)
+
+
+@router.get("/timeline", response_model=Timeline, summary="Running and Failed task counts over time")
+async def timeline(minutes: int = Query(60, ge=1, le=24 * 60), service: ControllerService = Service) -> dict[str, Any]:
+    return await blocking(service.timeline, minutes)

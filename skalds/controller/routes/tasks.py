@@ -20,6 +20,7 @@ from skalds.controller.schemas import (
     TaskClassList,
     TaskCreate,
     TaskHeartbeat,
+    TaskHistory,
     TaskItem,
     TaskPage,
 )
@@ -46,9 +47,10 @@ async def list_tasks(
     status: str | None = Query(None, description="lifecycle status, or several separated by commas"),
     task_type: str | None = Query(None, alias="type", description="class name"),
     executor: str | None = Query(None, description="skald id"),
+    q: str | None = Query(None, max_length=200, description="part of the task's id or name (case-sensitive)"),
     service: ControllerService = Service,
 ) -> dict[str, Any]:
-    return await blocking(service.list_tasks, page, page_size, status, task_type, executor)
+    return await blocking(service.list_tasks, page, page_size, status, task_type, executor, q)
 
 
 @router.get("/classes", response_model=TaskClassList, summary="Task classes the online skalds can run")
@@ -119,3 +121,8 @@ async def delete_task(task_id: str, service: ControllerService = Service) -> Res
 @router.get("/{task_id}/heartbeat", response_model=TaskHeartbeat, summary="Heartbeat, liveness and recent history")
 async def task_heartbeat(task_id: str, service: ControllerService = Service) -> dict[str, Any]:
     return await blocking(service.heartbeat_info, task_id)
+
+
+@router.get("/{task_id}/history", response_model=TaskHistory, summary="Status changes, oldest first")
+async def task_history(task_id: str, service: ControllerService = Service) -> dict[str, Any]:
+    return await blocking(service.task_history, task_id)

@@ -1,0 +1,288 @@
+"""``LiveTasks``: one shared, cheap view of the open tasks, and what changed between two looks.
+
+Why: the monitor, the heartbeat sampler, the SSE poller and the dispatcher's deadline check all
+need "every task not yet final, with its heartbeat lease" about once a second. Each used to list
+the open tasks as whole validated documents and read the cache key by key — with 10,000 tasks,
+most of a core. Now one :meth:`LiveTasks.snapshot` serves them all:
+
+* the store is asked only for ``id → version`` of the open tasks (two columns, an index), and
+  whole documents are fetched only for the tasks whose version moved since the last look (on a
+  quiet fleet, none); unchanged tasks keep their parsed :class:`~skalds.model.task.Task`;
+* the cache is read in one batch (``get_many``: Redis ``MGET``, one SQLite ``SELECT … IN``) —
+  heartbeat, error and exception of the tasks that run (Assigning / Running);
+* a snapshot younger than the caller's ``max_age`` is handed out as is, so loops that run at the
+  same pace share one refresh.
+
+Every refresh also compares the records that changed with their previous version: the new entries
+of their status history (written by the store with each change, see
+:class:`~skalds.model.task.StatusChange`) feed the activity log, and every ``timeline_interval``
+the counts of Running and Failed tasks feed the timeline (the dashboard's overview). Tasks that left
+the open set are fetched by id (they ended or were deleted), and the tasks created and ended
+between two looks are found at the tail of the creation-ordered listing, so a short task's
+activity is not lost. Both logs live in this process's memory: a restarted controller starts them
+afresh (the task records keep their own history).
+
+Thread-safe; blocking (driver calls): the app calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from skalds.backends.cache.state import task_error_key, task_exception_key, task_heartbeat_key
+from skalds.backends.store.base import TaskQuery, TaskStore
+from skalds.model.task import (
+    FINAL_STATUSES,
+    LIVE_STATUSES,
+    OPEN_STATUSES,
+    StatusChange,
+    Task,
+    TaskLifecycleStatus,
+    now_ms,
+)
+
+S = TaskLifecycleStatus
+#: Ids per ``TaskQuery(ids=...)`` when fetching changed records.
+FETCH_CHUNK = 500
+#: Milliseconds of disagreement between the clocks of the controller and the writers tolerated
+#: when deciding which status changes of a task not seen before are new.
+CLOCK_SLACK_MS = 2000
+#: Tasks whose last recorded status change is remembered (the least recently changed are forgotten).
+RECORDED_TASKS = 50_000
+#: Extra tasks read at the tail of the creation-ordered listing (deletions hide new tasks from the count).
+RECENT_MARGIN = 20
+
+
+@dataclass(frozen=True)
+class TaskLive:
+    """What the cache says about a running task."""
+
+    heartbeat: int | None = None
+    leased: bool = False  # the heartbeat lease key exists
+    error: str | None = None
+    exception: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"heartbeat": self.heartbeat, "error": self.error, "exception": self.exception}
+
+
+NOT_RUNNING = TaskLive()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The open tasks and the cache state of those that run, as of ``taken_ms``."""
+
+    taken_ms: int
+    tasks: dict[str, Task] = field(default_factory=dict)
+    states: dict[str, TaskLive] = field(default_factory=dict)
+
+    def state(self, task_id: str) -> TaskLive:
+        return self.states.get(task_id, NOT_RUNNING)
+
+    def with_status(self, *statuses: TaskLifecycleStatus) -> list[Task]:
+        wanted = frozenset(statuses)
+        return [t for t in self.tasks.values() if t.lifecycle_status in wanted]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One entry of the activity log (the API's ``/api/system/activity``)."""
+
+    timestamp: int
+    kind: str
+    task_id: str
+    name: str | None
+    class_name: str
+    executor: str | None
+    detail: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "timestamp": self.timestamp,
+            "kind": self.kind,
+            "taskId": self.task_id,
+            "name": self.name,
+            "className": self.class_name,
+            "executor": self.executor,
+            "detail": self.detail,
+        }
+
+
+def activity_kind(previous: StatusChange | None, change: StatusChange) -> str:
+    """What a status change means to an operator."""
+    status = change.status
+    if status == S.CREATED:
+        if previous is None:
+            return "created"
+        if previous.status in LIVE_STATUSES:
+            return "failover"  # the monitor returned it to dispatch (or its skald gave it back)
+        if previous.status in FINAL_STATUSES:
+            return "retried"
+        return "resumed"
+    if status == S.ASSIGNING:
+        return "resumed" if previous is not None and previous.status == S.PAUSED else "assigned"
+    return {
+        S.RUNNING: "running",
+        S.PAUSED: "paused",
+        S.FINISHED: "finished",
+        S.FAILED: "failed",
+        S.CANCELLED: "cancelled",
+    }[status]
+
+
+class LiveTasks:
+    """The shared view (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Any,
+        cache: Any,
+        *,
+        activity_size: int = 500,
+        timeline_interval: float = 10.0,
+        timeline_size: int = 360,
+    ) -> None:
+        # Callables, so the backends are opened lazily and re-resolved (the service owns them).
+        self._store = store
+        self._cache = cache
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._taken_at = 0.0  # monotonic
+        self._total = 0  # tasks in the store at the last refresh
+        self.activity: deque[Activity] = deque(maxlen=activity_size)
+        self.timeline: deque[dict[str, int]] = deque(maxlen=timeline_size)
+        self.timeline_interval_ms = int(timeline_interval * 1000)
+        self._recorded: OrderedDict[str, int] = OrderedDict()  # task id -> version of its last recorded change
+        self.refreshes = 0
+
+    # ---- reads ---------------------------------------------------------------------------
+    def snapshot(self, max_age: float = 0.0) -> Snapshot:
+        """The current snapshot, refreshed unless one younger than ``max_age`` seconds exists."""
+        with self._lock:
+            if self._snapshot is not None and time.monotonic() - self._taken_at < max_age:
+                return self._snapshot
+            self._snapshot = self._refresh(self._snapshot)
+            self._taken_at = time.monotonic()
+            self.refreshes += 1
+            return self._snapshot
+
+    def recent_activity(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` entries, newest first."""
+        with self._lock:
+            entries = list(self.activity)
+        entries.sort(key=lambda a: a.timestamp)
+        return [a.as_dict() for a in reversed(entries[-limit:])] if limit > 0 else []
+
+    def timeline_points(self, since_ms: int) -> list[dict[str, int]]:
+        with self._lock:
+            return [dict(p) for p in self.timeline if p["timestamp"] >= since_ms]
+
+    # ---- the refresh ---------------------------------------------------------------------
+    def _refresh(self, before: Snapshot | None) -> Snapshot:
+        store: TaskStore = self._store()
+        now = now_ms()
+        old = before.tasks if before is not None else {}
+        versions = store.versions(TaskQuery(statuses=OPEN_STATUSES))
+        stale = [i for i, v in versions.items() if (t := old.get(i)) is None or t.version != v]
+        fetched = self._fetch(store, stale)
+        left = [i for i in old if i not in versions]
+        ended = self._fetch(store, left)  # missing from the answer: deleted
+        created = self._created_and_ended(store, before, set(versions) | set(old))
+        tasks = {i: old[i] for i in versions if i not in fetched and i in old}
+        for task in fetched.values():
+            if task.lifecycle_status not in FINAL_STATUSES:
+                tasks[task.id] = task
+            else:
+                ended.setdefault(task.id, task)  # ended between the two reads
+        snapshot = Snapshot(taken_ms=now, tasks=tasks, states=self._states(tasks.values()))
+        if before is not None:  # the first look only learns; it does not replay history
+            self._record_activity(before.taken_ms, [*fetched.values(), *ended.values(), *created])
+        self._record_timeline(store, snapshot, now)
+        return snapshot
+
+    @staticmethod
+    def _fetch(store: TaskStore, ids: Sequence[str]) -> dict[str, Task]:
+        found: dict[str, Task] = {}
+        for i in range(0, len(ids), FETCH_CHUNK):
+            for task in store.list(TaskQuery(ids=tuple(ids[i : i + FETCH_CHUNK]))).items:
+                found[task.id] = task
+        return found
+
+    def _created_and_ended(self, store: TaskStore, before: Snapshot | None, known: set[str]) -> list[Task]:
+        """Tasks created after the last look and already final (else never seen): the newest few."""
+        total = store.list(TaskQuery(limit=0)).total
+        grown, self._total = total - self._total, total
+        if before is None or grown <= 0:
+            return []
+        size = grown + RECENT_MARGIN
+        tail = store.list(TaskQuery(offset=max(total - size, 0), limit=size)).items
+        return [t for t in tail if t.id not in known and t.create_date_time >= before.taken_ms]
+
+    def _states(self, tasks: Iterable[Task]) -> dict[str, TaskLive]:
+        running = [t.id for t in tasks if t.lifecycle_status in LIVE_STATUSES]
+        if not running:
+            return {}
+        keys: list[str] = []
+        for task_id in running:
+            keys += (task_heartbeat_key(task_id), task_error_key(task_id), task_exception_key(task_id))
+        values = self._cache().get_many(keys)
+        states: dict[str, TaskLive] = {}
+        for n, task_id in enumerate(running):
+            beat, error, exception = values[3 * n : 3 * n + 3]
+            states[task_id] = TaskLive(
+                heartbeat=int(beat) if beat is not None and beat.lstrip("-").isdigit() else None,
+                leased=beat is not None,
+                error=error,
+                exception=exception,
+            )
+        return states
+
+    def _record_activity(self, since_ms: int, changed: Iterable[Task]) -> None:
+        """Append the status changes of ``changed`` not recorded yet.
+
+        Per task, what was recorded is remembered as the record version of its last entry; of a
+        task not seen before, the entries written since the last look count (less
+        :data:`CLOCK_SLACK_MS`, as entries carry the writers' clocks).
+        """
+        for task in changed:
+            recorded = self._recorded.pop(task.id, None)
+            history = task.status_history
+            for n, change in enumerate(history):
+                if recorded is not None:
+                    if change.version <= recorded:
+                        continue
+                elif change.timestamp < since_ms - CLOCK_SLACK_MS:
+                    continue
+                previous = history[n - 1] if n else None
+                moved_from = previous.executor if previous is not None and change.status == S.CREATED else None
+                self.activity.append(
+                    Activity(
+                        timestamp=change.timestamp,
+                        kind=activity_kind(previous, change),
+                        task_id=task.id,
+                        name=task.name,
+                        class_name=task.class_name,
+                        executor=change.executor or moved_from,
+                        detail=change.detail,
+                    )
+                )
+            self._recorded[task.id] = history[-1].version if history else (recorded or 0)
+            while len(self._recorded) > RECORDED_TASKS:
+                self._recorded.popitem(last=False)
+
+    def _record_timeline(self, store: TaskStore, snapshot: Snapshot, now: int) -> None:
+        last = self.timeline[-1]["timestamp"] if self.timeline else None
+        if last is not None and now - last < self.timeline_interval_ms:
+            return
+        failed = store.list(TaskQuery(statuses=(S.FAILED,), limit=0)).total
+        running = sum(1 for t in snapshot.tasks.values() if t.lifecycle_status == S.RUNNING)
+        self.timeline.append({"timestamp": now, "running": running, "failed": failed})
+
+
+__all__ = ["Activity", "LiveTasks", "Snapshot", "TaskLive", "activity_kind"]
