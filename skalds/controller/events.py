@@ -53,6 +53,11 @@ SNAPSHOT_AGE = 0.25
 RECENT_MARGIN = 20
 SKALDS = "skalds"
 TASKS = "tasks"
+#: Event types of each stream (besides the first ``snapshot``).
+STREAM_TYPES: dict[str, frozenset[str]] = {
+    SKALDS: frozenset({"skald_status", "skald_heartbeat"}),
+    TASKS: frozenset({"task_status", "task_heartbeat", "task_error", "task_exception", "task_deleted"}),
+}
 
 Event = dict[str, Any]
 
@@ -64,11 +69,14 @@ class Subscriber:
     stream: str
     queue: asyncio.Queue[list[Event] | None]
     task_id: str | None = None
+    types: frozenset[str] | None = None  # None: every type
     needs_snapshot: bool = True
     dropped: bool = False
     id: int = field(default_factory=itertools.count().__next__)
 
     def wants(self, event: Event) -> bool:
+        if self.types is not None and event["type"] not in self.types:
+            return False
         if self.stream == SKALDS:
             return "skaldId" in event
         return "taskId" in event and (self.task_id is None or event["taskId"] == self.task_id)
@@ -119,8 +127,8 @@ class EventHub:
         self.last_error: str | None = None
 
     # ---- subscribers (event loop only) ---------------------------------------------------
-    def subscribe(self, stream: str, task_id: str | None = None) -> Subscriber:
-        sub = Subscriber(stream, asyncio.Queue(self.queue_size), task_id)
+    def subscribe(self, stream: str, task_id: str | None = None, types: frozenset[str] | None = None) -> Subscriber:
+        sub = Subscriber(stream, asyncio.Queue(self.queue_size), task_id, types)
         self.subscribers.add(sub)
         self._count_subscribers()
         self._wake.set()  # the next pass runs now: the snapshot arrives at once

@@ -22,8 +22,9 @@ def test_task_changes_stream_within_a_second(start_controller, start_skald):
     wait_for(lambda: online(api, "node-a"), what="node-a online")
     reader = SSEReader(api.url + "/api/events/tasks")
     only_b = SSEReader(api.url + "/api/events/tasks?taskId=b")
+    no_beats = SSEReader(api.url + "/api/events/tasks?types=task_status,task_exception")
     try:
-        wait_for(lambda: reader.of("snapshot") and only_b.of("snapshot"), what="snapshots")
+        wait_for(lambda: reader.of("snapshot") and only_b.of("snapshot") and no_beats.of("snapshot"), what="snapshots")
         assert reader.of("snapshot")[0][1]["data"] == {"tasks": []}
 
         # When a short task a runs, b waits for it (so b is Created long enough to see), and c fails
@@ -62,9 +63,17 @@ def test_task_changes_stream_within_a_second(start_controller, start_skald):
         # And the filtered stream only carried b
         assert {e["taskId"] for _, e in only_b.events if e["type"] != "snapshot"} == {"b"}
         assert [e["data"]["status"] for _, e in only_b.of("task_status")] == statuses
+
+        # And the stream filtered by type carried the same status changes and exceptions, no heartbeats
+        assert {e["type"] for _, e in no_beats.events} == {"snapshot", "task_status", "task_exception"}
+        assert [e["data"]["status"] for _, e in no_beats.of("task_status", taskId="b")] == statuses
+        # and an unknown type is refused with a message naming the known ones
+        bad = api.http.get("/api/events/tasks", params={"types": "task_status,task_heartbeats"})
+        assert bad.status_code == 422 and "task_heartbeat," in bad.json()["error"]["message"]
     finally:
         reader.close()
         only_b.close()
+        no_beats.close()
 
     # When the clients are gone, Then their subscriptions are released
     wait_for(lambda: "skalds_sse_subscribers 0.0" in api.http.get("/metrics").text, what="subscribers released")
