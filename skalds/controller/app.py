@@ -28,7 +28,8 @@ from skalds.controller.limits import BodySizeLimit
 from skalds.controller.metrics import ControllerMetrics, HttpMetrics, instrument_dispatcher
 from skalds.controller.metrics import router as metrics_router
 from skalds.controller.monitor import Monitor
-from skalds.controller.routes import events, skalds, system, tasks
+from skalds.controller.routes import auth as auth_routes
+from skalds.controller.routes import dashboard, events, skalds, system, tasks
 from skalds.controller.service import ControllerService
 from skalds.model.task import now_ms
 from skalds.utils.logging import logger
@@ -170,6 +171,8 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
     for module in (tasks, skalds, system, events):
         app.include_router(module.router)
     app.include_router(metrics_router)
+    app.include_router(auth_routes.router)
+    app.include_router(dashboard.router)
     _declare_security(app, auth.enforced)
     return app
 

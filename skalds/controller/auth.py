@@ -8,10 +8,14 @@ sees it) and registers with the log masker (so no later log line shows it). On l
 processes can connect, so the controller may run open and says so in its log.
 
 The check is one pure ASGI middleware (:class:`TokenAuth`) in front of every route — default deny,
-so routes added later (the dashboard) are covered without anyone remembering to add a dependency.
-Only ``GET /api/system/health`` stays public: probes must not need a secret. A request proves itself
-with ``Authorization: Bearer <token>`` or, for browsers (dashboard, ``EventSource``, which cannot
-set headers), a ``skalds_token`` cookie. Tokens are compared in constant time.
+so routes added later are covered without anyone remembering to add a dependency. Public are only
+``GET /api/system/health`` (probes must not need a secret), the dashboard's login page with its
+static assets (the same files for everyone, shipped in the wheel; no data) and ``/api/auth/*``,
+which checks the token itself. A request proves itself with ``Authorization: Bearer <token>`` or,
+for browsers (dashboard, ``EventSource``, which cannot set headers), the ``skalds_token`` cookie
+that ``POST /api/auth/login`` sets (HttpOnly, SameSite=Strict). Tokens are compared in constant
+time. A browser asking for a dashboard page without a valid token is redirected to the login page
+instead of getting the JSON 401.
 """
 
 from __future__ import annotations
@@ -25,13 +29,21 @@ from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from skalds.controller.errors import error_response
 from skalds.utils.logging import logger, register_secret
 
-#: Paths anyone may call (liveness probes).
-PUBLIC_PATHS: frozenset[str] = frozenset({"/api/system/health"})
+#: The dashboard's login page.
+LOGIN_PATH = "/dashboard/login"
+#: Paths anyone may call: liveness probes, the login page, and the auth endpoints (they check the
+#: token themselves).
+PUBLIC_PATHS: frozenset[str] = frozenset(
+    {"/api/system/health", LOGIN_PATH, "/api/auth/login", "/api/auth/logout", "/api/auth/session"}
+)
+#: Path prefixes anyone may read: the dashboard's static files (code and styles, no data).
+PUBLIC_PREFIXES: tuple[str, ...] = ("/dashboard/static/",)
 #: Cookie that carries the token for browsers.
 COOKIE_NAME = "skalds_token"
 #: Name of the security schemes in the OpenAPI document.
@@ -100,36 +112,79 @@ def _presented_tokens(scope: Scope) -> Iterable[bytes]:
             yield morsel.value.encode("latin-1", errors="replace")
 
 
-class TokenAuth:
-    """Reject requests without the right token (401, the app's error shape, ``WWW-Authenticate``)."""
+def verdict(scope: Scope, expected: bytes) -> bool | None:
+    """True / False when a request presents the / a wrong token, None when it presents none."""
+    seen = False
+    ok = False
+    for candidate in _presented_tokens(scope):
+        seen = True
+        ok |= hmac.compare_digest(candidate, expected)  # every candidate compared: no early exit
+    return ok if seen else None
 
-    def __init__(self, app: ASGIApp, token: str | None, public_paths: frozenset[str] = PUBLIC_PATHS) -> None:
+
+def token_matches(presented: str | bytes, expected: str) -> bool:
+    """Whether ``presented`` is the token, compared in constant time."""
+    candidate = presented.encode("utf-8", errors="replace") if isinstance(presented, str) else presented
+    return hmac.compare_digest(candidate, expected.encode("utf-8"))
+
+
+def is_dashboard_page(path: str) -> bool:
+    """Paths that serve the dashboard's HTML shell (where a browser is sent to log in instead)."""
+    return path in ("/", "/dashboard") or (path.startswith("/dashboard/") and not path.startswith(PUBLIC_PREFIXES))
+
+
+def _wants_html(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            return b"text/html" in value.lower()
+    return False
+
+
+class TokenAuth:
+    """Reject requests without the right token (401, the app's error shape, ``WWW-Authenticate``);
+    send browsers that ask for a dashboard page to the login page instead."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        public_paths: frozenset[str] = PUBLIC_PATHS,
+        public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES,
+    ) -> None:
         self.app = app
         self.expected = token.encode("utf-8") if token else None
         self.public_paths = public_paths
+        self.public_prefixes = public_prefixes
+
+    def is_public(self, path: str) -> bool:
+        if path in self.public_paths:
+            return True
+        # A prefix grants nothing beyond itself: no dot-segments, no encoded tricks.
+        return path.startswith(self.public_prefixes) and ".." not in path and "%" not in path and "\\" not in path
 
     def allowed(self, scope: Scope) -> bool | None:
         """True / False for a good / wrong token, None when the request presents none."""
         assert self.expected is not None
-        seen = False
-        ok = False
-        for candidate in _presented_tokens(scope):
-            seen = True
-            ok |= hmac.compare_digest(candidate, self.expected)  # every candidate compared: no early exit
-        return ok if seen else None
+        return verdict(scope, self.expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.expected is None or scope["type"] not in ("http", "websocket") or scope["path"] in self.public_paths:
+        if self.expected is None or scope["type"] not in ("http", "websocket") or self.is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
-        verdict = self.allowed(scope)
-        if verdict:
+        result = self.allowed(scope)
+        if result:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":  # no JSON body possible before accept: refuse the handshake
             await send({"type": "websocket.close", "code": 1008})
             return
-        if verdict is None:
+        if scope.get("method") in ("GET", "HEAD") and is_dashboard_page(scope["path"]) and _wants_html(scope):
+            redirect = RedirectResponse(LOGIN_PATH, status_code=303, headers={"Cache-Control": "no-store"})
+            if result is False:  # a stale cookie: drop it
+                redirect.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
+            await redirect(scope, receive, send)
+            return
+        if result is None:
             message, challenge = "authentication required: send Authorization: Bearer <token>", "Bearer"
         else:
             message, challenge = "invalid token", 'Bearer error="invalid_token"'

@@ -1,0 +1,314 @@
+// One task: fields, actions (pause / resume / retry / cancel, confirmed first), attachments with a
+// hot-update form, status history, heartbeat chart, last exception, and its log lines tailing live.
+
+import { ApiError, get, put, withQuery } from "../api.js";
+import { lineChart } from "../charts.js";
+import { clear, fill, debounce, fmtTime, h, pretty, statusBadge } from "../dom.js";
+import { clearErrors, schemaFields, showErrors } from "../form.js";
+import { watchTask } from "../live.js";
+import { confirmAction, errorBox, facts, loading, notify, section } from "../ui.js";
+
+const ACTIONS = [
+  { label: "Pause", target: "Paused", when: ["Created", "Assigning", "Running"], text: "The worker is stopped and the task stays out of dispatch until it is resumed." },
+  { label: "Resume", target: "Created", when: ["Paused"], text: "The task becomes dispatchable again and starts on a skald that supports its class." },
+  { label: "Retry", target: "Created", when: ["Failed", "Cancelled", "Finished"], text: "The task runs again with a fresh retry budget." },
+  { label: "Cancel", target: "Cancelled", when: ["Created", "Assigning", "Running", "Paused"], text: "The worker is stopped and the task ends as Cancelled.", danger: true },
+];
+const LOG_POLL_MS = 1000;
+const MAX_LOG_LINES = 500;
+const MAX_HEARTBEATS = 120;
+
+export function taskView(main, { param: taskId, ctx }) {
+  const { live } = ctx;
+  const title = h("h1", { class: "task-title" }, taskId);
+  const badge = h("span", { id: "task-status" });
+  const actions = h("div", { class: "actions", role: "group", "aria-label": "Task actions" });
+  const fields = h("div", {}, loading());
+  const attachView = h("pre", { class: "json", id: "attachments-json", tabindex: "0", "aria-label": "Attachments as JSON" });
+  const attachForm = h("div", {});
+  const heartbeat = h("div", { id: "heartbeat" }, loading());
+  const history = h("div", { id: "status-history" }, loading());
+  const exception = h("div", { id: "exception" });
+  const logList = h("ol", { class: "log", id: "log-lines", role: "log", "aria-label": "Recent log lines", tabindex: "0" });
+  const logState = h("p", { class: "muted", id: "log-state" }, "Loading log lines…");
+  const follow = h("input", { type: "checkbox", id: "log-follow", checked: true });
+  main.append(
+    h("p", { class: "crumbs" }, h("a", { href: "#/tasks" }, "Tasks"), " / ", h("span", { class: "mono" }, taskId)),
+    h("div", { class: "title-row" }, title, badge),
+    actions,
+    h("div", { class: "grid-2" }, section("Fields", fields), section("Attachments", attachView, attachForm)),
+    h("div", { class: "grid-2" }, section("Heartbeat", heartbeat), section("Status history", history)),
+    section("Last exception", exception),
+    section("Log", h("div", { class: "log-tools" }, h("div", { class: "check" }, follow, h("label", { for: "log-follow" }, "Follow new lines"))), logState, logList),
+  );
+
+  let task = null;
+  let schema = null;
+  let formBuilt = false;
+  let samples = [];
+  let destroyed = false;
+
+  function renderTask() {
+    if (!task) return;
+    title.textContent = task.name || task.id;
+    fill(badge, statusBadge(task.status));
+    fill(actions, 
+      ACTIONS.filter((a) => a.when.includes(task.status)).map((a) =>
+        h("button", { type: "button", class: a.danger ? "danger" : "", "data-action": a.label.toLowerCase(), onclick: () => act(a) }, `${a.label} task`),
+      ),
+    );
+    fill(fields, 
+      facts([
+        ["Id", h("span", { class: "mono" }, task.id)],
+        ["Name", task.name],
+        ["Class", task.className || task.type],
+        ["Status", statusBadge(task.status)],
+        ["Executor", task.executor ? h("a", { href: `#/skalds/${encodeURIComponent(task.executor)}` }, task.executor) : null],
+        ["Mode", task.mode],
+        ["Source", task.source],
+        ["Priority", String(task.priority ?? 0)],
+        ["Retries", task.retries !== undefined ? String(task.retries) : null],
+        ["Heartbeat", task.heartbeat ?? null],
+        ["Created", fmtTime(task.createDateTime)],
+        ["Updated", fmtTime(task.updateDateTime)],
+        ["Deadline", task.deadlineDateTime ? fmtTime(task.deadlineDateTime) : null],
+        ["Dependencies", (task.dependencies || []).join(", ")],
+        ["Description", task.description],
+      ]),
+    );
+    attachView.textContent = pretty(task.attachments ?? {});
+    const text = task.exception || task.error;
+    fill(exception, text ? h("pre", { class: "exception", tabindex: "0", "aria-label": "Exception text" }, text) : h("p", { class: "muted" }, "None."));
+    if (!formBuilt && schema !== null) buildForm();
+  }
+
+  function buildForm() {
+    formBuilt = true;
+    clear(attachForm);
+    const box = h("div", { class: "form-grid" });
+    const hasFields = schema && schema.properties && Object.keys(schema.properties).length;
+    const group = hasFields
+      ? schemaFields(box, schema, { prefix: "attachments", values: task.attachments || {}, idPrefix: "edit" })
+      : schemaFields(box, { properties: { attachments: { title: "Attachments (JSON)" } } }, { values: { attachments: task.attachments || {} }, idPrefix: "edit" });
+    const formError = h("div", { class: "form-error", role: "alert", hidden: true });
+    const save = h("button", { type: "submit", class: "primary" }, "Save attachments");
+    const form = h(
+      "form",
+      { class: "task-form", novalidate: true, "aria-label": "Update attachments" },
+      h("fieldset", {}, h("legend", {}, "Update attachments (the running worker gets them at once)"), box),
+      formError,
+      h("div", { class: "form-actions" }, save),
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearErrors([group]);
+      formError.hidden = true;
+      const { values, problems } = group.read();
+      if (problems.length) {
+        showErrors([group], problems);
+        return;
+      }
+      const attachments = hasFields ? values : values.attachments || {};
+      save.disabled = true;
+      try {
+        task = await put(`/api/tasks/${encodeURIComponent(taskId)}/attachments`, { attachments });
+        notify("Attachments updated");
+        renderTask();
+      } catch (err) {
+        const left = err instanceof ApiError ? showErrors([group], err.details) : [];
+        if (!(err instanceof ApiError) || left.length || !err.details.length) {
+          fill(formError, h("p", {}, err.message), left.length ? h("ul", {}, left.map((d) => h("li", {}, `${d.field}: ${d.message}`))) : null);
+          formError.hidden = false;
+        }
+      } finally {
+        save.disabled = false;
+      }
+    });
+    attachForm.append(form);
+  }
+
+  async function act(action) {
+    const name = task.name || task.id;
+    const ok = await confirmAction({ title: `${action.label} task ${name}?`, text: action.text, confirm: `${action.label} task`, danger: action.danger });
+    if (!ok) return;
+    try {
+      task = await put(`/api/tasks/${encodeURIComponent(taskId)}/status`, { status: action.target });
+      notify(`${action.label}: ${name} is ${task.status}`);
+      renderTask();
+      loadHistory();
+    } catch (err) {
+      notify(err.message, "error");
+    }
+  }
+
+  // The stream's latest view of this task: a read that raced with a change is read again.
+  let streamSeen = null;
+  const newerThanShown = (seen) => task && (seen.updateDateTime || 0) > (task.updateDateTime || 0);
+
+  async function loadTask() {
+    try {
+      task = await get(`/api/tasks/${encodeURIComponent(taskId)}`);
+      renderTask();
+      if (streamSeen && newerThanShown(streamSeen)) refresh();
+      if (schema === null) loadSchema();
+    } catch (err) {
+      fill(fields, errorBox(err));
+      clear(actions);
+    }
+  }
+
+  async function loadSchema() {
+    try {
+      const classes = (await get("/api/tasks/classes")).items || [];
+      const cls = classes.find((c) => c.className === (task.className || task.type));
+      schema = (cls && cls.schema) || {};
+    } catch {
+      schema = {};
+    }
+    renderTask();
+  }
+
+  function drawHeartbeat(info) {
+    const points = samples.map((p) => ({ x: p.timestamp, y: p.heartbeat }));
+    const alive = info ? info.isAlive : task && task.status === "Running";
+    fill(heartbeat, 
+      facts([
+        ["Current", info?.heartbeat ?? task?.heartbeat ?? "—"],
+        ["Alive", alive ? "yes" : "no"],
+        ["Last update", fmtTime(info?.lastUpdate ?? (samples.length ? samples[samples.length - 1].timestamp : null))],
+      ]),
+      lineChart([{ name: "Heartbeat", cls: "s-heartbeat", points }], { label: `Heartbeat history of task ${taskId}`, seconds: true, height: 160, step: true }),
+    );
+  }
+
+  let lastInfo = null;
+  async function loadHeartbeat() {
+    try {
+      lastInfo = await get(`/api/tasks/${encodeURIComponent(taskId)}/heartbeat`);
+      samples = (lastInfo.heartbeatHistory || []).slice(-MAX_HEARTBEATS);
+      drawHeartbeat(lastInfo);
+    } catch (err) {
+      fill(heartbeat, errorBox(err));
+    }
+  }
+
+  async function loadHistory() {
+    try {
+      const data = await get(`/api/tasks/${encodeURIComponent(taskId)}/history`);
+      const items = data.items || [];
+      if (!items.length) {
+        fill(history, h("p", { class: "muted" }, "No status changes recorded."));
+        return;
+      }
+      fill(history, 
+        h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { class: "history" },
+            h("caption", { class: "sr-only" }, "Status history, oldest first"),
+            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Time"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Executor"), h("th", { scope: "col", class: "opt" }, "Detail"))),
+            h(
+              "tbody",
+              {},
+              items.map((item) => h("tr", {}, h("td", {}, fmtTime(item.timestamp)), h("td", {}, statusBadge(item.status)), h("td", {}, item.executor || "—"), h("td", { class: "opt" }, item.detail || ""))),
+            ),
+          ),
+        ),
+      );
+    } catch (err) {
+      fill(history, err.noRoute ? h("p", { class: "muted" }, "No status history (this controller does not record it).") : errorBox(err));
+    }
+  }
+
+  // ---- log tail ----------------------------------------------------------------------------
+  let lastSeq = 0;
+  let logTimer = null;
+  let logFailures = 0;
+  async function pollLogs() {
+    logTimer = null;
+    if (destroyed) return;
+    try {
+      const data = await get(withQuery(`/api/tasks/${encodeURIComponent(taskId)}/logs`, { after: lastSeq, limit: 200 }));
+      logFailures = 0;
+      const lines = data.lines || [];
+      if (lines.length) {
+        const atBottom = logList.scrollTop + logList.clientHeight >= logList.scrollHeight - 8;
+        for (const line of lines) {
+          logList.append(
+            h(
+              "li",
+              { class: `log-line level-${String(line.level || "").toLowerCase()}`, "data-seq": line.seq },
+              h("time", { class: "log-time" }, fmtTime(line.timestamp)),
+              h("span", { class: "log-level" }, line.level || ""),
+              h("span", { class: "log-msg" }, line.message),
+            ),
+          );
+        }
+        while (logList.childElementCount > MAX_LOG_LINES) logList.firstElementChild.remove();
+        if (follow.checked && (atBottom || lines.length)) logList.scrollTop = logList.scrollHeight;
+      }
+      if (typeof data.lastSeq === "number") lastSeq = Math.max(lastSeq, data.lastSeq);
+      logState.textContent = logList.childElementCount ? "" : "No log lines yet.";
+      logState.hidden = logList.childElementCount > 0;
+    } catch (err) {
+      logState.hidden = false;
+      if (err.noRoute) {
+        logState.textContent = "Log lines are not available from this controller.";
+        return; // no point asking again
+      }
+      logFailures += 1;
+      logState.textContent = `Cannot read log lines: ${err.message}`;
+    }
+    if (!destroyed) logTimer = setTimeout(pollLogs, Math.min(LOG_POLL_MS * 2 ** logFailures, 15000));
+  }
+
+  // ---- live --------------------------------------------------------------------------------
+  const refresh = debounce(() => {
+    loadTask();
+    loadHistory();
+  }, 200);
+  const onEvent = (event) => {
+    if (event.taskId !== taskId) return;
+    if (event.type === "task_heartbeat") {
+      const value = event.data ? event.data.heartbeat : null;
+      samples.push({ timestamp: event.timestamp, heartbeat: value });
+      samples = samples.slice(-MAX_HEARTBEATS);
+      if (task) task.heartbeat = value;
+      drawHeartbeat(lastInfo ? { ...lastInfo, heartbeat: value, isAlive: value !== null && value >= 0 && value < 200, lastUpdate: event.timestamp } : null);
+    } else if (event.type === "task_deleted") {
+      notify(`Task ${taskId} was deleted`);
+      clear(actions);
+      badge.textContent = "deleted";
+    } else if (event.type === "task_status" || event.type === "task_error" || event.type === "task_exception") {
+      if (event.type === "task_status" && event.data) streamSeen = event.data;
+      refresh();
+    }
+  };
+  const unwatch = watchTask(taskId, (event) => {
+    if (event.type === "snapshot") {
+      // On (re)connect: whatever changed before the stream opened is only in the snapshot.
+      const seen = ((event.data && event.data.tasks) || []).find((t) => t.id === taskId);
+      if (seen) {
+        streamSeen = seen;
+        if (newerThanShown(seen)) refresh();
+      }
+      return;
+    }
+    onEvent(event);
+  });
+
+  loadTask();
+  loadHeartbeat();
+  loadHistory();
+  pollLogs();
+  return {
+    destroy() {
+      destroyed = true;
+      unwatch();
+      refresh.cancel();
+      clearTimeout(logTimer);
+    },
+  };
+}

@@ -1,0 +1,157 @@
+// Tasks: the list with filters (status, class, executor), search by id / name and pagination, all
+// kept in the URL hash. The page is re-read when the tasks stream reports a status change.
+
+import { get, withQuery } from "../api.js";
+import { STATUSES, clear, fill, debounce, h } from "../dom.js";
+import { setQuery } from "../nav.js";
+import { errorBox, loading, pager, patchTaskRow, section, taskTable } from "../ui.js";
+
+const PAGE_SIZES = [10, 20, 50, 100];
+
+function readQuery(query) {
+  return {
+    status: query.get("status") || "",
+    type: query.get("type") || "",
+    executor: query.get("executor") || "",
+    q: query.get("q") || "",
+    page: Math.max(1, Number(query.get("page")) || 1),
+    pageSize: PAGE_SIZES.includes(Number(query.get("pageSize"))) ? Number(query.get("pageSize")) : 20,
+  };
+}
+
+function labelled(id, text, control) {
+  return h("div", { class: "filter" }, h("label", { for: id }, text), control);
+}
+
+export function tasksView(main, { query, ctx }) {
+  const { live } = ctx;
+  let filters = readQuery(query);
+  const status = h("select", { id: "filter-status", name: "status" }, h("option", { value: "" }, "Any status"), STATUSES.map((s) => h("option", { value: s }, s)));
+  const type = h("select", { id: "filter-class", name: "type" }, h("option", { value: "" }, "Any class"));
+  const executor = h("select", { id: "filter-executor", name: "executor" }, h("option", { value: "" }, "Any skald"));
+  const search = h("input", { type: "search", id: "filter-q", name: "q", placeholder: "id or name", autocomplete: "off" });
+  const size = h("select", { id: "filter-size", name: "pageSize" }, PAGE_SIZES.map((n) => h("option", { value: String(n) }, String(n))));
+  const clearButton = h("button", { type: "reset" }, "Clear filters");
+  const form = h(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Filter tasks" },
+    labelled("filter-q", "Search", search),
+    labelled("filter-status", "Status", status),
+    labelled("filter-class", "Class", type),
+    labelled("filter-executor", "Executor", executor),
+    labelled("filter-size", "Per page", size),
+    h("div", { class: "filter filter-actions" }, clearButton),
+  );
+  const results = h("div", { "aria-live": "polite", "aria-busy": "true" }, loading());
+  main.append(h("div", { class: "title-row" }, h("h1", {}, "Tasks"), h("a", { class: "button primary", href: "#/new" }, "New task")), section("Filters", form), section("Results", results));
+
+  function ensureOption(select, value) {
+    if (value && ![...select.options].some((o) => o.value === value)) select.append(h("option", { value }, value));
+  }
+
+  function syncControls() {
+    ensureOption(type, filters.type);
+    ensureOption(executor, filters.executor);
+    status.value = filters.status;
+    type.value = filters.type;
+    executor.value = filters.executor;
+    size.value = String(filters.pageSize);
+    if (document.activeElement !== search) search.value = filters.q;
+  }
+
+  function push(changes, replace = false) {
+    const next = { ...filters, ...changes };
+    if (!("page" in changes)) next.page = 1; // a new filter starts at the first page
+    setQuery({ ...next, page: next.page > 1 ? next.page : "", pageSize: next.pageSize !== 20 ? next.pageSize : "" }, { replace });
+  }
+
+  for (const select of [status, type, executor, size]) {
+    select.addEventListener("change", () => push({ [select.name]: select.name === "pageSize" ? Number(select.value) : select.value }));
+  }
+  const searchLater = debounce(() => push({ q: search.value.trim() }, true), 300);
+  search.addEventListener("input", searchLater);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    searchLater.cancel();
+    push({ q: search.value.trim() });
+  });
+  form.addEventListener("reset", (e) => {
+    e.preventDefault();
+    search.value = "";
+    setQuery({});
+  });
+
+  let generation = 0;
+  async function load() {
+    const mine = ++generation;
+    results.setAttribute("aria-busy", "true");
+    try {
+      const data = await get(
+        withQuery("/api/tasks", {
+          page: filters.page,
+          pageSize: filters.pageSize,
+          status: filters.status,
+          type: filters.type,
+          executor: filters.executor,
+          q: filters.q,
+        }),
+      );
+      if (mine !== generation) return;
+      const pages = Math.max(1, Math.ceil(data.total / data.pageSize));
+      if (filters.page > pages && data.total > 0) {
+        push({ page: pages }, true);
+        return;
+      }
+      fill(results, 
+        taskTable(data.items || [], { caption: "Tasks" }),
+        pager({ page: data.page, pageSize: data.pageSize, total: data.total, onPage: (p) => push({ page: p }) }),
+      );
+    } catch (err) {
+      if (mine === generation) fill(results, errorBox(err));
+    } finally {
+      if (mine === generation) results.setAttribute("aria-busy", "false");
+    }
+  }
+
+  async function loadChoices() {
+    try {
+      const classes = await get("/api/tasks/classes");
+      for (const c of classes.items || []) ensureOption(type, c.className);
+    } catch {
+      /* the class filter still takes the URL's value */
+    }
+    fillExecutors();
+    syncControls();
+  }
+
+  function fillExecutors() {
+    for (const id of [...live.skalds.keys()].sort()) ensureOption(executor, id);
+  }
+
+  const reload = debounce(load, 300);
+  const off = live.on((event, stream) => {
+    if (stream === "skalds") {
+      fillExecutors();
+      return;
+    }
+    if (event.type === "task_heartbeat") patchTaskRow(results, event.taskId, event.data || {});
+    else if (event.type === "task_status" || event.type === "task_deleted" || event.type === "snapshot") reload();
+  });
+
+  syncControls();
+  loadChoices();
+  load();
+  return {
+    keepFocus: false,
+    update(newQuery) {
+      filters = readQuery(newQuery);
+      syncControls();
+      load();
+    },
+    destroy() {
+      off();
+      reload.cancel();
+      searchLater.cancel();
+    },
+  };
+}
