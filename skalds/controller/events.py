@@ -244,17 +244,21 @@ class EventHub:
 
     def _view(self, task: Task, live: dict[str, Any]) -> dict[str, Any]:
         """``task_view``, reusing the last pass's view while record and cache state are unchanged
-        (the common case: most passes change a few of thousands of tasks)."""
+        (most tasks, most passes) and copying it when only the heartbeat moved (every running task,
+        every second)."""
         before = self._tasks.get(task.id)
         if (
-            before is not None
-            and before["version"] == task.version
-            and before["heartbeat"] == live["heartbeat"]
-            and before["error"] == live["error"]
-            and before["exception"] == (live["exception"] or task.exception)
+            before is None
+            or before["version"] != task.version
+            or before["error"] != live["error"]
+            or before["exception"] != (live["exception"] or task.exception)
         ):
+            return task_view(task, live)
+        if before["heartbeat"] == live["heartbeat"]:
             return before
-        return task_view(task, live)
+        view = dict(before)
+        view["heartbeat"] = live["heartbeat"]
+        return view
 
     def _created_since_last_pass(self, known: Collection[str]) -> list[Task]:
         """Tasks created and already ended between two passes (else never seen): the newest few.

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from skalds.backends.cache.state import task_error_key, task_exception_key, task_heartbeat_key
 from skalds.backends.store.base import TaskQuery, TaskStore
@@ -58,9 +58,8 @@ RECORDED_TASKS = 50_000
 RECENT_MARGIN = 20
 
 
-@dataclass(frozen=True)
-class TaskLive:
-    """What the cache says about a running task."""
+class TaskLive(NamedTuple):
+    """What the cache says about a running task (a tuple: thousands are built each second)."""
 
     heartbeat: int | None = None
     leased: bool = False  # the heartbeat lease key exists
@@ -235,12 +234,7 @@ class LiveTasks:
         states: dict[str, TaskLive] = {}
         for n, task_id in enumerate(running):
             beat, error, exception = values[3 * n : 3 * n + 3]
-            states[task_id] = TaskLive(
-                heartbeat=int(beat) if beat is not None and beat.lstrip("-").isdigit() else None,
-                leased=beat is not None,
-                error=error,
-                exception=exception,
-            )
+            states[task_id] = TaskLive(_int(beat), beat is not None, error, exception)
         return states
 
     def _record_activity(self, since_ms: int, changed: Iterable[Task]) -> None:
@@ -283,6 +277,15 @@ class LiveTasks:
         failed = store.list(TaskQuery(statuses=(S.FAILED,), limit=0)).total
         running = sum(1 for t in snapshot.tasks.values() if t.lifecycle_status == S.RUNNING)
         self.timeline.append({"timestamp": now, "running": running, "failed": failed})
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 __all__ = ["Activity", "LiveTasks", "Snapshot", "TaskLive", "activity_kind"]
