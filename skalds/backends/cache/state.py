@@ -10,12 +10,24 @@
 ``task:{id}:heartbeat``             lease: 0–199 alive; 200 finished, −1 failed, −2 cancelled
 ``task:{id}:has-error``             last error message (e.g. a rejected update)
 ``task:{id}:exception``             last exception text
+``task:{id}:logs``                  list: the task's recent log lines (last 500, TTL a day)
 ==================================  =========================================================
+
+**Task log lines** (SPEC §9). Each item of ``task:{id}:logs`` is compact JSON
+``{"seq":…,"timestamp":…,"level":…,"message":…}`` (timestamp in ms, message masked and cut to
+~1,000 chars), oldest first. ``seq`` = *base* + the worker process's own line counter (1, 2, …),
+where *base* is the last seq already in the list when its skald first writes for that worker
+process (0 for a new list). So seq keeps increasing across re-runs of a task — retry, failover to
+another machine, restart — because every copy appends to the same list and starts after its last
+line; only when the list has expired (a day after its last line) does it start again from 1, which
+:meth:`StateView.task_logs` detects (a ``lastSeq`` below ``after``) and answers as if ``after``
+were not given.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from skalds.backends.cache.base import StateCache
@@ -28,6 +40,12 @@ HEARTBEAT_FAILED = -1
 HEARTBEAT_CANCELLED = -2
 #: How long the final heartbeat value and errors of an ended task stay readable.
 ENDED_TASK_TTL = 3600.0
+#: The recent log lines kept per task, and how long they stay after the last one.
+TASK_LOG_MAX_LEN = 500
+TASK_LOG_TTL = 86400.0
+
+#: One log line as the worker ships it: ``[n, timestamp ms, level, message]``.
+LogLine = Sequence[Any]
 
 
 def skald_heartbeat_key(skald_id: str) -> str:
@@ -56,6 +74,29 @@ def task_error_key(task_id: str) -> str:
 
 def task_exception_key(task_id: str) -> str:
     return f"task:{task_id}:exception"
+
+
+def task_logs_key(task_id: str) -> str:
+    return f"task:{task_id}:logs"
+
+
+def log_item(seq: int, timestamp: int, level: str, message: str) -> str:
+    """One item of ``task:{id}:logs`` (compact JSON)."""
+    return json.dumps(
+        {"seq": seq, "timestamp": timestamp, "level": level, "message": message},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _parse_log_item(item: str) -> dict[str, Any] | None:
+    try:
+        line = json.loads(item)
+    except ValueError:
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("seq"), int):
+        return None
+    return line
 
 
 class StateView:
@@ -130,3 +171,52 @@ class StateView:
             "error": self.cache.get(task_error_key(task_id)),
             "exception": self.cache.get(task_exception_key(task_id)),
         }
+
+    # ---- task log lines (SPEC §9; see the module docstring) -------------------------------
+    def last_log_seq(self, task_id: str) -> int:
+        """The seq of the newest line in the task's list (0 when there is none)."""
+        items = self.cache.lrange(task_logs_key(task_id), -1, -1)
+        line = _parse_log_item(items[0]) if items else None
+        return int(line["seq"]) if line is not None else 0
+
+    def append_task_logs(self, task_id: str, lines: Sequence[LogLine], base: int | None) -> int:
+        """Append a worker's ``[n, timestamp, level, message]`` lines as seq ``base + n``.
+
+        ``base`` None: read it first (:meth:`last_log_seq`). Returns the base used, which the
+        caller keeps for that worker process's next lines. Malformed lines are skipped.
+        """
+        if base is None:
+            base = self.last_log_seq(task_id)
+        items: list[str] = []
+        for line in lines:
+            try:
+                n, timestamp, level, message = line
+                items.append(log_item(base + int(n), int(timestamp), str(level), str(message)))
+            except (TypeError, ValueError):
+                continue
+        self.cache.extend_list(task_logs_key(task_id), items, max_len=TASK_LOG_MAX_LEN, ttl=TASK_LOG_TTL)
+        return base
+
+    def task_logs(self, task_id: str, after: int | None = None, limit: int = 200) -> tuple[list[dict[str, Any]], int]:
+        """The task's log lines with seq > ``after``, oldest first: at most ``limit`` (the newest
+        ones when there are more), and the last seq (``after``, or 0, when there are no lines).
+
+        Poll with ``after`` = the last seq you got. A last seq below ``after`` means the list
+        started again (it expired); the lines are then returned as if ``after`` were None.
+        """
+        limit = max(0, min(int(limit), TASK_LOG_MAX_LEN))
+        items = self.cache.lrange(task_logs_key(task_id), -max(limit, 1), -1)
+        parsed = [line for line in map(_parse_log_item, items) if line is not None]
+        last = max((int(line["seq"]) for line in parsed), default=None)
+        if last is None:
+            return [], after if after is not None else 0
+        if after is not None and last < after:
+            after = None
+        lines = [line for line in parsed if after is None or int(line["seq"]) > after]
+        return (lines[-limit:] if limit else []), last
+
+    def task_logs_page(self, task_id: str, after: int | None = None, limit: int = 200) -> dict[str, Any]:
+        """:meth:`task_logs` in the shape of ``GET /api/tasks/{id}/logs``:
+        ``{"taskId", "lines": [{"seq", "timestamp", "level", "message"}], "lastSeq"}``."""
+        lines, last = self.task_logs(task_id, after, limit)
+        return {"taskId": task_id, "lines": lines, "lastSeq": last}
