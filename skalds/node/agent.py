@@ -144,6 +144,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             self.supervisor.stop_many([h.task_id for h in handles], "shutdown", grace)
             self.supervisor.wait_all_exited(grace + 5.0, self._poll_once)
         self._flush_beats()
+        self._flush_logs()
         self.backends.with_state("unregister", lambda v: v.unregister_skald(self.skald_id))
         self.forkserver.stop()
         if self._listener is not None:
@@ -231,6 +232,7 @@ class SkaldAgent(EdgeMode, NodeMode):
                 logger.critical("the worker fork server died; stopping this skald")
                 self._stop_requested += 1
         self._flush_beats()
+        self._flush_logs()
 
     # ---- workers -------------------------------------------------------------------------
     def start_worker(self, task: Task, epoch: int | None) -> WorkerHandle | None:
@@ -332,6 +334,15 @@ class SkaldAgent(EdgeMode, NodeMode):
             f"worker {handle.task_id} exited ({outcome.value}, code {code}"
             f"{', ' + reason if reason else ''}) after {time.monotonic() - handle.started_at:.2f} s"
         )
+        if not handle.self_fenced and reason != "fenced":
+            # The task's log tail ends with the exit (also when the worker could not say anything,
+            # e.g. killed), written before anything that lets another copy of the task start.
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            level = "ERROR" if outcome == S.FAILED else "INFO"
+            self.supervisor.add_log_line(
+                handle, level, f"worker process exited: {outcome.value} ({how}{', ' + reason if reason else ''})"
+            )
+        self._flush_logs()
         if reason == "shutdown":
             # Still ours, just not running: on restart we pick it up again. The process is gone,
             # so its lease goes too (a restarted skald need not wait for it to expire).
@@ -391,6 +402,21 @@ class SkaldAgent(EdgeMode, NodeMode):
             )
         except (Conflict, IllegalTransition, TaskNotFound) as exc:
             logger.debug(f"task {task_id}: status {status.value} not written: {exc}")
+
+    # ---- log lines (SPEC §9; skalds.worker.logtail) ---------------------------------------
+    def _flush_logs(self) -> None:
+        """Append the log lines workers sent to their tasks' lists in the cache. When the cache
+        is down they are dropped (Backends logs the outage once); workers never wait for this."""
+        for handle in self.supervisor.take_logs():
+            lines, handle.log_lines = handle.log_lines, []
+            self._write_logs(handle, lines)
+
+    def _write_logs(self, handle: WorkerHandle, lines: list[list[Any]]) -> None:
+        base = self.backends.with_state(
+            "task logs", lambda v: v.append_task_logs(handle.task_id, lines, handle.log_base)
+        )
+        if base is not None:
+            handle.log_base = base
 
     # ---- heartbeats ----------------------------------------------------------------------
     def _flush_beats(self) -> None:

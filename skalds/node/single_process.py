@@ -6,7 +6,9 @@ the YAML file gives nothing to run — so Kubernetes Jobs and Deployments behave
 backoff (1 s doubling to 60 s, reset after a run that lasted a minute).
 
 No skald is registered. When backends were configured explicitly (URLs or hosts), the task's
-heartbeat is written to the cache and updates / cancels for its id are taken from the bus.
+heartbeat is written to the cache, its recent log lines too (``task:{id}:logs``, everything this
+process logs: it is the task's process; written by the heartbeat thread, see
+:mod:`skalds.worker.logtail`), and updates / cancels for its id are taken from the bus.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from skalds.backends.bus.base import ALL_TOPICS
 from skalds.backends.cache.state import HEARTBEAT_CANCELLED, HEARTBEAT_FAILED, HEARTBEAT_FINISHED
 from skalds.config.skald_config import SkaldConfig
 from skalds.errors import SkaldsError
-from skalds.model.task import ModeEnum
+from skalds.model.task import ModeEnum, now_ms
 from skalds.node.backends import Backends
 from skalds.node.commands import MalformedEvent, parse_message
 from skalds.node.yaml_tasks import load_task_file
 from skalds.utils.logging import logger
 from skalds.worker.baseclass import BaseTaskWorker
 from skalds.worker.link import NullLink
+from skalds.worker.logtail import LogTail
 from skalds.worker.registry import WorkerRegistry
 
 EXIT_NOTHING_TO_RUN = 2
@@ -37,13 +40,43 @@ BACKOFF_MAX = 60.0
 HEALTHY_RUN = 60.0
 
 
-class _InProcessLink(NullLink):
-    """Heartbeats from a thread of this process straight to the cache."""
+class _LogShipper:
+    """This process's log tail and where its lines go: ``task:{id}:logs``, seq continuing across
+    persistent restarts (one tail, one base per process)."""
 
-    def __init__(self, backends: Backends, task_id: str, interval: float) -> None:
+    def __init__(self, backends: Backends, task_id: str) -> None:
+        self._backends = backends
+        self._task_id = task_id
+        self.tail = LogTail().install()
+        self._base: int | None = None
+        self._lock = threading.Lock()  # heartbeat thread and the final flush: one writer at a time
+
+    def flush(self) -> None:
+        if not self.tail:
+            return
+        with self._lock:
+            lines = self.tail.take(now_ms())
+            if not lines:
+                return
+            base = self._backends.with_state(
+                "task logs", lambda v: v.append_task_logs(self._task_id, lines, self._base)
+            )
+            if base is not None:
+                self._base = base  # else the lines are dropped (the cache is down)
+
+    def close(self) -> None:
+        self.flush()
+        self.tail.uninstall()
+
+
+class _InProcessLink(NullLink):
+    """Heartbeats (and log lines) from a thread of this process straight to the cache."""
+
+    def __init__(self, backends: Backends, task_id: str, interval: float, logs: _LogShipper | None = None) -> None:
         self._backends = backends
         self._task_id = task_id
         self._interval = interval
+        self._logs = logs
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -55,6 +88,8 @@ class _InProcessLink(NullLink):
         beat = 0
         while not self._stop.is_set():
             self._send_beat(beat)
+            if self._logs is not None:
+                self._logs.flush()
             beat = (beat + 1) % 200
             self._stop.wait(self._interval)
 
@@ -69,6 +104,8 @@ class _InProcessLink(NullLink):
 
     def stop(self) -> None:
         self._stop.set()
+        if self._logs is not None:
+            self._logs.flush()  # the last lines (release) now, not at the next run's first beat
 
 
 def _explicit_backends(config: SkaldConfig) -> bool:
@@ -91,6 +128,7 @@ def run_single_process(config: SkaldConfig, registry: WorkerRegistry) -> int:
     task = entry.to_task(f"[SP]{config.skald_id}", ModeEnum.PASSIVE_PROCESS)
     cls = registry.get(task.class_name)
     backends = Backends(config) if _explicit_backends(config) else None
+    logs = _LogShipper(backends, task.id) if backends is not None else None
 
     stop = threading.Event()
     current: dict[str, BaseTaskWorker[Any]] = {}
@@ -108,7 +146,7 @@ def run_single_process(config: SkaldConfig, registry: WorkerRegistry) -> int:
             worker.task_id = task.id
             worker.dependencies = task.dependencies
             if backends is not None:
-                worker._skalds_link = _InProcessLink(backends, task.id, config.heartbeat_interval)
+                worker._skalds_link = _InProcessLink(backends, task.id, config.heartbeat_interval, logs)
             try:
                 worker._skalds_setup(task.attachments)
             except SkaldsError as exc:
@@ -135,6 +173,8 @@ def run_single_process(config: SkaldConfig, registry: WorkerRegistry) -> int:
     finally:
         if listener is not None:
             listener.set()
+        if logs is not None:
+            logs.close()
         if backends is not None:
             backends.close()
 

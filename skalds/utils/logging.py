@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger as _loguru_logger
 
 if TYPE_CHECKING:
-    from loguru import Record
+    from loguru import Message, Record
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
 _KV_SECRET = re.compile(
@@ -82,7 +83,19 @@ def configure(
             diagnose=False,
             enqueue=False,
         )
+    # The capture handler (see capture_into): idle (filtered out before formatting) until a worker
+    # process routes its log tail into it; added here, once, so forked workers inherit it.
+    capture_handler = _loguru_logger.add(
+        _capture_dispatch,
+        level=level.upper(),
+        format=_bare_format,
+        filter=_capture_wanted,
+        colorize=False,
+        backtrace=False,
+        diagnose=False,
+    )
     _state.update(
+        capture_handler=capture_handler,
         configured=True,
         level=level,
         log_path=log_path,
@@ -108,6 +121,60 @@ def configure_worker(task_id: str) -> None:
     )
 
 
+def add_capture_sink(sink: Callable[[Message], None], level: str | None = None) -> int:
+    """Also send every record of this process at ``level`` to ``sink`` (called with loguru's
+    message; its ``.record`` holds the masked message). Returns the handler id.
+
+    Adding a loguru handler costs milliseconds and a megabyte of dirtied memory (loguru builds an
+    exception formatter each time), too much for every forked worker: see :func:`capture_into`."""
+    handler_id: int = _loguru_logger.add(
+        sink,
+        level=(level or str(_state.get("level", "INFO"))).upper(),
+        # A callable format: loguru then formats no traceback for this sink (the tail takes only
+        # the exception's last line from the record).
+        format=_bare_format,
+        colorize=False,
+        backtrace=False,
+        diagnose=False,
+    )
+    return handler_id
+
+
+def capture_into(sink: Callable[[Message], None] | None) -> bool:
+    """Route this process's records at the configured level to ``sink`` (None: stop) through the
+    capture handler :func:`configure` added — already there in a forked worker, so this costs
+    nothing. False when there is no such handler (logging not configured, or reconfigured
+    differently): then use :func:`add_capture_sink`."""
+    if _state.get("capture_handler") is None:
+        return False
+    _capture[0] = sink
+    return True
+
+
+_capture: list[Callable[[Message], None] | None] = [None]
+
+
+def _capture_dispatch(message: Message) -> None:
+    sink = _capture[0]
+    if sink is not None:
+        sink(message)
+
+
+def _capture_wanted(record: Record) -> bool:
+    return _capture[0] is not None
+
+
+def remove_sink(handler_id: int) -> None:
+    try:
+        _loguru_logger.remove(handler_id)
+    except ValueError:
+        pass
+
+
+def _bare_format(record: Record) -> str:
+    return "{message}"
+
+
 def _retention(value: str | int | None) -> str | int | None:
     if isinstance(value, str) and value.strip().isdigit():
         return f"{int(value)} days"
@@ -122,4 +189,13 @@ def _safe_filename(name: str) -> str:
 
 _loguru_logger.configure(extra={"proc": "main"})
 
-__all__ = ["configure", "configure_worker", "logger", "mask_secrets", "register_secret"]
+__all__ = [
+    "add_capture_sink",
+    "capture_into",
+    "configure",
+    "configure_worker",
+    "logger",
+    "mask_secrets",
+    "register_secret",
+    "remove_sink",
+]

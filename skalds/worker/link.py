@@ -9,7 +9,9 @@ Messages are JSON objects with a ``t`` (type) field:
 
 - worker → skald: ``running``, ``hb`` (``v``: 0–199), ``update_ok`` (``attachments``),
   ``update_error`` (``error``), ``exception`` (``text``), ``final`` (``status``, ``exception``),
-  ``fenced`` (``after``: seconds without an ack)
+  ``fenced`` (``after``: seconds without an ack), ``logs`` (``lines``: ``[n, ts, level, message]``;
+  sent after a heartbeat when the worker logged something, and on exit — see
+  :mod:`skalds.worker.logtail`)
 - skald → worker: ``update`` (``attachments``), ``ack`` (one per ``hb``)
 
 **Self-fencing** (SPEC §5, DESIGN principle 2). Workers run in their own process groups, so a
@@ -37,7 +39,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from skalds.model.task import now_ms
 from skalds.utils.logging import logger
+from skalds.worker.logtail import LogTail, encode_batches
 
 if TYPE_CHECKING:
     from skalds.worker.baseclass import BaseTaskWorker
@@ -45,6 +49,12 @@ if TYPE_CHECKING:
 MAX_MESSAGE = 1 << 20
 #: A self-fenced worker is SIGKILLed at ``FENCE_FACTOR * fence_after`` after its last ack.
 FENCE_FACTOR = 1.5
+#: At most this many ``logs`` messages per heartbeat, so the channel's short queue (10 packets
+#: here) keeps room for heartbeats and reports.
+LOG_MESSAGES_PER_BEAT = 3
+#: How long a worker's last log lines may wait for room in the channel on exit.
+FINAL_FLUSH_TIMEOUT = 0.5
+_SENT, _FULL, _GONE = object(), object(), object()
 
 
 class NullLink:
@@ -70,8 +80,16 @@ class ChannelLink(NullLink):
         fence_after: float | None = None,
         *,
         signal_self: Callable[[int], None] | None = None,
+        tail: LogTail | None = None,
     ) -> None:
         self._sock = sock
+        self._tail = tail
+        #: Set when the tail has lines; checked after each heartbeat.
+        self.logs_waiting = False
+        if tail is not None:
+            tail.waiting = self
+        #: One sender of log lines at a time (link thread or the final flush), so they stay in order.
+        self._logs_lock = threading.Lock()
         self._signal_self = signal_self or (lambda sig: os.kill(os.getpid(), sig))
         self._interval = heartbeat_interval
         self._fence_after = fence_after if fence_after is not None and fence_after > 0 else None
@@ -104,6 +122,72 @@ class ChannelLink(NullLink):
 
     def stop(self) -> None:
         self._stop.set()
+        self.flush_logs()
+
+    # ---- log lines (skalds.worker.logtail) ----------------------------------------------------
+    def _send_logs(self) -> None:
+        """Send buffered lines without ever waiting; what finds no room waits for the next beat."""
+        tail = self._tail
+        if tail is None or not tail or not self._logs_lock.acquire(blocking=False):
+            return
+        try:
+            self.logs_waiting = False
+            lines = tail.take(now_ms())
+            sent = 0
+            for i, (data, count) in enumerate(encode_batches(lines)):
+                if i >= LOG_MESSAGES_PER_BEAT:
+                    break
+                result = self._send_now(data)
+                if result is _GONE:
+                    return  # the skald is gone: nobody will read these
+                if result is _FULL:
+                    break
+                sent += count
+            tail.give_back(lines[sent:])
+        finally:
+            self._logs_lock.release()
+
+    def _send_now(self, data: bytes) -> object:
+        """One non-blocking send: ``_SENT``, ``_FULL`` (no room now) or ``_GONE``."""
+        if not self._send_lock.acquire(timeout=self._interval):
+            return _FULL
+        try:
+            self._sock.send(data, socket.MSG_DONTWAIT)
+            return _SENT
+        except (BlockingIOError, InterruptedError):
+            return _FULL
+        except OSError:
+            return _GONE
+        finally:
+            self._send_lock.release()
+
+    def flush_logs(self, timeout: float = FINAL_FLUSH_TIMEOUT) -> None:
+        """Send every buffered line now, waiting up to ``timeout`` for room (on exit)."""
+        tail = self._tail
+        if tail is None or not tail:
+            return
+        deadline = time.monotonic() + timeout
+        if not self._logs_lock.acquire(timeout=timeout):
+            return
+        try:
+            lines = tail.take(now_ms())
+            sent = 0
+            for data, count in encode_batches(lines):
+                while (result := self._send_now(data)) is not _SENT:
+                    remaining = deadline - time.monotonic()
+                    if result is _GONE or remaining <= 0 or not self._wait_writable(remaining):
+                        tail.give_back(lines[sent:])
+                        return
+                sent += count
+        finally:
+            self._logs_lock.release()
+
+    def _wait_writable(self, timeout: float) -> bool:
+        try:
+            _, ready, _ = select.select([], [self._sock.fileno()], [], timeout)
+        except (OSError, ValueError):
+            return False
+        return bool(ready)
 
     def _heartbeat(self) -> None:
         # Never block on a heartbeat: with a frozen skald the channel fills up (10 datagrams here),
@@ -146,6 +230,8 @@ class ChannelLink(NullLink):
                 continue
             if now >= next_beat and self._fenced_at is None:
                 self._heartbeat()
+                if self.logs_waiting:  # set by the tail; idle: one attribute of our own, no other cost
+                    self._send_logs()
                 next_beat = now + self._interval
             # Fenced: no more heartbeats, only the SIGKILL step is left to wait for.
             wake = next_beat if self._fenced_at is None else now + self._interval

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skalds.errors import ForkServerError
-from skalds.model.task import Task
+from skalds.model.task import Task, now_ms
 from skalds.utils.logging import logger
 from skalds.worker.forkserver import ForkServer
 from skalds.worker.link import MAX_MESSAGE
+from skalds.worker.logtail import parse_lines
 
 
 @dataclass
@@ -52,6 +53,11 @@ class WorkerHandle:
     outbox: deque[bytes] = field(default_factory=deque)
     #: The worker stopped itself for want of acks: the skald writes nothing for it any more.
     self_fenced: bool = False
+    #: Log lines received and not yet written (``[n, timestamp, level, message]``), the base their
+    #: seq counts from (None until read from the cache) and the last n received.
+    log_lines: list[list[Any]] = field(default_factory=list)
+    log_base: int | None = None
+    log_last: int = 0
 
     @property
     def stopping(self) -> bool:
@@ -86,6 +92,8 @@ class Supervisor:
         self._by_task: dict[str, WorkerHandle] = {}
         self._by_pid: dict[int, WorkerHandle] = {}
         self._by_fd: dict[int, WorkerHandle] = {}
+        #: Handles with log lines waiting to be written (by id: a handle outlives its pid).
+        self._logs_pending: dict[int, WorkerHandle] = {}
 
     # ---- queries -------------------------------------------------------------------------
     def get(self, task_id: str) -> WorkerHandle | None:
@@ -102,6 +110,29 @@ class Supervisor:
 
     def __len__(self) -> int:
         return len(self._by_task)
+
+    # ---- log lines ---------------------------------------------------------------------------
+    def take_logs(self) -> list[WorkerHandle]:
+        """Handles with log lines to write (their ``log_lines``), in the order they arrived."""
+        if not self._logs_pending:
+            return []
+        handles = list(self._logs_pending.values())
+        self._logs_pending.clear()
+        return handles
+
+    def add_log_line(self, handle: WorkerHandle, level: str, text: str) -> None:
+        """A line of the skald's own about this worker (after its last one), e.g. its exit."""
+        handle.log_last += 1
+        handle.log_lines.append([handle.log_last, now_ms(), level, text])
+        self._logs_pending[id(handle)] = handle
+
+    def _on_logs(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        lines = parse_lines(message)
+        if not lines or handle.self_fenced:
+            return  # a self-fenced worker's task may be another skald's now: nothing is written
+        handle.log_lines.extend(lines)
+        handle.log_last = max(handle.log_last, int(lines[-1][0]))
+        self._logs_pending[id(handle)] = handle
 
     # ---- actions -------------------------------------------------------------------------
     def start(self, task: Task, epoch: int | None) -> WorkerHandle:
@@ -229,6 +260,9 @@ class Supervisor:
             if not isinstance(message, dict):
                 continue
             kind = message.get("t")
+            if kind == "logs":
+                self._on_logs(handle, message)
+                continue
             if kind == "running" and handle.running_at is None:
                 handle.running_at = time.monotonic()
             elif kind == "hb":
