@@ -1,7 +1,9 @@
 """Example workers that ``skalds dev`` runs when no module is given.
 
 ``Counter`` counts up, one step per tick, and finishes after ``ticks`` ticks; an update changes
-its step on the fly. ``Camera`` is the seed's MyWorker shape: it "reads" a stream until stopped.
+its step, interval or ticks on the fly. It logs its attachment values when it starts and when an
+update changes them (``step=3 interval=1 ticks=60``), so the log tail shows them. ``Camera`` is
+the seed's MyWorker shape: it "reads" a stream until stopped.
 """
 
 from __future__ import annotations
@@ -27,17 +29,28 @@ class Counter(BaseTaskWorker[CounterModel]):
         self.step, self.ticks, self.interval = data.step, data.ticks, data.interval
         self.total = 0
 
+    def values(self) -> str:
+        return f"step={self.step} interval={self.interval:g} ticks={self.ticks}"
+
     @run_main_handler
     def main(self) -> None:
-        for tick in range(1, self.ticks + 1):
+        logger.info(f"counting: {self.values()}")
+        tick = 0
+        while tick < self.ticks:
+            tick += 1
             self.total += self.step
             logger.info(f"tick {tick}/{self.ticks}: total={self.total} (step {self.step})")
             time.sleep(self.interval)
 
     @update_event_handler
     def update(self, data: CounterModel) -> None:
-        logger.info(f"step {self.step} -> {data.step}, interval {self.interval} -> {data.interval}")
-        self.step, self.interval = data.step, data.interval
+        before = (self.step, self.interval, self.ticks)
+        if before == (data.step, data.interval, data.ticks):
+            logger.info(f"update: no change ({self.values()})")
+            return
+        change = f"step {self.step} -> {data.step}, interval {self.interval:g} -> {data.interval:g}"
+        self.step, self.interval, self.ticks = data.step, data.interval, data.ticks
+        logger.info(f"update: {self.values()} ({change})")
 
     @release_handler
     def release(self) -> None:
