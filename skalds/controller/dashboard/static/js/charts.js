@@ -74,15 +74,24 @@ function drawLines(series, opts, width, description) {
   const x0 = opts.xFrom ?? Math.min(...xs);
   const x1 = Math.max(opts.xTo ?? Math.max(...xs), x0 + 1);
   const yMin = Math.min(0, ...ys);
-  const yMax = Math.max(niceMax(Math.max(...ys, 0)), yMin + 1);
+  const integral = ys.every((y) => Number.isInteger(y));
+  const dataMax = Math.max(...ys, 0);
+  let yMax = Math.max(niceMax(dataMax), yMin + 1);
+  let rows = 4;
+  if (integral) {
+    // Whole-number ticks for counts: a step of 1, 2, 5, 10, 20, … with at most four rows.
+    const span = Math.max(1, dataMax - yMin);
+    let step = 1;
+    for (let k = 0; span / step > 4; k += 1) step = [1, 2, 5][(k + 1) % 3] * 10 ** Math.floor((k + 1) / 3);
+    rows = Math.max(1, Math.ceil(span / step));
+    yMax = yMin + rows * step;
+  }
   const plotW = width - m.left - m.right;
   const plotH = height - m.top - m.bottom;
   const X = (x) => m.left + ((x - x0) / (x1 - x0)) * plotW;
   const Y = (y) => m.top + plotH - ((y - yMin) / (yMax - yMin)) * plotH;
 
   const grid = s("g", { class: "chart-grid" });
-  const integral = ys.every((y) => Number.isInteger(y));
-  const rows = integral && yMax - yMin < 4 ? Math.max(1, yMax - yMin) : 4;
   for (let i = 0; i <= rows; i += 1) {
     const value = yMin + ((yMax - yMin) * i) / rows;
     const y = Y(value);

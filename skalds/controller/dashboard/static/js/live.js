@@ -4,6 +4,10 @@
 
 import { get } from "./api.js";
 
+// The fleet-wide task stream leaves out heartbeats (one per running task per second); a task's
+// page opens its own stream with them (watchTask).
+const STREAM_QUERY = { tasks: "?types=task_status,task_deleted,task_error,task_exception" };
+
 export class Live {
   constructor() {
     this.skalds = new Map(); // id -> skald item (SPEC §7 shape)
@@ -26,7 +30,7 @@ export class Live {
   }
 
   open(stream) {
-    const source = new EventSource(`/api/events/${stream}`);
+    const source = new EventSource(`/api/events/${stream}${STREAM_QUERY[stream] || ""}`);
     this.sources[stream] = source;
     source.onopen = () => this.setState(stream, "live");
     source.onmessage = (message) => {

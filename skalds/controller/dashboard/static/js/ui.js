@@ -102,21 +102,6 @@ export function taskTable(items, { caption, showExecutor = true } = {}) {
   );
 }
 
-/** Update rows of a rendered task table in place from a live event; true when the row exists. */
-export function patchTaskRow(root, taskId, data) {
-  const row = [...root.querySelectorAll("tr[data-task-id]")].find((r) => r.dataset.taskId === taskId);
-  if (!row) return false;
-  if (data.status) {
-    const cell = row.querySelector(".status-cell");
-    if (cell) fill(cell, statusBadge(data.status));
-  }
-  if ("heartbeat" in data) {
-    const cell = row.querySelector(".hb-cell");
-    if (cell) cell.textContent = data.heartbeat ?? "—";
-  }
-  return true;
-}
-
 /** "Page 2 of 5 · 93 tasks" with previous / next buttons. */
 export function pager({ page, pageSize, total, onPage, label = "tasks" }) {
   const pages = Math.max(1, Math.ceil(total / pageSize));

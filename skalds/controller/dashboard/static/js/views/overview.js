@@ -18,12 +18,15 @@ const COUNTS = [
 
 const ACTIVITY_TEXT = {
   created: "created",
-  running: "started running",
-  finished: "finished",
-  failed: "failed",
-  cancelled: "was cancelled",
-  paused: "was paused",
-  failover: "failed over",
+  assigned: "assigned to",
+  running: "started running on",
+  finished: "finished on",
+  failed: "failed on",
+  cancelled: "was cancelled on",
+  paused: "was paused on",
+  resumed: "resumed on",
+  retried: "retried",
+  failover: "went back to dispatch from",
 };
 
 export function overviewView(main, { ctx }) {
@@ -125,8 +128,8 @@ export function overviewView(main, { ctx }) {
                 { class: "what" },
                 h("a", { href: `#/tasks/${encodeURIComponent(item.taskId)}`, title: item.taskId }, item.name || shortId(item.taskId)),
                 item.className ? ` (${item.className})` : "",
-                ` ${ACTIVITY_TEXT[item.kind] || item.kind}`,
-                item.executor ? [" on ", h("a", { href: `#/skalds/${encodeURIComponent(item.executor)}` }, item.executor)] : "",
+                ` ${(ACTIVITY_TEXT[item.kind] || item.kind).replace(/ (on|to|from)$/, item.executor ? " $1" : "")}`,
+                item.executor ? [" ", h("a", { href: `#/skalds/${encodeURIComponent(item.executor)}` }, item.executor)] : "",
                 item.detail ? h("span", { class: "detail" }, ` — ${item.detail}`) : "",
               ),
             ),

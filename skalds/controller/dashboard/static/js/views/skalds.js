@@ -3,7 +3,7 @@
 
 import { get, withQuery } from "../api.js";
 import { clear, fill, debounce, fmtAgo, fmtTime, h } from "../dom.js";
-import { errorBox, facts, loading, pager, patchTaskRow, section, taskTable } from "../ui.js";
+import { errorBox, facts, loading, pager, section, taskTable } from "../ui.js";
 
 function statusOf(skald) {
   return h("span", { class: `badge skald-${skald.status}`, "data-status": skald.status }, skald.status);
@@ -158,10 +158,7 @@ export function skaldView(main, { param: skaldId, query, ctx }) {
       skald = live.skalds.get(skaldId) || skald;
       renderDetails();
     }
-    if (stream === "tasks") {
-      if (event.type === "task_heartbeat") patchTaskRow(tasks, event.taskId, event.data || {});
-      else if (event.type !== "task_error" && event.type !== "task_exception") reloadTasks();
-    }
+    if (stream === "tasks" && event.type !== "task_error" && event.type !== "task_exception") reloadTasks();
   });
   const tick = setInterval(renderDetails, 1000);
   loadSkald();

@@ -4,7 +4,7 @@
 import { get, withQuery } from "../api.js";
 import { STATUSES, clear, fill, debounce, h } from "../dom.js";
 import { setQuery } from "../nav.js";
-import { errorBox, loading, pager, patchTaskRow, section, taskTable } from "../ui.js";
+import { errorBox, loading, pager, section, taskTable } from "../ui.js";
 
 const PAGE_SIZES = [10, 20, 50, 100];
 
@@ -134,8 +134,7 @@ export function tasksView(main, { query, ctx }) {
       fillExecutors();
       return;
     }
-    if (event.type === "task_heartbeat") patchTaskRow(results, event.taskId, event.data || {});
-    else if (event.type === "task_status" || event.type === "task_deleted" || event.type === "snapshot") reload();
+    if (event.type === "task_status" || event.type === "task_deleted" || event.type === "snapshot") reload();
   });
 
   syncControls();
