@@ -39,11 +39,25 @@ def attachment_errors(schema: dict[str, Any], attachments: Any) -> list[dict[str
         return []
     details = []
     for error in sorted(validator.iter_errors(attachments), key=lambda e: [str(p) for p in e.absolute_path]):
-        path = ".".join(str(p) for p in error.absolute_path)
+        parts = [str(p) for p in error.absolute_path]
+        missing = _missing_property(error)
+        if missing is not None:  # name the field that is missing, not the object that lacks it
+            parts.append(missing)
+        path = ".".join(parts)
         details.append({"field": f"attachments.{path}" if path else "attachments", "message": error.message})
         if len(details) >= _MAX_DETAILS:
             break
     return details
+
+
+def _missing_property(error: Any) -> str | None:
+    """For a ``required`` error, the property it is about (its message names one of them)."""
+    if error.validator != "required" or not isinstance(error.instance, dict):
+        return None
+    for name in error.validator_value or ():
+        if isinstance(name, str) and name not in error.instance and repr(name) in error.message:
+            return name
+    return None
 
 
 def check_attachments(class_name: str, schema: dict[str, Any], attachments: Any) -> None:

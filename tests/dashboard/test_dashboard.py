@@ -171,6 +171,13 @@ def test_wrong_value_shows_the_api_message_next_to_the_field(dev, new_page):
     expect(page.locator('[data-field="priority"] .field-error')).to_contain_text("10")
     expect(error).to_be_hidden()
 
+    # And a required field left empty is named under that field (Camera needs an RTSP URL)
+    page.get_by_label("Priority", exact=True).fill("0")
+    page.get_by_label("Class").select_option("Camera")
+    page.get_by_role("button", name="Create task").click()
+    expect(page.locator('[data-field="attachments.rtspUrl"] .field-error')).to_be_visible()
+    expect(page.locator('[data-field="attachments.rtspUrl"] .field-error')).to_contain_text("''")
+
 
 def test_overview_updates_live_and_every_page_fits_a_phone(dev, new_page):
     # Given the overview
