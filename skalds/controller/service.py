@@ -151,6 +151,11 @@ class ControllerService(BackendClients):
         ]
         return {"taskId": task_id, "items": items}
 
+    def task_logs(self, task_id: str, after: int | None = None, limit: int = 200) -> dict[str, Any]:
+        """The task's recent log lines (its workers ship them to the cache), newer than ``after``."""
+        self.require(task_id)
+        return self.state.task_logs_page(task_id, after, limit)
+
     def activity(self, limit: int = 50) -> dict[str, Any]:
         """Recent status changes across the fleet, newest first (this controller's memory)."""
         self.live.snapshot(max_age=ON_DEMAND_SNAPSHOT_AGE)  # a controller without monitor loops looks now

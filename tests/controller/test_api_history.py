@@ -16,6 +16,31 @@ def test_history_activity_timeline_and_search(start_controller, start_skald, eve
     api.create(id="hist-1", className="Recorder", name="camera north", attachments={"someValue": 1})
     api.create(id="other-2", className="Recorder", name="camera south", attachments={"someValue": 2})
     wait_for(lambda: api.status_is("hist-1", "Running"), what="hist-1 Running")
+
+    # And its attachments change while it runs
+    api.http.put("/api/tasks/hist-1/attachments", json={"attachments": {"someValue": 5}})
+    wait_for(lambda: events("hist-1", "update"), what="update handled")
+
+    # Then its worker's log lines can be read, in order, and polled for newer ones only
+    def log_text(after: int | None = None) -> tuple[list[str], int]:
+        params = {} if after is None else {"after": after}
+        page = api.http.get("/api/tasks/hist-1/logs", params=params).json()
+        assert page["taskId"] == "hist-1"
+        return [line["message"] for line in page["lines"]], page["lastSeq"]
+
+    def with_update_line() -> tuple[list[str], int] | None:
+        got = log_text()
+        return got if any("someValue=5" in m for m in got[0]) else None
+
+    lines, last = wait_for(with_update_line, what="the update's log line")
+    main_at = next(i for i, m in enumerate(lines) if "recorder main: someValue=1" in m)
+    update_at = next(i for i, m in enumerate(lines) if "recorder update: someValue=5" in m)
+    assert main_at < update_at
+    assert log_text(after=last) == ([], last)
+    assert api.http.get("/api/tasks/hist-1/logs", params={"limit": 1}).json()["lines"][-1]["seq"] == last
+    assert api.http.get("/api/tasks/nope/logs").status_code == 404
+    assert api.http.get("/api/tasks/hist-1/logs", params={"limit": 0}).status_code == 422
+
     assert api.set_status("hist-1", "Cancelled").status_code == 200
     wait_for(lambda: events("hist-1", "release"), what="release")
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from skalds.utils.logging import logger
 from skalds.worker.baseclass import (
     BaseTaskWorker,
     release_handler,
@@ -51,6 +52,7 @@ class Recorder(BaseTaskWorker[RecorderModel]):
     @run_main_handler
     def main(self) -> None:
         record(self.task_id, "main", value=self.value, label=self.label)
+        logger.info(f"recorder main: someValue={self.value}")
         deadline = time.monotonic() + self.duration
         while time.monotonic() < deadline:
             time.sleep(0.02)
@@ -64,6 +66,7 @@ class Recorder(BaseTaskWorker[RecorderModel]):
     @update_event_handler
     def update(self, data: RecorderModel) -> None:
         record(self.task_id, "update", value=data.value, label=data.label, typed=type(data).__name__)
+        logger.info(f"recorder update: someValue={data.value}")
         self.value = data.value
         self.label = data.label
 

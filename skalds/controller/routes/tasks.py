@@ -22,6 +22,7 @@ from skalds.controller.schemas import (
     TaskHeartbeat,
     TaskHistory,
     TaskItem,
+    TaskLogs,
     TaskPage,
 )
 from skalds.controller.service import MAX_PAGE_SIZE, ControllerService
@@ -126,3 +127,13 @@ async def task_heartbeat(task_id: str, service: ControllerService = Service) -> 
 @router.get("/{task_id}/history", response_model=TaskHistory, summary="Status changes, oldest first")
 async def task_history(task_id: str, service: ControllerService = Service) -> dict[str, Any]:
     return await blocking(service.task_history, task_id)
+
+
+@router.get("/{task_id}/logs", response_model=TaskLogs, summary="Recent log lines of the task's workers")
+async def task_logs(
+    task_id: str,
+    after: int | None = Query(None, ge=0, le=2**62, description="only lines after this seq (the lastSeq you got)"),
+    limit: int = Query(200, ge=1, le=500, description="at most this many lines (the newest)"),
+    service: ControllerService = Service,
+) -> dict[str, Any]:
+    return await blocking(service.task_logs, task_id, after, limit)
