@@ -250,7 +250,7 @@ def failed_code_0(stack: Stack) -> int:
 
 
 # ---- 2: burst ------------------------------------------------------------------------------------
-def skalds_burst(stack: Stack, n: int, clients: int) -> dict[str, Any]:
+def skalds_burst(stack: Stack, n: int, clients: int, profile: str | None = None) -> dict[str, Any]:
     ids = [f"burst-{i}" for i in range(n)]
     chunks = [ids[i::clients] for i in range(clients)]
     https = [httpx.Client(base_url=str(stack.http.base_url), timeout=60.0, trust_env=False) for _ in range(clients)]
@@ -267,6 +267,12 @@ def skalds_burst(stack: Stack, n: int, clients: int) -> dict[str, Any]:
         posted.append(time.time())
 
     procs = {"controller": stack.controller.pid, **{n.skald_id: n.pid for n in stack.nodes}}
+    spies = []
+    if profile:  # py-spy of the controller and the first node (with its fork server and workers)
+        for name, pid in (("controller", stack.controller.pid), ("node", stack.nodes[0].pid)):
+            cmd = ["py-spy", "record", "-p", str(pid), "--format", "raw", "-r", "200", "-o", f"{profile}-{name}.txt"]
+            spies.append(subprocess.Popen([*cmd, "--subprocesses"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.0)  # let py-spy attach before the clock starts
     cpu0 = {k: tree_cpu(p) for k, p in procs.items()}
     own0 = time.process_time()
     t0 = time.time()
@@ -285,6 +291,9 @@ def skalds_burst(stack: Stack, n: int, clients: int) -> dict[str, Any]:
             f.result()
     cpu = {k: tree_cpu(p) - cpu0[k] for k, p in procs.items()}
     cpu["runner (HTTP clients + polling)"] = time.process_time() - own0
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     for h in https:
         h.close()
     mains = [stack.recv.get(("main", t)) for t in ids]
@@ -480,6 +489,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-celery", dest="celery", action="store_false")
     p.add_argument("--no-distributed", dest="distributed", action="store_false")
     p.add_argument("--no-failover", dest="failover", action="store_false")
+    p.add_argument("--profile-burst", help="py-spy the controller and a node during the burst to PREFIX-*.txt")
     p.add_argument("--json", help="also write all results to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories (logs, databases)")
     args = p.parse_args(argv)
@@ -533,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(lambda: stack.client.state.skald_alive("emb-node-2"), 30.0, "emb-node-2 alive", 0.05)
             time.sleep(1.5)  # the controller's fleet view sees the second node
             print(f"2. skalds burst of {args.burst} …", file=sys.stderr)
-            res["burst"] = skalds_burst(stack, args.burst, args.burst_clients)
+            res["burst"] = skalds_burst(stack, args.burst, args.burst_clients, args.profile_burst)
             stack.close()
             stacks.remove(stack)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -159,6 +159,8 @@ class LiveTasks:
         self.timeline_interval_ms = int(timeline_interval * 1000)
         self._recorded: OrderedDict[str, int] = OrderedDict()  # task id -> version of its last recorded change
         self.refreshes = 0
+        #: Called with each new activity entry (the app counts them in /metrics).
+        self.on_activity: Callable[[Activity], None] | None = None
 
     # ---- reads ---------------------------------------------------------------------------
     def snapshot(self, max_age: float = 0.0) -> Snapshot:
@@ -255,17 +257,18 @@ class LiveTasks:
                     continue
                 previous = history[n - 1] if n else None
                 moved_from = previous.executor if previous is not None and change.status == S.CREATED else None
-                self.activity.append(
-                    Activity(
-                        timestamp=change.timestamp,
-                        kind=activity_kind(previous, change),
-                        task_id=task.id,
-                        name=task.name,
-                        class_name=task.class_name,
-                        executor=change.executor or moved_from,
-                        detail=change.detail,
-                    )
+                entry = Activity(
+                    timestamp=change.timestamp,
+                    kind=activity_kind(previous, change),
+                    task_id=task.id,
+                    name=task.name,
+                    class_name=task.class_name,
+                    executor=change.executor or moved_from,
+                    detail=change.detail,
                 )
+                self.activity.append(entry)
+                if self.on_activity is not None:
+                    self.on_activity(entry)
             self._recorded[task.id] = history[-1].version if history else (recorded or 0)
             while len(self._recorded) > RECORDED_TASKS:
                 self._recorded.popitem(last=False)

@@ -13,6 +13,10 @@ metric                                  type       source
 ``skalds_skalds{mode,status}``          gauge      the fleet (state cache), read at scrape time
 ``skalds_dispatch_latency_seconds``     histogram  create → first assignment, see below
 ``skalds_failovers_total``              counter    incremented by the monitor: ``metrics.failovers.inc()``
+``skalds_events_consumed_total{kind}``  counter    status changes read from the task records (the
+                                                   activity log: created, running, failed, …)
+``skalds_events_published_total``       counter    bus events this controller published, by topic
+                                                   and result (``ok`` / ``failed``)
 ``skalds_http_requests_total``          counter    :class:`HttpMetrics` middleware, by route template
 ``skalds_sse_events_total{type}``       counter    events fanned out to SSE subscribers
 ``skalds_sse_subscribers``              gauge      open SSE streams
@@ -102,6 +106,18 @@ class ControllerMetrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self.events_consumed = Counter(
+            "skalds_events_consumed",
+            "Task status changes this controller read from the store, by kind (created, running, failed, ...)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.events_published = Counter(
+            "skalds_events_published",
+            "Bus events this controller published, by topic and result",
+            ["topic", "result"],
+            registry=self.registry,
+        )
         self.sse_events = Counter(
             "skalds_sse_events", "Events fanned out to SSE subscribers, by type", ["type"], registry=self.registry
         )
@@ -111,6 +127,8 @@ class ControllerMetrics:
         )
         if service is not None:
             self.registry.register(StoreCollector(service))
+            service.on_publish = lambda topic, ok: self.events_published.labels(topic, "ok" if ok else "failed").inc()
+            service.live.on_activity = lambda entry: self.events_consumed.labels(entry.kind).inc()
 
     def observe_assignments(self, service: ControllerService, assigned: list[tuple[str, str]]) -> None:
         """Record the dispatch latency of the first assignments among ``assigned`` (blocking)."""

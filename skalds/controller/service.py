@@ -12,6 +12,7 @@ skald reconciles against the store (DESIGN principle 1).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from skalds.backends.bus.base import Topic
@@ -49,6 +50,8 @@ class ControllerService(BackendClients):
         self.history = HeartbeatHistory(self.config.heartbeat_history_size)
         #: The open tasks and their leases, shared by monitor, sampler, SSE poller and dispatcher.
         self.live = LiveTasks(lambda: self.store, lambda: self.state.cache)
+        #: Called with (topic, published?) after every publish (the app counts them in /metrics).
+        self.on_publish: Callable[[str, bool], None] | None = None
 
     @property
     def fleet(self) -> Fleet:
@@ -61,6 +64,11 @@ class ControllerService(BackendClients):
             self.bus.publish(topic.value, task_id, event.to_json())
         except SkaldsError as exc:
             logger.warning(f"task {task_id}: {topic.value} not published ({exc}); skalds will reconcile")
+            if self.on_publish is not None:
+                self.on_publish(topic.value, False)
+        else:
+            if self.on_publish is not None:
+                self.on_publish(topic.value, True)
 
     # ---- tasks: reads --------------------------------------------------------------------
     def task_item(self, task: Task) -> dict[str, Any]:

@@ -62,3 +62,14 @@ def test_metrics_agree_with_the_api(start_controller, start_skald):
     assert requests[("POST", "/api/tasks", "201")] == 3
     assert requests[("GET", "/api/tasks/{task_id}", "200")] >= 3
     assert found["skalds_failovers_total"] == [({}, 0.0)]
+
+    # And the events it published (one assign per task) and the status changes it read are counted
+    published = {(k["topic"], k["result"]): v for k, v in found["skalds_events_published_total"]}
+    assert published[("task.assign", "ok")] == 3
+
+    def consumed() -> dict[str, float]:
+        return {k["kind"]: v for k, v in samples(api.http.get("/metrics").text).get("skalds_events_consumed_total", [])}
+
+    # (m3 may have been created, run and failed between two of the controller's looks: still counted)
+    wait_for(lambda: consumed().get("failed") == 1 and consumed().get("running", 0) >= 2, what="changes counted")
+    assert consumed().get("created", 0) == 3
