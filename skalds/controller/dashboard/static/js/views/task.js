@@ -249,7 +249,9 @@ export function taskView(main, { param: taskId, ctx }) {
         while (logList.childElementCount > MAX_LOG_LINES) logList.firstElementChild.remove();
         if (follow.checked && (atBottom || lines.length)) logList.scrollTop = logList.scrollHeight;
       }
-      if (typeof data.lastSeq === "number") lastSeq = Math.max(lastSeq, data.lastSeq);
+      // The server's last seq, even when lower: its list started again (it expired) and the
+      // next poll must ask from there.
+      if (typeof data.lastSeq === "number") lastSeq = data.lastSeq;
       logState.textContent = logList.childElementCount ? "" : "No log lines yet.";
       logState.hidden = logList.childElementCount > 0;
     } catch (err) {
@@ -261,7 +263,9 @@ export function taskView(main, { param: taskId, ctx }) {
       logFailures += 1;
       logState.textContent = `Cannot read log lines: ${err.message}`;
     }
-    if (!destroyed) logTimer = setTimeout(pollLogs, Math.min(LOG_POLL_MS * 2 ** logFailures, 15000));
+    const ended = task && ["Finished", "Failed", "Cancelled"].includes(task.status);
+    const wait = Math.min((ended ? 5 : 1) * LOG_POLL_MS * 2 ** logFailures, 15000); // ended: few new lines
+    if (!destroyed) logTimer = setTimeout(pollLogs, wait);
   }
 
   // ---- live --------------------------------------------------------------------------------
