@@ -80,6 +80,18 @@ def test_create_from_form_and_see_it_running(dev, new_page):
     expect(rows.first).to_have_attribute("data-task-id", task_id)
     shot(page, "tasks")
 
+    # And the list pages through the tasks
+    dev.create(className="Counter", name="ui-short", attachments={"ticks": 1, "interval": 0.1})
+    page.goto(f"{dev.url}/#/tasks?pageSize=1")
+    pager = page.get_by_role("navigation", name="Pages of tasks")
+    expect(pager).to_contain_text(re.compile(r"Page 1 of (\d+)"))
+    expect(page.locator("table.tasks tbody tr")).to_have_count(1)
+    first = page.locator("table.tasks tbody tr").first.get_attribute("data-task-id")
+    pager.get_by_role("button", name="Next").click()
+    expect(page).to_have_url(re.compile(r"page=2"))
+    expect(pager).to_contain_text("Page 2 of")
+    expect(page.locator("table.tasks tbody tr").first).not_to_have_attribute("data-task-id", first or "")
+
     page.get_by_role("link", name="dev-node").first.click()
     expect(page.get_by_role("heading", name="Skald dev-node")).to_be_visible()
     expect(page.locator(f'tr[data-task-id="{task_id}"]')).to_be_visible()
@@ -139,8 +151,12 @@ def test_pause_resume_and_cancel_with_confirmation(dev, new_page):
     _confirm(page, "Cancel")
     expect(_status(page)).to_have_text("Cancelled", timeout=10_000)
     assert dev.status(task["id"]) == "Cancelled"
-    expect(page.get_by_role("button", name="Retry task")).to_be_visible()
     expect(page.locator("#status-history")).to_contain_text("Paused")
+
+    # When it is retried, Then it runs again
+    _confirm(page, "Retry")
+    expect(_status(page)).to_have_text("Running", timeout=RUNNING_S)
+    dev.http.put(f"/api/tasks/{task['id']}/status", json={"status": "Cancelled"})
 
 
 def test_wrong_value_shows_the_api_message_next_to_the_field(dev, new_page):

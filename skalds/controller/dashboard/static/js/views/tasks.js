@@ -15,7 +15,7 @@ function readQuery(query) {
     executor: query.get("executor") || "",
     q: query.get("q") || "",
     page: Math.max(1, Number(query.get("page")) || 1),
-    pageSize: PAGE_SIZES.includes(Number(query.get("pageSize"))) ? Number(query.get("pageSize")) : 20,
+    pageSize: Math.min(100, Math.max(1, Math.floor(Number(query.get("pageSize"))) || 20)),
   };
 }
 
@@ -55,6 +55,7 @@ export function tasksView(main, { query, ctx }) {
     status.value = filters.status;
     type.value = filters.type;
     executor.value = filters.executor;
+    ensureOption(size, String(filters.pageSize)); // any size from the address (1-100) is kept
     size.value = String(filters.pageSize);
     if (document.activeElement !== search) search.value = filters.q;
   }
