@@ -14,12 +14,12 @@ import { taskView } from "./views/task.js";
 import { tasksView } from "./views/tasks.js";
 
 const routes = [
-  { name: "overview", re: /^\/?$/, view: overviewView, nav: "#/" },
-  { name: "skalds", re: /^\/skalds$/, view: skaldsView, nav: "#/skalds" },
-  { name: "skald", re: /^\/skalds\/(.+)$/, view: skaldView, nav: "#/skalds" },
-  { name: "tasks", re: /^\/tasks$/, view: tasksView, nav: "#/tasks" },
-  { name: "task", re: /^\/tasks\/(.+)$/, view: taskView, nav: "#/tasks" },
-  { name: "new", re: /^\/new$/, view: createView, nav: "#/new" },
+  { name: "overview", re: /^\/?$/, view: overviewView, nav: "#/", title: () => "Overview" },
+  { name: "skalds", re: /^\/skalds$/, view: skaldsView, nav: "#/skalds", title: () => "Skalds" },
+  { name: "skald", re: /^\/skalds\/(.+)$/, view: skaldView, nav: "#/skalds", title: (id) => `Skald ${id}` },
+  { name: "tasks", re: /^\/tasks$/, view: tasksView, nav: "#/tasks", title: () => "Tasks" },
+  { name: "task", re: /^\/tasks\/(.+)$/, view: taskView, nav: "#/tasks", title: (id) => `Task ${id}` },
+  { name: "new", re: /^\/new$/, view: createView, nav: "#/new", title: () => "New task" },
 ];
 
 const ctx = { live: new Live(), session: null };
@@ -48,7 +48,14 @@ function render() {
   }
   if (current && current.handle && current.handle.destroy) current.handle.destroy();
   clear(main);
-  const handle = route.view(main, { param: param ? decodeURIComponent(param) : undefined, query, ctx });
+  let decoded = param;
+  try {
+    decoded = param ? decodeURIComponent(param) : undefined;
+  } catch {
+    /* a malformed %-escape: use it as typed */
+  }
+  document.title = `${route.title(decoded)} · Skalds`;
+  const handle = route.view(main, { param: decoded, query, ctx });
   current = { route, key, handle };
   if (rendered && (!handle || !handle.keepFocus)) main.focus({ preventScroll: true }); // after navigation, not on load
   rendered = true;

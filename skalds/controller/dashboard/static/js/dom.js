@@ -111,6 +111,27 @@ export function debounce(fn, wait) {
   return wrapped;
 }
 
+/** Call fn at most once per `wait` ms while calls keep coming, and once more after the last one
+ * (unlike debounce, a steady stream of events cannot postpone it for ever). */
+export function throttle(fn, wait) {
+  let timer = null;
+  let last = 0;
+  const run = () => {
+    timer = null;
+    last = Date.now();
+    fn();
+  };
+  const wrapped = () => {
+    if (timer) return;
+    timer = setTimeout(run, Math.max(0, last + wait - Date.now()));
+  };
+  wrapped.cancel = () => {
+    clearTimeout(timer);
+    timer = null;
+  };
+  return wrapped;
+}
+
 export function pretty(value) {
   try {
     return JSON.stringify(value, null, 2);

@@ -2,7 +2,7 @@
 // hour, recent activity. Counts and activity are re-read when the streams report a change.
 
 import { get, withQuery } from "../api.js";
-import { clear, fill, debounce, fmtAgo, fmtTime, h, shortId } from "../dom.js";
+import { clear, fill, throttle, fmtAgo, fmtTime, h, shortId } from "../dom.js";
 import { barList, lineChart } from "../charts.js";
 import { errorBox, section } from "../ui.js";
 
@@ -141,11 +141,11 @@ export function overviewView(main, { ctx }) {
     }
   }
 
-  const refreshCounts = debounce(() => {
+  const refreshCounts = throttle(() => {
     loadSummary();
     loadActivity();
-  }, 400);
-  const refreshTimeline = debounce(loadTimeline, 3000);
+  }, 500);
+  const refreshTimeline = throttle(loadTimeline, 5000);
   const off = live.on((event, stream) => {
     if (event.type === "snapshot" || event.type === "skald_status" || event.type === "skald_heartbeat") renderFleet();
     if (["task_status", "task_deleted", "skald_status"].includes(event.type) || (event.type === "snapshot" && stream === "tasks")) {

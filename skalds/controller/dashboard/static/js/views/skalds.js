@@ -2,7 +2,7 @@
 // task count), and one skald's page with the tasks the store gives it.
 
 import { get, withQuery } from "../api.js";
-import { clear, fill, debounce, fmtAgo, fmtTime, h } from "../dom.js";
+import { clear, fill, throttle, fmtAgo, fmtTime, h } from "../dom.js";
 import { errorBox, facts, loading, pager, section, taskTable } from "../ui.js";
 
 function statusOf(skald) {
@@ -152,7 +152,7 @@ export function skaldView(main, { param: skaldId, query, ctx }) {
     }
   }
 
-  const reloadTasks = debounce(loadTasks, 300);
+  const reloadTasks = throttle(loadTasks, 500);
   const off = live.on((event, stream) => {
     if (stream === "skalds" && (event.type === "snapshot" || event.skaldId === skaldId)) {
       skald = live.skalds.get(skaldId) || skald;

@@ -3,7 +3,7 @@
 
 import { ApiError, get, put, withQuery } from "../api.js";
 import { lineChart } from "../charts.js";
-import { clear, fill, debounce, fmtTime, h, pretty, statusBadge } from "../dom.js";
+import { clear, fill, throttle, fmtTime, h, pretty, statusBadge } from "../dom.js";
 import { clearErrors, schemaFields, showErrors } from "../form.js";
 import { watchTask } from "../live.js";
 import { confirmAction, errorBox, facts, loading, notify, section } from "../ui.js";
@@ -269,7 +269,7 @@ export function taskView(main, { param: taskId, ctx }) {
   }
 
   // ---- live --------------------------------------------------------------------------------
-  const refresh = debounce(() => {
+  const refresh = throttle(() => {
     loadTask();
     loadHistory();
   }, 200);

@@ -2,7 +2,7 @@
 // kept in the URL hash. The page is re-read when the tasks stream reports a status change.
 
 import { get, withQuery } from "../api.js";
-import { STATUSES, clear, fill, debounce, h } from "../dom.js";
+import { STATUSES, clear, fill, debounce, h, throttle } from "../dom.js";
 import { setQuery } from "../nav.js";
 import { errorBox, loading, pager, section, taskTable } from "../ui.js";
 
@@ -129,7 +129,7 @@ export function tasksView(main, { query, ctx }) {
     for (const id of [...live.skalds.keys()].sort()) ensureOption(executor, id);
   }
 
-  const reload = debounce(load, 300);
+  const reload = throttle(load, 500);
   const off = live.on((event, stream) => {
     if (stream === "skalds") {
       fillExecutors();
