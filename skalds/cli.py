@@ -139,6 +139,7 @@ def dev(
 
     from skalds.controller.config import ControllerConfig
     from skalds.controller.main import main as run_controller
+    from skalds.worker.forkserver import set_parent_death_signal
 
     modules = module or ["skalds.dev_workers"]
     env = dict(os.environ)
@@ -147,7 +148,11 @@ def dev(
     args = [sys.executable, "-m", "skalds", "run", "--mode", "node", "--id", env.get("SKALD_ID", "dev-node")]
     for spec in modules:
         args += ["--module", spec]
-    node = subprocess.Popen(args, env=env)
+    def die_with_dev() -> None:
+        # The node gets SIGTERM (a graceful stop) if this process dies without stopping it (SIGKILL).
+        set_parent_death_signal(signal.SIGTERM)
+
+    node = subprocess.Popen(args, env=env, preexec_fn=die_with_dev)  # no threads yet: preexec_fn is safe
     err_console.print(
         f"[green]skalds dev[/green]: node skald pid {node.pid}; API docs at http://{host}:{port}/api/docs"
     )

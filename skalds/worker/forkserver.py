@@ -46,6 +46,11 @@ MAX_PACKET = 1 << 22
 ChildMain = Callable[[dict[str, Any], socket.socket], int]
 
 
+def set_parent_death_signal(sig: int) -> None:
+    """Have the kernel send ``sig`` to this process when the thread that started it ends (Linux)."""
+    _prctl(PR_SET_PDEATHSIG, sig)
+
+
 def _prctl(option: int, arg: int | bytes) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -45,3 +45,20 @@ def test_skalds_dev_runs_a_task_end_to_end(procs, home, tmp_path):
     dev.signal(signal.SIGINT)
     dev.wait(30)
     wait_for(lambda: not any(alive(p) for p in family), timeout=15, what="nothing left")
+
+
+def test_a_killed_skalds_dev_leaves_no_node_behind(procs, home, tmp_path):
+    # Given `skalds dev` with its node skald up
+    port = free_port()
+    dev = Proc([sys.executable, "-m", "skalds", "dev", "--port", str(port)], base_env(home), tmp_path / "dev.log")
+    procs.append(dev)
+    dev.wait_output(r"node skald pid \d+", timeout=30)
+    wait_for(lambda: dev.descendants(), what="node started")
+    family = [p.pid for p in dev.descendants()]
+
+    # When dev itself is killed outright (no chance to stop its node)
+    dev.signal(signal.SIGKILL)
+    dev.wait(10)
+
+    # Then the kernel tells the node (PR_SET_PDEATHSIG), which stops with its fork server
+    wait_for(lambda: not any(alive(p) for p in family), timeout=15, what="node and fork server gone")
