@@ -109,7 +109,7 @@ def start_dev(tmp: Path, **env: str) -> Dev:
 
 
 @pytest.fixture(scope="module")
-def dev(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     """``skalds dev`` on a free loopback port, auth off (loopback), in a fresh working directory."""
     server = start_dev(tmp_path_factory.mktemp("dev"))
     try:
