@@ -41,6 +41,7 @@ from typing import Any
 import anyio.to_thread
 
 from skalds.backends.store.base import TaskQuery
+from skalds.controller.live import NOT_RUNNING, TaskLive
 from skalds.controller.metrics import ControllerMetrics
 from skalds.controller.service import ControllerService
 from skalds.model.task import FINAL_STATUSES, Task, now_ms
@@ -74,8 +75,11 @@ class Subscriber:
     dropped: bool = False
     id: int = field(default_factory=itertools.count().__next__)
 
+    def wants_type(self, kind: str) -> bool:
+        return self.types is None or kind in self.types
+
     def wants(self, event: Event) -> bool:
-        if self.types is not None and event["type"] not in self.types:
+        if not self.wants_type(event["type"]):
             return False
         if self.stream == SKALDS:
             return "skaldId" in event
@@ -111,12 +115,14 @@ class EventHub:
         interval: float = 0.5,
         queue_size: int = 20,
         max_ended: int = 10_000,
+        snapshot_age: float = SNAPSHOT_AGE,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.interval = interval
         self.queue_size = queue_size
         self.max_ended = max_ended
+        self.snapshot_age = snapshot_age
         self.subscribers: set[Subscriber] = set()
         self._skalds: dict[str, dict[str, Any]] = {}
         self._tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -199,8 +205,11 @@ class EventHub:
                 await self._wake.wait()
             self._wake.clear()
             watched = {s.task_id for s in self.subscribers if s.task_id is not None}
+            beats = any(
+                s.stream == TASKS and s.task_id is None and s.wants_type("task_heartbeat") for s in self.subscribers
+            )
             try:
-                events = await anyio.to_thread.run_sync(self.poll, watched)
+                events = await anyio.to_thread.run_sync(self.poll, watched, beats)
                 if self.last_error is not None:
                     logger.info("SSE poller works again")
                 self.last_error = None
@@ -216,48 +225,59 @@ class EventHub:
             except TimeoutError:
                 pass
 
-    def poll(self, watched: Collection[str] = ()) -> list[Event]:
-        """One pass (blocking): read, diff against the last pass, remember, return the changes."""
+    def poll(self, watched: Collection[str] = (), beats: bool = True) -> list[Event]:
+        """One pass (blocking): read, diff against the last pass, remember, return the changes.
+
+        With ``beats`` False (no fleet-wide subscriber wants heartbeats — the dashboard's stream)
+        a heartbeat change alone does not renew a task's view, so the thousands of running tasks
+        whose beat moves every second cost nothing; ``watched`` tasks always get their beats.
+        """
         now = now_ms()
         skalds = {s.id: s.item() for s in self.service.fleet.all()}
-        snapshot = self.service.live.snapshot(max_age=SNAPSHOT_AGE)
+        snapshot = self.service.live.snapshot(max_age=self.snapshot_age)
         store, state = self.service.store, self.service.state
         open_ids = snapshot.tasks.keys()
         left = {i for i, v in self._tasks.items() if v["status"] not in _FINAL_VALUES} - open_ids
         extra_ids = (left | set(watched)) - open_ids
         extra = store.list(TaskQuery(ids=tuple(sorted(extra_ids)))).items if extra_ids else []
         new = self._created_since_last_pass(set(open_ids) | extra_ids)
-        current = {t.id: self._view(t, snapshot.state(t.id).as_dict()) for t in snapshot.tasks.values()}
+        states = snapshot.states
+        current = {
+            t.id: self._view(t, states.get(t.id, NOT_RUNNING), beats or t.id in watched)
+            for t in snapshot.tasks.values()
+        }
         for task in (*extra, *new):
             current[task.id] = task_view(task, state.task_state(task.id))
         events = self._diff_skalds(skalds, now) + self._diff_tasks(current, left - {t.id for t in extra}, now)
         self._skalds = skalds
         for task_id, view in current.items():
-            self._tasks[task_id] = view
-            self._tasks.move_to_end(task_id)
-        ended = [i for i, v in self._tasks.items() if v["status"] in _FINAL_VALUES]
-        for task_id in ended[: max(len(ended) - self.max_ended, 0)]:
-            del self._tasks[task_id]
+            if self._tasks.get(task_id) is not view:
+                self._tasks[task_id] = view
+                self._tasks.move_to_end(task_id)  # the oldest ended tasks are forgotten first
+        if len(self._tasks) - len(snapshot.tasks) > self.max_ended:
+            ended = [i for i, v in self._tasks.items() if v["status"] in _FINAL_VALUES]
+            for task_id in ended[: max(len(ended) - self.max_ended, 0)]:
+                del self._tasks[task_id]
         self._primed = True
         self._last_pass_ms = now
         return events
 
-    def _view(self, task: Task, live: dict[str, Any]) -> dict[str, Any]:
+    def _view(self, task: Task, live: TaskLive, beats: bool) -> dict[str, Any]:
         """``task_view``, reusing the last pass's view while record and cache state are unchanged
         (most tasks, most passes) and copying it when only the heartbeat moved (every running task,
-        every second)."""
+        every second) — unless heartbeats are not wanted."""
         before = self._tasks.get(task.id)
         if (
             before is None
             or before["version"] != task.version
-            or before["error"] != live["error"]
-            or before["exception"] != (live["exception"] or task.exception)
+            or before["error"] != live.error
+            or before["exception"] != (live.exception or task.exception)
         ):
-            return task_view(task, live)
-        if before["heartbeat"] == live["heartbeat"]:
+            return task_view(task, live.as_dict())
+        if before["heartbeat"] == live.heartbeat or not beats:
             return before
         view = dict(before)
-        view["heartbeat"] = live["heartbeat"]
+        view["heartbeat"] = live.heartbeat
         return view
 
     def _created_since_last_pass(self, known: Collection[str]) -> list[Task]:

@@ -148,3 +148,38 @@ def test_a_pass_with_thousands_of_changes_is_one_queue_item():
         assert len(sub.queue.get_nowait()) == 8000
 
     asyncio.run(scenario())
+
+
+def test_heartbeats_cost_nothing_when_no_stream_wants_them(home):
+    # Given a hub over a real embedded store and cache with one running task
+    from skalds.backends.cache.state import task_heartbeat_key
+    from skalds.controller.config import ControllerConfig
+    from skalds.controller.service import ControllerService
+    from skalds.model.task import Task
+    from skalds.model.task import TaskLifecycleStatus as S
+
+    service = ControllerService(ControllerConfig(skalds_home=str(home)))
+    try:
+        service.store.create(Task(id="r", class_name="Job"))
+        service.store.assign("r", "node-1")
+        service.store.set_status("r", S.RUNNING)
+        hub = EventHub(service, snapshot_age=0)  # every pass looks afresh
+        beat = lambda n: service.state.cache.set(task_heartbeat_key("r"), str(n), ttl=60)  # noqa: E731
+        beat(1)
+        hub.poll()
+        first = hub._tasks["r"]
+
+        # When the beat moves and no fleet-wide stream wants heartbeats
+        beat(2)
+        events = hub.poll(beats=False)
+        # Then the pass reports nothing and keeps the task's view as it was
+        assert events == [] and hub._tasks["r"] is first
+        # But a stream watching that task gets its beats
+        beat(3)
+        assert [e["type"] for e in hub.poll(watched={"r"}, beats=False)] == ["task_heartbeat"]
+        # And once a stream wants heartbeats, the next pass reports the current beat
+        beat(4)
+        events = hub.poll(beats=True)
+        assert [(e["type"], e["data"]["heartbeat"]) for e in events] == [("task_heartbeat", 4)]
+    finally:
+        service.close()
