@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.support.procs import ROOT, Proc, base_env, wait_for
@@ -103,9 +104,23 @@ def start_dev(tmp: Path, **env: str) -> Dev:
     try:
         wait_for(classes, timeout=40, interval=0.1, what="skalds dev with the Counter class online")
     except AssertionError:
-        proc.stop()
+        stop_dev(dev)
         raise AssertionError(f"skalds dev did not come up:\n{proc.output()[-3000:]}") from None
     return dev
+
+
+def stop_dev(dev: Dev) -> None:
+    """Stop ``skalds dev`` and make sure its node skald and workers went with it."""
+    family = dev.proc.descendants()
+    dev.http.close()
+    dev.proc.stop()
+    for child in family:
+        try:
+            child.wait(10)
+        except psutil.TimeoutExpired:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +130,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     try:
         yield server
     finally:
-        server.http.close()
-        server.proc.stop()
+        stop_dev(server)
 
 
 @pytest.fixture

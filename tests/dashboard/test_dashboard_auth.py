@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.dashboard.conftest import Dev, shot, start_dev
+from tests.dashboard.conftest import Dev, shot, start_dev, stop_dev
 
 try:
     from playwright.sync_api import expect
@@ -24,8 +24,7 @@ def secured(tmp_path_factory) -> Iterator[Dev]:
     try:
         yield server
     finally:
-        server.http.close()
-        server.proc.stop()
+        stop_dev(server)
 
 
 def _status_of(page, path: str) -> int:
