@@ -1,6 +1,6 @@
 // Pieces the pages share: the confirmation dialog, notices, task tables, pagination, sections.
 
-import { clear, fill, fmtTime, h, shortId, statusBadge } from "./dom.js";
+import { clear, fmtTime, h, shortId, statusBadge } from "./dom.js";
 
 /** Ask before acting. Resolves true when the operator confirms. Esc or "Back" resolve false. */
 export function confirmAction({ title, text, confirm, danger = false }) {

@@ -2,7 +2,7 @@
 // hour, recent activity. Counts and activity are re-read when the streams report a change.
 
 import { get, withQuery } from "../api.js";
-import { clear, fill, throttle, fmtAgo, fmtTime, h, shortId } from "../dom.js";
+import { fill, fmtAgo, fmtTime, h, shortId, throttle } from "../dom.js";
 import { barList, lineChart } from "../charts.js";
 import { errorBox, section } from "../ui.js";
 

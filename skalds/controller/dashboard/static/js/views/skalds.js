@@ -2,7 +2,7 @@
 // task count), and one skald's page with the tasks the store gives it.
 
 import { get, withQuery } from "../api.js";
-import { clear, fill, throttle, fmtAgo, fmtTime, h } from "../dom.js";
+import { fill, fmtAgo, fmtTime, h, throttle } from "../dom.js";
 import { errorBox, facts, loading, pager, section, taskTable } from "../ui.js";
 
 function statusOf(skald) {

@@ -2,7 +2,7 @@
 // kept in the URL hash. The page is re-read when the tasks stream reports a status change.
 
 import { get, withQuery } from "../api.js";
-import { STATUSES, clear, fill, debounce, h, throttle } from "../dom.js";
+import { STATUSES, debounce, fill, h, throttle } from "../dom.js";
 import { setQuery } from "../nav.js";
 import { errorBox, loading, pager, section, taskTable } from "../ui.js";
 
