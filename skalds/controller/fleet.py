@@ -65,8 +65,10 @@ def _int(value: str | None) -> int | None:
 class Fleet:
     """Reads of the skald keys of SPEC §4."""
 
-    def __init__(self, state: StateView) -> None:
+    def __init__(self, state: StateView, parsed: dict[str, dict[str, Any]] | None = None) -> None:
         self.state = state
+        #: Schemas documents already parsed, by their text (shared by the caller across calls; read only).
+        self._parsed = parsed if parsed is not None else {}
 
     def ids(self) -> list[str]:
         cache = self.state.cache
@@ -98,11 +100,44 @@ class Fleet:
         )
 
     def all(self) -> list[SkaldInfo]:
+        """Every known skald, read in four batched cache calls whatever the fleet's size."""
         cache = self.state.cache
         modes = cache.hgetall(SKALDS_MODE_HASH)
         seen = cache.hgetall(SKALDS_HASH)
-        infos = (self.get(i, modes=modes, seen=seen) for i in sorted(set(modes) | set(seen)))
-        return [i for i in infos if i is not None]
+        ids = sorted(set(modes) | set(seen))
+        if not ids:
+            return []
+        strings = cache.get_many([k for i in ids for k in (skald_heartbeat_key(i), skald_schemas_key(i))])
+        lists = cache.lrange_many([k for i in ids for k in (skald_classes_key(i), skald_tasks_key(i))])
+        return [
+            SkaldInfo(
+                id=skald_id,
+                type="edge" if modes.get(skald_id) == "edge" else "node",
+                online=strings[2 * n] is not None,
+                last_heartbeat=_int(seen.get(skald_id)),
+                heartbeat=_int(strings[2 * n]),
+                supported_tasks=lists[2 * n],
+                current_tasks=lists[2 * n + 1],
+                schemas=self._schemas(strings[2 * n + 1]),
+            )
+            for n, skald_id in enumerate(ids)
+        ]
+
+    def _schemas(self, raw: str | None) -> dict[str, Any]:
+        """The parsed schemas document (memoised by its text: it changes only when a skald restarts)."""
+        if not raw:
+            return {}
+        parsed = self._parsed.get(raw)
+        if parsed is None:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = {}
+            parsed = value if isinstance(value, dict) else {}
+            if len(self._parsed) > 1000:
+                self._parsed.clear()
+            self._parsed[raw] = parsed
+        return parsed
 
     def online(self) -> list[SkaldInfo]:
         return [s for s in self.all() if s.online]

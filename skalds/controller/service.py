@@ -50,12 +50,13 @@ class ControllerService(BackendClients):
         self.history = HeartbeatHistory(self.config.heartbeat_history_size)
         #: The open tasks and their leases, shared by monitor, sampler, SSE poller and dispatcher.
         self.live = LiveTasks(lambda: self.store, lambda: self.state.cache)
+        self._parsed_schemas: dict[str, dict[str, Any]] = {}
         #: Called with (topic, published?) after every publish (the app counts them in /metrics).
         self.on_publish: Callable[[str, bool], None] | None = None
 
     @property
     def fleet(self) -> Fleet:
-        return Fleet(self.state)
+        return Fleet(self.state, self._parsed_schemas)
 
     def publish(self, topic: Topic, task_id: str, recipient: str | None = None) -> None:
         """Announce a change (a hint: on failure the skalds still find it by reconciling)."""
