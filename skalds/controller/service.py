@@ -102,6 +102,7 @@ class ControllerService(BackendClients):
         class_name: str | None = None,
         executor: str | None = None,
         search: str | None = None,
+        order: str = "createDateTime",
     ) -> dict[str, Any]:
         page, page_size = max(page, 1), min(max(page_size, 1), MAX_PAGE_SIZE)
         query = TaskQuery(
@@ -109,6 +110,7 @@ class ControllerService(BackendClients):
             class_name=class_name or None,
             executor=executor or None,
             search=search or None,
+            order=order,
             offset=(page - 1) * page_size,
             limit=page_size,
         )

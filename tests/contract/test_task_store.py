@@ -137,6 +137,15 @@ def test_list_by_priority_then_age(catalogue: TaskStore) -> None:
     assert ids(catalogue, order="-priority", statuses=(S.RUNNING, S.ASSIGNING), limit=2) == ["t2", "t3"]
 
 
+def test_list_newest_first(catalogue: TaskStore) -> None:
+    # Given five tasks created one after another (and one more at the same time as the last)
+    catalogue.create(make_task("x6", createDateTime=5000))
+    # When listed by "-createDateTime" / Then newest first, ties by id descending, pages consistent
+    assert ids(catalogue, order="-createDateTime") == ["x6", "x5", "t4", "t3", "t2", "t1"]
+    assert ids(catalogue, order="-createDateTime", offset=2, limit=2) == ["t4", "t3"]
+    assert ids(catalogue, order="-createDateTime", class_name="Beta") == ["t4", "t2"]
+
+
 def test_owned_by_lists_only_live_tasks_of_the_executor(catalogue: TaskStore) -> None:
     # Given e1 holds a Running, an Assigning and a Finished task
     # When its owned tasks are read / Then only the live ones come back

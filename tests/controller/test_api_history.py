@@ -85,5 +85,8 @@ def test_history_activity_timeline_and_search(start_controller, start_skald, eve
     assert found("north") == ["hist-1"]
     assert found("other") == ["other-2"]
     assert sorted(found("camera")) == ["hist-1", "other-2"]
-    assert found("camera") == found("camera")  # stable order
+    assert found("camera") == ["hist-1", "other-2"]  # oldest first by default
+    newest = api.http.get("/api/tasks", params={"q": "camera", "order": "-createDateTime"}).json()["items"]
+    assert [t["id"] for t in newest] == ["other-2", "hist-1"]
+    assert api.http.get("/api/tasks", params={"order": "name"}).status_code == 422
     assert api.http.get("/api/tasks", params={"q": "camera", "status": "Cancelled"}).json()["total"] == 1

@@ -38,6 +38,7 @@ DESCENDING = -1
 #: is total and pages never overlap.
 ORDERS: dict[str, tuple[tuple[str, int], ...]] = {
     "createDateTime": (("createDateTime", ASCENDING), ("id", ASCENDING)),
+    "-createDateTime": (("createDateTime", DESCENDING), ("id", DESCENDING)),
     "-priority": (("priority", DESCENDING), ("createDateTime", ASCENDING), ("id", ASCENDING)),
 }
 

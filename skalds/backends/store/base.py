@@ -44,7 +44,9 @@ class TaskQuery:
     search: str | None = None  # substring of id or name
     offset: int = 0
     limit: int | None = None
-    order: str = "createDateTime"  # or "-priority" (priority desc, then age) for dispatchers
+    #: "createDateTime" (oldest first), "-createDateTime" (newest first) or "-priority" (priority
+    #: desc, then oldest first: the dispatcher's queue)
+    order: str = "createDateTime"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from skalds.errors import TaskExists
 _COLUMNS = ("id", "className", "lifecycleStatus", "executor", "mode", "priority", "createDateTime", "version")
 _ORDERS = {
     "createDateTime": "createDateTime ASC, id ASC",
+    "-createDateTime": "createDateTime DESC, id DESC",
     "-priority": "priority DESC, createDateTime ASC, id ASC",
 }
 

@@ -7,6 +7,7 @@ is assigned before the response is sent instead of at the next sweep.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -33,6 +34,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in ((404, "Not found"), (409, "Conflict"), (413, "Body too large"), (422, "Invalid input"))
 }
 
+
+class ListOrder(str, Enum):
+    OLDEST_FIRST = "createDateTime"
+    NEWEST_FIRST = "-createDateTime"
+    PRIORITY = "-priority"
+
+
 #: Highest page number accepted (keeps offsets within what every store can take).
 MAX_PAGE = 1_000_000
 
@@ -49,9 +57,12 @@ async def list_tasks(
     task_type: str | None = Query(None, alias="type", description="class name"),
     executor: str | None = Query(None, description="skald id"),
     q: str | None = Query(None, max_length=200, description="part of the task's id or name (case-sensitive)"),
+    order: ListOrder = Query(
+        ListOrder.OLDEST_FIRST, description="createDateTime (oldest first), -createDateTime or -priority"
+    ),
     service: ControllerService = Service,
 ) -> dict[str, Any]:
-    return await blocking(service.list_tasks, page, page_size, status, task_type, executor, q)
+    return await blocking(service.list_tasks, page, page_size, status, task_type, executor, q, order.value)
 
 
 @router.get("/classes", response_model=TaskClassList, summary="Task classes the online skalds can run")
