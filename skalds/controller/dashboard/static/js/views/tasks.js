@@ -95,6 +95,7 @@ export function tasksView(main, { query, ctx }) {
           type: filters.type,
           executor: filters.executor,
           q: filters.q,
+          order: "-createDateTime", // newest first
         }),
       );
       if (mine !== generation) return;
