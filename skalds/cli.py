@@ -154,7 +154,8 @@ def dev(
 
     node = subprocess.Popen(args, env=env, preexec_fn=die_with_dev)  # no threads yet: preexec_fn is safe
     err_console.print(
-        f"[green]skalds dev[/green]: node skald pid {node.pid}; API docs at http://{host}:{port}/api/docs"
+        f"[green]skalds dev[/green]: node skald pid {node.pid}; dashboard at http://{host}:{port}/ "
+        f"(API docs at http://{host}:{port}/api/docs)"
     )
     try:
         config = ControllerConfig(
