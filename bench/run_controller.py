@@ -271,7 +271,8 @@ def skalds_burst(stack: Stack, n: int, clients: int, profile: str | None = None)
     if profile:  # py-spy of the controller and the first node (with its fork server and workers)
         for name, pid in (("controller", stack.controller.pid), ("node", stack.nodes[0].pid)):
             cmd = ["py-spy", "record", "-p", str(pid), "--format", "raw", "-r", "200", "-o", f"{profile}-{name}.txt"]
-            spies.append(subprocess.Popen([*cmd, "--subprocesses"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            cmd.append("--subprocesses")
+            spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1.0)  # let py-spy attach before the clock starts
     cpu0 = {k: tree_cpu(p) for k, p in procs.items()}
     own0 = time.process_time()

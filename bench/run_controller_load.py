@@ -23,8 +23,8 @@ tree) over ``--window`` s three times: with no client; with one SSE client on th
 dashboard keeps open (``/api/events/tasks?types=…``: every change but heartbeats); and with one SSE
 client on every event (the SSE poller runs only while a client is connected). Target: ≤ 10 % of one
 core without a client and with the dashboard's stream; the last phase is reported, not judged — its
-cost is the 8,000 heartbeat events a second it asks for. Every process started here is stopped on exit, error, Ctrl-C or SIGTERM, and gets
-SIGTERM from the kernel if this process is SIGKILLed.
+cost is the 8,000 heartbeat events a second it asks for. Every process started here is stopped on
+exit, error, Ctrl-C or SIGTERM, and gets SIGTERM from the kernel if this process is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -316,14 +316,10 @@ def run_backend(
             m["dropped_total"] = log.count("dropped: it read too slowly")
             m["client_error"] = sse.error
             print(f"[{name}] … {phase}: {m['cpu_pct']:.1f} %", file=sys.stderr)
-            if phase == "sse":
-                break  # the py-spy below runs with this client connected
+            if args.pyspy and phase == args.pyspy_phase:  # with this client still connected
+                res["pyspy"] = pyspy(ctl.pid, home, args.pyspy, phase)
             sse.close()
             sse = None
-        if args.pyspy:
-            res["pyspy"] = pyspy(ctl.pid, home, args.pyspy)
-        sse.close()
-        sse = None
         status = http.get("/api/tasks", params={"pageSize": 1, "status": "Running"})
         res["running_after"] = status.json().get("total") if status.status_code == 200 else status.status_code
         log = Path(ctl.log_path).read_text(errors="replace")
@@ -338,8 +334,8 @@ def run_backend(
     return res
 
 
-def pyspy(pid: int, home: str, seconds: int) -> str | None:
-    """A py-spy profile of the controller (``--format raw``) while the SSE client is connected."""
+def pyspy(pid: int, home: str, seconds: int, phase: str) -> str | None:
+    """A py-spy profile of the controller (``--format raw``) while an SSE client is connected."""
     exe = shutil.which("py-spy")
     if exe is None:
         return None
@@ -349,7 +345,7 @@ def pyspy(pid: int, home: str, seconds: int) -> str | None:
         capture_output=True,
         check=False,
     )
-    dest = f"/tmp/controller-load-{Path(home).name}-pyspy.txt"
+    dest = f"/tmp/controller-load-{Path(home).name}-{phase}-pyspy.txt"
     if os.path.exists(out):
         shutil.copy(out, dest)
         return dest
@@ -363,7 +359,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=10.0, help="seconds before each measurement (default 10)")
     p.add_argument("--window", type=float, default=30.0, help="seconds of each measurement (default 30)")
     p.add_argument("--redis", action="store_true", help="also measure with a Redis cache (redis-server)")
-    p.add_argument("--pyspy", type=int, default=0, help="py-spy record this many seconds with the SSE client")
+    p.add_argument("--pyspy", type=int, default=0, help="py-spy record this many seconds with an SSE client")
+    p.add_argument("--pyspy-phase", default="sse", choices=("dashboard", "sse"), help="with which client (default sse)")
     p.add_argument("--json", help="also write all results to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--helper", action="store_true", help=argparse.SUPPRESS)
