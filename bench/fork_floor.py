@@ -36,6 +36,22 @@ def child_main(spec: dict[str, Any], channel: socket.socket) -> int:
     return 0
 
 
+def bare_fork_exit(n: int) -> float:
+    """CPU seconds (this process + children) of ``n`` bare ``fork()`` + ``_exit(0)`` + ``waitpid``."""
+    before_self = resource.getrusage(resource.RUSAGE_SELF)
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            os._exit(0)
+        os.waitpid(pid, 0)
+    total = 0.0
+    for who, before in ((resource.RUSAGE_SELF, before_self), (resource.RUSAGE_CHILDREN, before_children)):
+        after = resource.getrusage(who)
+        total += (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return total
+
+
 def rss_mib() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -73,6 +89,8 @@ def main() -> int:
     print(f"parent RSS {rss_mib():.0f} MiB; {args.n} fork + exit through the fork server, one after another")
     print(f"CPU of fork server + children: {cpu:.2f} s = {cpu / args.n * 1000:.2f} ms per task")
     print(f"spawn → reaped: p50 {statistics.median(walls) * 1000:.2f} ms; all {elapsed:.2f} s")
+    bare = bare_fork_exit(args.n)
+    print(f"for comparison, a bare fork() + _exit() + waitpid() of this process: {bare / args.n * 1000:.2f} ms CPU")
     cores = os.cpu_count() or 1
     print(f"so {args.n} tasks need at least {cpu:.2f} CPU-s: ≥ {cpu / cores:.2f} s on {cores} cores")
     return 0
