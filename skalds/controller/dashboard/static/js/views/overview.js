@@ -25,7 +25,7 @@ const ACTIVITY_TEXT = {
   cancelled: "was cancelled on",
   paused: "was paused on",
   resumed: "resumed on",
-  retried: "retried",
+  retried: "was retried after running on",
   failover: "went back to dispatch from",
 };
 
