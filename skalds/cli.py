@@ -148,6 +148,7 @@ def dev(
     args = [sys.executable, "-m", "skalds", "run", "--mode", "node", "--id", env.get("SKALD_ID", "dev-node")]
     for spec in modules:
         args += ["--module", spec]
+
     def die_with_dev() -> None:
         # The node gets SIGTERM (a graceful stop) if this process dies without stopping it (SIGKILL).
         set_parent_death_signal(signal.SIGTERM)

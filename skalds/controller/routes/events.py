@@ -72,7 +72,7 @@ def _response(
             raise unprocessable(
                 "unknown_event_type",
                 f"unknown event type(s) {', '.join(sorted(unknown))}; "
-                f"this stream has {', '.join(sorted(STREAM_TYPES[stream]))}"
+                f"this stream has {', '.join(sorted(STREAM_TYPES[stream]))}",
             )
     body = _stream(hub, stream, task_id, wanted)
     return EventSourceResponse(body, ping=KEEP_ALIVE_S, sep="\n", send_timeout=SEND_TIMEOUT_S)
