@@ -156,7 +156,8 @@ def dev(
     node = subprocess.Popen(args, env=env, preexec_fn=die_with_dev)  # no threads yet: preexec_fn is safe
     err_console.print(
         f"[green]skalds dev[/green]: node skald pid {node.pid}; dashboard at http://{host}:{port}/ "
-        f"(API docs at http://{host}:{port}/api/docs)"
+        f"(API docs at http://{host}:{port}/api/docs)",
+        soft_wrap=True,  # a URL broken over two lines cannot be clicked or copied
     )
     try:
         config = ControllerConfig(
