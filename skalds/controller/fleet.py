@@ -53,7 +53,8 @@ class SkaldInfo:
         return class_name in self.supported_tasks or class_name in self.schemas
 
 
-def _int(value: str | None) -> int | None:
+def int_or_none(value: str | None) -> int | None:
+    """A cache value as an int; None when missing or not a number."""
     if value is None:
         return None
     try:
@@ -92,8 +93,8 @@ class Fleet:
             id=skald_id,
             type="edge" if modes.get(skald_id) == "edge" else "node",
             online=beat is not None,
-            last_heartbeat=_int(seen.get(skald_id)),
-            heartbeat=_int(beat),
+            last_heartbeat=int_or_none(seen.get(skald_id)),
+            heartbeat=int_or_none(beat),
             supported_tasks=cache.lrange(skald_classes_key(skald_id)),
             current_tasks=cache.lrange(skald_tasks_key(skald_id)),
             schemas=schemas if isinstance(schemas, dict) else {},
@@ -114,8 +115,8 @@ class Fleet:
                 id=skald_id,
                 type="edge" if modes.get(skald_id) == "edge" else "node",
                 online=strings[2 * n] is not None,
-                last_heartbeat=_int(seen.get(skald_id)),
-                heartbeat=_int(strings[2 * n]),
+                last_heartbeat=int_or_none(seen.get(skald_id)),
+                heartbeat=int_or_none(strings[2 * n]),
                 supported_tasks=lists[2 * n],
                 current_tasks=lists[2 * n + 1],
                 schemas=self._schemas(strings[2 * n + 1]),

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 from skalds.backends.cache.state import task_error_key, task_exception_key, task_heartbeat_key
 from skalds.backends.store.base import TaskQuery, TaskStore
+from skalds.controller.fleet import int_or_none
 from skalds.model.task import (
     FINAL_STATUSES,
     LIVE_STATUSES,
@@ -236,7 +237,7 @@ class LiveTasks:
         states: dict[str, TaskLive] = {}
         for n, task_id in enumerate(running):
             beat, error, exception = values[3 * n : 3 * n + 3]
-            states[task_id] = TaskLive(_int(beat), beat is not None, error, exception)
+            states[task_id] = TaskLive(int_or_none(beat), beat is not None, error, exception)
         return states
 
     def _record_activity(self, since_ms: int, changed: Iterable[Task]) -> None:
@@ -280,15 +281,6 @@ class LiveTasks:
         failed = store.list(TaskQuery(statuses=(S.FAILED,), limit=0)).total
         running = sum(1 for t in snapshot.tasks.values() if t.lifecycle_status == S.RUNNING)
         self.timeline.append({"timestamp": now, "running": running, "failed": failed})
-
-
-def _int(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
 
 
 __all__ = ["Activity", "LiveTasks", "Snapshot", "TaskLive", "activity_kind"]

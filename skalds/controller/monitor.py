@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skalds.backends.cache.state import SKALDS_HASH, SKALDS_MODE_HASH, skald_heartbeat_key
+from skalds.controller.fleet import int_or_none
 from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
 from skalds.errors import Conflict, IllegalTransition, TaskNotFound
 from skalds.model.task import LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
@@ -131,7 +132,7 @@ class Monitor:
                 self._skald_missing_since.pop(skald_id, None)
                 continue
             first_missing = self._skald_missing_since.setdefault(skald_id, now)
-            last = _int(seen.get(skald_id))
+            last = int_or_none(seen.get(skald_id))
             # Its last activity (written with each heartbeat, so it is when the lease was last
             # renewed), capped by our own first observation against a clock running ahead.
             since = first_missing if last is None else min(last, first_missing)
@@ -203,13 +204,6 @@ class Monitor:
             "failoversTotal": self.failovers_total,
             "expiredTotal": self.expired_total,
         }
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 __all__ = ["HEARTBEAT_LEASE_EXPIRED", "Monitor", "MonitorResult"]
