@@ -38,6 +38,16 @@ class TaskCreate(BaseModel):
     isPersistent: bool = False
 
 
+#: Tasks one ``POST /api/tasks/batch`` may create.
+MAX_BATCH = 1000
+
+
+class TaskBatch(BaseModel):
+    """Several tasks to create at once (all or none)."""
+
+    tasks: list[TaskCreate] = Field(..., min_length=1, max_length=MAX_BATCH)
+
+
 class AttachmentsUpdate(BaseModel):
     """New attachments, merged onto the stored ones; the result must match the class's schema."""
 
@@ -66,6 +76,11 @@ class TaskItem(BaseModel):
     error: str | None = None
     exception: str | None = None
     priority: int = 0
+
+
+class TaskBatchResult(BaseModel):
+    items: list[TaskItem]
+    total: int
 
 
 class TaskPage(BaseModel):

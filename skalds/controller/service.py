@@ -16,11 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from skalds.backends.bus.base import Topic
+from skalds.backends.cache.state import task_error_key, task_exception_key, task_heartbeat_key
 from skalds.backends.clients import BackendClients
 from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import ControllerConfig
 from skalds.controller.errors import ApiError, not_found, unprocessable
-from skalds.controller.fleet import Fleet
+from skalds.controller.fleet import Fleet, int_or_none
 from skalds.controller.history import HeartbeatHistory
 from skalds.controller.live import LiveTasks
 from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
@@ -184,8 +185,10 @@ class ControllerService(BackendClients):
     def class_schemas(self) -> dict[str, tuple[dict[str, Any], list[str]]]:
         return self.fleet.class_schemas()
 
-    def _validate(self, class_name: str, attachments: Any) -> None:
-        classes = self.class_schemas()
+    def _validate(
+        self, class_name: str, attachments: Any, classes: dict[str, tuple[dict[str, Any], list[str]]] | None = None
+    ) -> None:
+        classes = self.class_schemas() if classes is None else classes
         if class_name not in classes:
             raise unknown_class(class_name, list(classes))
         check_attachments(class_name, classes[class_name][0], attachments)
@@ -195,11 +198,50 @@ class ControllerService(BackendClients):
         self._validate(body.className, body.attachments)
         task_id = body.id or uuid.uuid4().hex
         dependencies = list(dict.fromkeys(body.dependencies)) if body.dependencies else None
+        found: set[str] = set()
+        if dependencies:
+            found = {t.id for t in self.store.list(TaskQuery(ids=tuple(dependencies))).items}
+        task = self._build_task(body, task_id, found)
+        stored = self.store.create(task)
+        logger.info(f"task {task_id} ({body.className}, priority {body.priority}) created")
+        return stored
+
+    def create_tasks(self, bodies: list[TaskCreate]) -> list[Task]:
+        """Validate and store several new tasks at once: all of them, or none and the first error
+        (its fields prefixed with ``tasks[i].``). A task may depend on one created before it in the
+        same batch."""
+        classes = self.class_schemas()  # once for the batch
+        ids = [b.id or uuid.uuid4().hex for b in bodies]
+        first_at: dict[str, int] = {}
+        for n, task_id in enumerate(ids):
+            if task_id in first_at:
+                raise unprocessable(
+                    "invalid_request",
+                    f"tasks[{n}]: id {task_id!r} is also the id of tasks[{first_at[task_id]}]",
+                    [{"field": f"tasks[{n}].id", "message": "the same id twice in one batch"}],
+                )
+            first_at[task_id] = n
+        outside = sorted({d for b in bodies for d in b.dependencies or () if d not in first_at})
+        found = {t.id for t in self.store.list(TaskQuery(ids=tuple(outside))).items} if outside else set()
+        tasks = []
+        for n, (body, task_id) in enumerate(zip(bodies, ids, strict=True)):
+            try:
+                self._validate(body.className, body.attachments, classes)
+                tasks.append(self._build_task(body, task_id, found))
+            except ApiError as exc:
+                raise _in_batch(exc, n) from None
+            found.add(task_id)  # the tasks after it may depend on it
+        stored = self.store.create_many(tasks)
+        logger.info(f"{len(stored)} tasks created in one batch")
+        return stored
+
+    def _build_task(self, body: TaskCreate, task_id: str, existing: set[str]) -> Task:
+        """The task record of ``body``; its dependencies must be among ``existing`` task ids."""
+        dependencies = list(dict.fromkeys(body.dependencies)) if body.dependencies else None
         if dependencies:
             if task_id in dependencies:
                 raise unprocessable("invalid_request", f"task {task_id!r} cannot depend on itself")
-            found = {t.id for t in self.store.list(TaskQuery(ids=tuple(dependencies))).items}
-            missing = [d for d in dependencies if d not in found]
+            missing = [d for d in dependencies if d not in existing]
             if missing:
                 raise unprocessable(
                     "unknown_dependency",
@@ -208,7 +250,7 @@ class ControllerService(BackendClients):
                 )
         if body.deadlineDateTime is not None and body.deadlineDateTime <= now_ms():
             raise unprocessable("invalid_request", "deadlineDateTime is already in the past")
-        task = Task(
+        return Task(
             id=task_id,
             class_name=body.className,
             source=body.source or "API",
@@ -222,9 +264,26 @@ class ControllerService(BackendClients):
             priority=body.priority,
             attachments=body.attachments,
         )
-        stored = self.store.create(task)
-        logger.info(f"task {task_id} ({body.className}, priority {body.priority}) created")
-        return stored
+
+    def task_items(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        """:meth:`task_item` of several tasks, in the order given (two store/cache round trips)."""
+        tasks = {t.id: t for t in self.store.list(TaskQuery(ids=tuple(task_ids))).items}
+        present = [tasks[i] for i in task_ids if i in tasks]
+        keys = [k for t in present for k in (task_heartbeat_key(t.id), task_error_key(t.id), task_exception_key(t.id))]
+        values = self.state.cache.get_many(keys)
+        items = []
+        for n, task in enumerate(present):
+            beat, error, exception = values[3 * n : 3 * n + 3]
+            doc = task.to_json_dict()
+            doc.update(
+                type=task.class_name,
+                status=task.lifecycle_status.value,
+                heartbeat=int_or_none(beat),
+                error=error,
+                exception=exception or task.exception,
+            )
+            items.append(doc)
+        return items
 
     def update_attachments(self, task_id: str, attachments: dict[str, Any]) -> Task:
         """Merge onto the stored attachments, validate the result, store, tell the owner."""
@@ -338,6 +397,12 @@ class ControllerService(BackendClients):
             except Exception as exc:
                 checks[name] = f"{type(exc).__name__}: {exc}"
         return checks
+
+
+def _in_batch(exc: ApiError, n: int) -> ApiError:
+    """``exc`` of the batch's task ``n``: the message and the fields say which task."""
+    details = [{**d, "field": f"tasks[{n}].{d['field']}"} if "field" in d else d for d in exc.details or []]
+    return ApiError(exc.status, exc.code, f"tasks[{n}]: {exc.message}", details or None)
 
 
 def parse_statuses(text: str | None) -> tuple[TaskLifecycleStatus, ...] | None:

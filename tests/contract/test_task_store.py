@@ -60,6 +60,27 @@ def test_create_then_get_returns_stored_task_at_version_1(task_store: TaskStore)
     assert task_store.require("a").attachments == {"n": 1, "nested": [1, 2]}
 
 
+def test_create_many_stores_all_or_none(task_store: TaskStore) -> None:
+    # Given one stored task
+    task_store.create(make_task("old"))
+    # When three new tasks are stored together
+    made = task_store.create_many([make_task(f"n{i}", priority=i) for i in range(3)])
+    # Then all three are there at version 1 with their first status change, in order
+    assert [t.id for t in made] == ["n0", "n1", "n2"]
+    stored = task_store.require("n2")
+    assert (stored.version, stored.priority, [c.status for c in stored.status_history]) == (1, 2, [S.CREATED])
+    # When a batch holds a taken id, or the same id twice
+    with pytest.raises(TaskExists, match="'old'"):
+        task_store.create_many([make_task("x1"), make_task("old"), make_task("x2")])
+    with pytest.raises(TaskExists, match="'y'"):
+        task_store.create_many([make_task("y"), make_task("y")])
+    # Then none of that batch is stored
+    assert task_store.list(TaskQuery(ids=("x1", "x2", "y"))).total == 0
+    assert task_store.list().total == 4
+    # And an empty batch stores nothing
+    assert task_store.create_many([]) == []
+
+
 def test_get_missing_is_none_and_require_raises(task_store: TaskStore) -> None:
     # Given an empty store / When a missing id is read / Then get is None and require raises
     assert task_store.get("nope") is None

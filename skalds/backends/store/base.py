@@ -16,11 +16,11 @@ import builtins
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skalds.errors import Conflict, TaskNotFound
+from skalds.errors import Conflict, TaskExists, TaskNotFound
 from skalds.model.task import (
     LIVE_STATUSES,
     STATUS_HISTORY_LIMIT,
@@ -67,6 +67,21 @@ class TaskStore(ABC):
     def _insert(self, doc: dict[str, Any]) -> None:
         """Insert a new task document (by alias); raise TaskExists if the id is taken."""
 
+    def _insert_many(self, docs: builtins.list[dict[str, Any]]) -> None:
+        """Insert new task documents, all or none; raise TaskExists naming the taken ids.
+
+        This fallback inserts one by one and deletes what it inserted when an id is taken (a
+        reader may see the first ones for a moment); drivers with transactions do it in one."""
+        done: builtins.list[str] = []
+        try:
+            for doc in docs:
+                self._insert(doc)
+                done.append(str(doc["id"]))
+        except TaskExists:
+            for task_id in done:
+                self._delete(task_id)
+            raise
+
     @abstractmethod
     def _get(self, task_id: str) -> dict[str, Any] | None:
         """The stored document of one task, or None."""
@@ -104,6 +119,27 @@ class TaskStore(ABC):
         )
         stored = task.model_copy(update={"version": 1, "update_date_time": now, "status_history": [first]})
         self._insert(stored.to_json_dict())
+        return stored
+
+    def create_many(self, tasks: Sequence[Task]) -> builtins.list[Task]:
+        """Store new tasks (version 1) together: all of them, or none and TaskExists."""
+        now = now_ms()
+        stored = [
+            t.model_copy(
+                update={
+                    "version": 1,
+                    "update_date_time": now,
+                    "status_history": [
+                        StatusChange(
+                            timestamp=now, status=t.lifecycle_status, executor=t.executor, epoch=t.epoch, version=1
+                        )
+                    ],
+                }
+            )
+            for t in tasks
+        ]
+        if stored:
+            self._insert_many([t.to_json_dict() for t in stored])
         return stored
 
     def get(self, task_id: str) -> Task | None:

@@ -208,6 +208,21 @@ class PostgresTaskStore(TaskStore):
         except psycopg.errors.UniqueViolation as exc:
             raise TaskExists(f"a task with id {doc.get('id')!r} already exists") from exc
 
+    def _insert_many(self, docs: list[dict[str, Any]]) -> None:
+        ids = [str(d.get("id")) for d in docs]
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise TaskExists(f"tasks with these ids already exist: {', '.join(map(repr, dupes[:10]))}")
+        conn = self._conn()
+        try:
+            with conn.transaction(), conn.cursor() as cur:  # all or none
+                cur.executemany(_INSERT, [[*(d.get(alias) for alias in COLUMNS), Jsonb(d)] for d in docs])
+        except psycopg.errors.UniqueViolation as exc:
+            with self._cursor() as cur:
+                rows = cur.execute("SELECT id FROM tasks WHERE id = ANY(%s::text[])", [ids]).fetchall()
+            taken = sorted(str(r[0]) for r in rows)
+            raise TaskExists(f"tasks with these ids already exist: {', '.join(map(repr, taken[:10]))}") from exc
+
     def _get(self, task_id: str) -> dict[str, Any] | None:
         with self._cursor() as cur:
             row = cur.execute("SELECT doc FROM tasks WHERE id = %s", (task_id,)).fetchone()

@@ -25,6 +25,11 @@ _ORDERS = {
 }
 
 
+def _taken_message(ids: list[str]) -> str:
+    shown = ", ".join(repr(i) for i in sorted(set(ids))[:10])
+    return f"tasks with these ids already exist: {shown}" + (" …" if len(set(ids)) > 10 else "")
+
+
 def _row(doc: dict[str, Any]) -> tuple[Any, ...]:
     """Indexed column values and the JSON document, in the order of ``_COLUMNS``, name, doc."""
     return (
@@ -57,6 +62,24 @@ class SqliteTaskStore(TaskStore):
                 )
         except sqlite3.IntegrityError as exc:
             raise TaskExists(f"a task with id {doc.get('id')!r} already exists") from exc
+
+    def _insert_many(self, docs: list[dict[str, Any]]) -> None:
+        conn = self._conn()
+        placeholders = ", ".join("?" * (len(_COLUMNS) + 2))
+        ids = [str(d.get("id")) for d in docs]
+        with write_tx(conn):  # one transaction: all or none
+            taken = [
+                str(row[0])
+                for i in range(0, len(ids), 500)
+                for row in conn.execute(
+                    f"SELECT id FROM tasks WHERE {_in('id', len(ids[i : i + 500]))}", ids[i : i + 500]
+                ).fetchall()
+            ]
+            if taken or len(set(ids)) != len(ids):
+                raise TaskExists(_taken_message(taken or [i for i in ids if ids.count(i) > 1]))
+            conn.executemany(
+                f"INSERT INTO tasks ({', '.join(_COLUMNS)}, name, doc) VALUES ({placeholders})", map(_row, docs)
+            )
 
     def _get(self, task_id: str) -> dict[str, Any] | None:
         row = self._conn().execute("SELECT doc FROM tasks WHERE id = ?", (task_id,)).fetchone()

@@ -18,6 +18,8 @@ from skalds.controller.schemas import (
     AttachmentsUpdate,
     ErrorResponse,
     StatusUpdate,
+    TaskBatch,
+    TaskBatchResult,
     TaskClassList,
     TaskCreate,
     TaskHeartbeat,
@@ -90,6 +92,26 @@ async def create_task(
     item = await blocking(work)
     response.headers["Location"] = f"/api/tasks/{item['id']}"
     return item
+
+
+@router.post(
+    "/batch",
+    status_code=201,
+    response_model=TaskBatchResult,
+    summary="Create several tasks at once (all or none; dispatched at once)",
+)
+async def create_tasks(
+    body: TaskBatch,
+    service: ControllerService = Service,
+    dispatcher: Dispatcher | None = MaybeDispatcher,
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        tasks = service.create_tasks(body.tasks)
+        dispatch_now(dispatcher)
+        items = service.task_items([t.id for t in tasks])
+        return {"items": items, "total": len(items)}
+
+    return await blocking(work)
 
 
 @router.put("/{task_id}/attachments", response_model=TaskItem, summary="Update a task's attachments")
