@@ -13,7 +13,8 @@ One run, real processes throughout (this process is the HTTP client and the meas
    Tansu + Redis + PostgreSQL (fresh servers, ``tests/support/servers.py``).
 2. A burst of short tasks through two node skalds (embedded backend), submitted through the API by
    ``--burst-clients`` keep-alive clients in parallel: wall time from the first POST to the last
-   worker main, and to the last task Finished in the store. Side by side: Celery 5 on Redis, a worker
+   worker main, and to the last task Finished in the store; then (2b) the same number again through
+   ``POST /api/tasks/batch`` (``--burst-batch`` tasks a request). Side by side: Celery 5 on Redis, a worker
    with ``--pool prefork --concurrency 2``, the same number of no-op tasks, first ``.delay()`` → all
    results ready.
 3. Failover (distributed backend, ``MONITOR_HEARTBEAT_TIMEOUT=4``, ``REDIS_KEY_TTL=2``): a node holding
@@ -250,8 +251,11 @@ def failed_code_0(stack: Stack) -> int:
 
 
 # ---- 2: burst ------------------------------------------------------------------------------------
-def skalds_burst(stack: Stack, n: int, clients: int, profile: str | None = None) -> dict[str, Any]:
-    ids = [f"burst-{i}" for i in range(n)]
+def skalds_burst(
+    stack: Stack, n: int, clients: int, profile: str | None = None, batch: int = 0, prefix: str = "burst"
+) -> dict[str, Any]:
+    """``n`` short tasks through the API; with ``batch``, ``POST /api/tasks/batch`` of that many each."""
+    ids = [f"{prefix}-{i}" for i in range(n)]
     chunks = [ids[i::clients] for i in range(clients)]
     https = [httpx.Client(base_url=str(stack.http.base_url), timeout=60.0, trust_env=False) for _ in range(clients)]
     for h in https:
@@ -261,9 +265,25 @@ def skalds_burst(stack: Stack, n: int, clients: int, profile: str | None = None)
     answered: dict[str, float] = {}
 
     def submit(k: int) -> None:
-        for task_id in chunks[k]:
-            stack.post(task_id, http=https[k])
-            answered[task_id] = time.time()
+        if batch:
+            mine = chunks[k]
+            for i in range(0, len(mine), batch):
+                part = mine[i : i + batch]
+                body = {
+                    "tasks": [
+                        {"id": t, "className": CLASS, "attachments": {"sock": stack.recv.path, "hold": False}}
+                        for t in part
+                    ]
+                }
+                r = https[k].post("/api/tasks/batch", json=body)
+                if r.status_code != 201:
+                    raise BenchError(f"POST /api/tasks/batch: {r.status_code} {r.text[:300]}")
+                now = time.time()
+                answered.update(dict.fromkeys(part, now))
+        else:
+            for task_id in chunks[k]:
+                stack.post(task_id, http=https[k])
+                answered[task_id] = time.time()
         posted.append(time.time())
 
     procs = {"controller": stack.controller.pid, **{n.skald_id: n.pid for n in stack.nodes}}
@@ -311,6 +331,7 @@ def skalds_burst(stack: Stack, n: int, clients: int, profile: str | None = None)
         per_node[key] = per_node.get(key, 0) + 1
     return {
         "n": n,
+        "batch": batch,
         "clients": clients,
         "submit_s": max(posted) - t0,
         "last_main_s": t_last_main - t0,
@@ -457,6 +478,16 @@ def report(res: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
             + ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_s"].items())
             + "."
         )
+    if "burst_batch" in res:
+        b = res["burst_batch"]
+        out.append(
+            f"2b. the same through `POST /api/tasks/batch` ({b['batch']} tasks a request, {b['clients']} clients): "
+            f"all answered {b['submit_s']:.2f} s, last worker main {b['last_main_s']:.2f} s, "
+            f"all Finished **{b['all_finished_s']:.2f} s** (per node {b['per_node']}, mains missing "
+            f"{b['mains_missing']}, retried {b['retried']}). CPU s during it: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_s"].items())
+            + "."
+        )
     if "celery" in res:
         c = res["celery"]
         out.append(
@@ -470,6 +501,9 @@ def report(res: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
             ratio = res["burst"]["all_finished_s"] / c["all_ready_s"]
             ok = res["burst"]["all_finished_s"] < c["all_ready_s"]
             out.append(f"2. ratio skalds / Celery: {ratio:.2f} ({'skalds faster' if ok else 'Celery faster'}).")
+            if "burst_batch" in res:
+                batched = res["burst_batch"]["all_finished_s"]
+                out.append(f"2b. ratio skalds (batch requests) / Celery: {batched / c['all_ready_s']:.2f}.")
             verdicts.append(("2. burst faster than Celery", ok))
     if "failover" in res:
         f = res["failover"]
@@ -490,6 +524,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-celery", dest="celery", action="store_false")
     p.add_argument("--no-distributed", dest="distributed", action="store_false")
     p.add_argument("--no-failover", dest="failover", action="store_false")
+    p.add_argument("--burst-batch", type=int, default=100, help="also a burst via POST /api/tasks/batch of N (0: no)")
     p.add_argument("--profile-burst", help="py-spy the controller and a node during the burst to PREFIX-*.txt")
     p.add_argument("--json", help="also write all results to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories (logs, databases)")
@@ -545,6 +580,11 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.5)  # the controller's fleet view sees the second node
             print(f"2. skalds burst of {args.burst} …", file=sys.stderr)
             res["burst"] = skalds_burst(stack, args.burst, args.burst_clients, args.profile_burst)
+            if args.burst_batch:
+                print(f"2b. skalds burst of {args.burst} in batches of {args.burst_batch} …", file=sys.stderr)
+                res["burst_batch"] = skalds_burst(
+                    stack, args.burst, args.burst_clients, batch=args.burst_batch, prefix="batch"
+                )
             stack.close()
             stacks.remove(stack)
 
