@@ -47,6 +47,7 @@ class _Slot:
         self._probing = False
         self._next_probe = 0.0
         self._lock = threading.Lock()
+        self._probe_thread: threading.Thread | None = None
 
     def get(self) -> Any:
         if self.value is not None or self.permanent_error is not None:
@@ -99,7 +100,19 @@ class _Slot:
             finally:
                 self._probing = False
 
-        threading.Thread(target=run, name=f"skalds-probe-{self.kind}", daemon=True).start()
+        self._probe_thread = threading.Thread(target=run, name=f"skalds-probe-{self.kind}", daemon=True)
+        self._probe_thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait for a probe in flight (a thread inside a driver call when the process exits can
+        crash it), then close the backend."""
+        with self._lock:
+            self._next_probe = float("inf")  # no new probe
+            thread = self._probe_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        value, self.value = self.value, None
+        _close(value)
 
     def _mark_down(self, exc: BaseException) -> None:
         if self.down_since is None:
@@ -198,5 +211,4 @@ class Backends:
 
     def close(self) -> None:
         for slot in (self._store, self._bus, self._cache):
-            value, slot.value = slot.value, None
-            _close(value)
+            slot.close()

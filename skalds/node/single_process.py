@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -38,6 +39,8 @@ EXIT_NOTHING_TO_RUN = 2
 BACKOFF_START = 1.0
 BACKOFF_MAX = 60.0
 HEALTHY_RUN = 60.0
+#: Seconds to wait for a background thread to leave its driver call before the backends close.
+THREAD_JOIN_TIMEOUT = 5.0
 
 
 class _LogShipper:
@@ -104,6 +107,10 @@ class _InProcessLink(NullLink):
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread is not None:
+            # Wait for a beat in flight: the backends may be closed right after this returns, and a
+            # thread still inside a driver call on a closed connection can crash the process.
+            self._thread.join(THREAD_JOIN_TIMEOUT)
         if self._logs is not None:
             self._logs.flush()  # the last lines (release) now, not at the next run's first beat
 
@@ -172,7 +179,8 @@ def run_single_process(config: SkaldConfig, registry: WorkerRegistry) -> int:
             backoff = min(backoff * 2, BACKOFF_MAX)
     finally:
         if listener is not None:
-            listener.set()
+            listener.stop.set()
+            listener.join(THREAD_JOIN_TIMEOUT)  # out of its driver calls before the backends close
         if logs is not None:
             logs.close()
         if backends is not None:
@@ -186,11 +194,16 @@ def _record_end(backends: Backends | None, task_id: str, code: int) -> None:
     backends.with_state("ended", lambda v: v.task_ended(task_id, value))
 
 
+class _Listener(threading.Thread):
+    def __init__(self, target: Callable[[], None]) -> None:
+        super().__init__(target=target, name="skalds-bus", daemon=True)
+        self.stop = threading.Event()
+
+
 def _start_listener(
     backends: Backends, config: SkaldConfig, task_id: str, current: dict[str, BaseTaskWorker[Any]]
-) -> threading.Event:
+) -> _Listener:
     """Consume the bus for commands about this task id (cancel → SIGTERM to self; update → handler)."""
-    stop = threading.Event()
 
     def run() -> None:
         consumer = None
@@ -227,5 +240,7 @@ def _start_listener(
         if consumer is not None:
             consumer.close()
 
-    threading.Thread(target=run, name="skalds-bus", daemon=True).start()
-    return stop
+    listener = _Listener(run)
+    stop = listener.stop
+    listener.start()
+    return listener
