@@ -20,6 +20,7 @@ code                         status  when
 ``unknown_class``            422     no online skald advertises the task's className
 ``invalid_attachments``      422     attachments fail the class's JSON schema
 ``payload_too_large``        413     the body is larger than ``SKALDS_MAX_BODY_BYTES``
+``too_many_requests``        429     too many wrong tokens at ``/api/auth/login`` (``Retry-After``)
 ``backend_unavailable``      503     a backend server cannot be reached
 ``internal_error``           500     a bug; the message is generic, details go to the log
 ===========================  ======  ==========================================================

@@ -119,3 +119,39 @@ def test_auth_endpoints_and_redirects(secured):
     assert stale.status_code == 303 and "skalds_token=" in stale.headers.get("set-cookie", "")
     # The token never reaches the controller's log
     assert TOKEN not in secured.proc.output()
+
+
+def test_login_refuses_a_client_that_keeps_guessing(tmp_path_factory):
+    # Given a controller with a token (its own: the lock-out must not touch the other tests)
+    server = start_dev(tmp_path_factory.mktemp("throttled"), SKALDS_API_TOKEN=TOKEN)
+    try:
+        login = server.url + "/api/auth/login"
+        # When one address sends ten wrong tokens, each is refused as wrong
+        for n in range(10):
+            assert httpx.post(login, json={"token": f"guess-{n}"}).status_code == 401
+        # Then the next attempt is refused without being checked, even with the right token
+        locked = httpx.post(login, json={"token": TOKEN})
+        assert locked.status_code == 429 and "set-cookie" not in locked.headers
+        assert locked.json()["error"]["code"] == "too_many_requests"
+        assert 0 < int(locked.headers["retry-after"]) <= 60
+        # And the bearer token keeps working for API clients
+        ok = httpx.get(server.url + "/api/tasks", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200
+    finally:
+        stop_dev(server)
+
+
+def test_the_throttle_forgets_failures_once_they_leave_the_window():
+    from skalds.controller.routes.auth import LoginThrottle
+    from tests.support.procs import wait_for
+
+    throttle = LoginThrottle(limit=2, window=0.3)
+    throttle.failed("a")
+    assert throttle.retry_after("a") == 0  # one failure: below the limit
+    throttle.failed("a")
+    assert 0 < throttle.retry_after("a") <= 0.3 and throttle.retry_after("b") == 0
+    wait_for(lambda: throttle.retry_after("a") == 0, timeout=5, what="the window to pass")
+    throttle.failed("a")
+    throttle.succeeded("a")  # a right token clears the record
+    throttle.failed("a")
+    assert throttle.retry_after("a") == 0

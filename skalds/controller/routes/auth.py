@@ -9,7 +9,10 @@ auth middleware because they check the token themselves; with auth off they just
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import time
+from collections import OrderedDict, deque
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -20,6 +23,50 @@ from skalds.controller.errors import error_response
 from skalds.controller.schemas import ErrorResponse
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+#: Wrong tokens one client address may try within :data:`THROTTLE_WINDOW_S` before being refused.
+MAX_FAILED_LOGINS = 10
+THROTTLE_WINDOW_S = 60.0
+
+
+class LoginThrottle:
+    """Failed logins per client address in a sliding window; a client over the limit is refused
+    (429) until its oldest failure leaves the window, even with the right token — so guessing a
+    short token through the login form takes years, not minutes. Bounded in memory."""
+
+    def __init__(self, limit: int = MAX_FAILED_LOGINS, window: float = THROTTLE_WINDOW_S, clients: int = 10_000):
+        self.limit, self.window, self.clients = limit, window, clients
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until ``client`` may try again (0: now)."""
+        failures = self._failures.get(client)
+        if failures is None:
+            return 0.0
+        now = time.monotonic()
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if not failures:
+            del self._failures[client]
+            return 0.0
+        return failures[0] + self.window - now if len(failures) >= self.limit else 0.0
+
+    def failed(self, client: str) -> None:
+        failures = self._failures.setdefault(client, deque(maxlen=self.limit))
+        failures.append(time.monotonic())
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.clients:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)
+
+
+def _throttle(request: Request) -> LoginThrottle:
+    throttle = getattr(request.app.state, "login_throttle", None)
+    if throttle is None:
+        throttle = request.app.state.login_throttle = LoginThrottle()
+    return cast(LoginThrottle, throttle)
 
 
 class LoginRequest(BaseModel):
@@ -52,15 +99,28 @@ async def session(request: Request) -> dict[str, Any]:
 @router.post(
     "/login",
     response_model=SessionInfo,
-    responses={401: {"model": ErrorResponse, "description": "Wrong token"}},
+    responses={
+        401: {"model": ErrorResponse, "description": "Wrong token"},
+        429: {"model": ErrorResponse, "description": "Too many wrong tokens from this address; see Retry-After"},
+    },
     summary="Check a token and keep it in an HttpOnly cookie for the dashboard",
 )
 async def login(body: LoginRequest, request: Request) -> JSONResponse:
     decision = _decision(request)
     if decision.token is None:
         return JSONResponse({"auth": "open", "authenticated": True})
+    throttle, client = _throttle(request), request.client.host if request.client else "?"
+    wait = throttle.retry_after(client)
+    if wait > 0:
+        refused = error_response(
+            429, "too_many_requests", f"too many wrong tokens from {client}; try again in {math.ceil(wait)} s"
+        )
+        refused.headers["Retry-After"] = str(math.ceil(wait))
+        return refused
     if not token_matches(body.token, decision.token):
+        throttle.failed(client)
         return error_response(401, "unauthorized", "invalid token")
+    throttle.succeeded(client)
     response = JSONResponse({"auth": "token", "authenticated": True}, headers={"Cache-Control": "no-store"})
     response.set_cookie(
         COOKIE_NAME,
