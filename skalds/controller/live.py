@@ -196,7 +196,7 @@ class LiveTasks:
         left = [i for i in old if i not in versions]
         ended = self._fetch(store, left)  # missing from the answer: deleted
         created = self._created_and_ended(store, before, set(versions) | set(old))
-        tasks = {i: old[i] for i in versions if i not in fetched and i in old}
+        tasks = {i: t for i, v in versions.items() if (t := old.get(i)) is not None and t.version == v}
         for task in fetched.values():
             if task.lifecycle_status not in FINAL_STATUSES:
                 tasks[task.id] = task

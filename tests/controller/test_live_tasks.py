@@ -164,3 +164,26 @@ def test_timeline_counts_running_and_failed_per_interval(service, store):
     points = live.timeline_points(0)
     assert [(p["running"], p["failed"]) for p in points] == [(2, 1), (1, 1)]
     assert live.timeline_points(points[-1]["timestamp"] + 1) == []
+
+
+def test_a_task_deleted_while_the_snapshot_is_taken_is_not_kept_in_its_old_form(service, store):
+    # Given a snapshot holding task "a", which then changes
+    live = LiveTasks(lambda: store, lambda: service.state.cache)
+    make(store, "a")
+    make(store, "b")
+    live.snapshot()
+    store.update_attachments("a", {"n": 1})
+
+    # When "a" is deleted between the read of the versions and the read of the changed records
+    read_versions = store._versions
+
+    def then_delete(query):  # type: ignore[no-untyped-def]
+        found = read_versions(query)
+        store.delete("a")
+        return found
+
+    store._versions = then_delete  # type: ignore[method-assign]
+    snapshot = live.snapshot()
+
+    # Then the snapshot has no stale copy of it
+    assert sorted(snapshot.tasks) == ["b"]
