@@ -9,7 +9,7 @@ What is measured, and where it comes from:
 ======================================  =========  ================================================
 metric                                  type       source
 ======================================  =========  ================================================
-``skalds_tasks{status,class_name}``     gauge      the store, read at scrape time (one listing)
+``skalds_tasks{status,class_name}``     gauge      the store, counted at scrape time (one GROUP BY)
 ``skalds_skalds{mode,status}``          gauge      the fleet (state cache), read at scrape time
 ``skalds_dispatch_latency_seconds``     histogram  create → first assignment, see below
 ``skalds_failovers_total``              counter    incremented by the monitor: ``metrics.failovers.inc()``
@@ -25,7 +25,7 @@ metric                                  type       source
 
 Gauges that reflect the store are computed on scrape (a custom collector) rather than kept up to
 date by hand: the store is the truth (DESIGN principle 1), other controllers change it too, and a
-scrape every 15–60 s costs one listing. The scrape runs in a worker thread, never on the loop.
+scrape every 15–60 s costs one count per (status, class). The scrape runs in a worker thread, never on the loop.
 
 Dispatch latency is observed by :func:`instrument_dispatcher`, which wraps the dispatcher's
 ``dispatch_pending`` (the one pass both the sweep and create-triggered dispatch go through): for
@@ -70,8 +70,7 @@ class StoreCollector(Collector):
         tasks = GaugeMetricFamily(
             "skalds_tasks", "Tasks in the store by lifecycle status and class", labels=["status", "class_name"]
         )
-        by_key = Tally((t.lifecycle_status.value, t.class_name) for t in self.service.store.list(TaskQuery()).items)
-        for (status, class_name), n in sorted(by_key.items()):
+        for (status, class_name), n in sorted(self.service.store.counts().items()):
             tasks.add_metric([status, class_name], n)
         yield tasks
         skalds = GaugeMetricFamily("skalds_skalds", "Known skalds by mode and liveness", labels=["mode", "status"])

@@ -158,6 +158,20 @@ def test_list_by_priority_then_age(catalogue: TaskStore) -> None:
     assert ids(catalogue, order="-priority", statuses=(S.RUNNING, S.ASSIGNING), limit=2) == ["t2", "t3"]
 
 
+def test_counts_by_status_and_class(catalogue: TaskStore) -> None:
+    # Given five tasks of two classes in four statuses / When counted
+    # Then each (status, class) has its number, and nothing else appears
+    assert catalogue.counts() == {
+        ("Created", "Alpha"): 1,
+        ("Running", "Beta"): 1,
+        ("Assigning", "Alpha"): 1,
+        ("Finished", "Beta"): 1,
+        ("Running", "Alpha"): 1,
+    }
+    catalogue.set_status("t1", S.PAUSED)
+    assert catalogue.counts()[("Paused", "Alpha")] == 1 and ("Created", "Alpha") not in catalogue.counts()
+
+
 def test_list_newest_first(catalogue: TaskStore) -> None:
     # Given five tasks created one after another (and one more at the same time as the last)
     catalogue.create(make_task("x6", createDateTime=5000))

@@ -96,6 +96,16 @@ class TaskStore(ABC):
         docs, _ = self._query(TaskQuery(**{**query.__dict__, "offset": 0, "limit": None}))
         return {str(d["id"]): int(d.get("version", 0)) for d in docs}
 
+    def _counts(self) -> dict[tuple[str, str], int]:
+        """(lifecycle status, class name) → number of tasks. Drivers count in the database; this
+        fallback reads every document."""
+        docs, _ = self._query(TaskQuery())
+        counts: dict[tuple[str, str], int] = {}
+        for d in docs:
+            key = (str(d.get("lifecycleStatus")), str(d.get("className")))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     @abstractmethod
     def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
         """Write ``fields`` (by alias) if the stored version is ``expected_version``; True if written.
@@ -160,6 +170,10 @@ class TaskStore(ABC):
         """Id → version of the matching tasks, without reading their documents: a poller that
         keeps the tasks it has seen needs to fetch only those whose version moved."""
         return self._versions(query or TaskQuery())
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """How many tasks there are of each (lifecycle status, class name), for gauges."""
+        return self._counts()
 
     def delete(self, task_id: str) -> bool:
         return self._delete(task_id)

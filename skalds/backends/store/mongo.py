@@ -177,6 +177,10 @@ class MongoTaskStore(TaskStore):
         cursor = tasks.find(mongo_filter, _PROJECTION, sort=sort, skip=offset, limit=limit or 0)
         return list(cursor), total
 
+    def _counts(self) -> dict[tuple[str, str], int]:
+        pipeline = [{"$group": {"_id": {"s": "$lifecycleStatus", "c": "$className"}, "n": {"$sum": 1}}}]
+        return {(str(d["_id"]["s"]), str(d["_id"]["c"])): int(d["n"]) for d in self._tasks().aggregate(pipeline)}
+
     def _versions(self, query: TaskQuery) -> dict[str, int]:
         cursor = self._tasks().find(task_filter(query), {"_id": 0, "id": 1, "version": 1})
         return {str(d["id"]): int(d.get("version", 0)) for d in cursor}

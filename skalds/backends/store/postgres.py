@@ -247,6 +247,11 @@ class PostgresTaskStore(TaskStore):
                 total = 0
         return [_as_doc(r[0]) for r in rows], total
 
+    def _counts(self) -> dict[tuple[str, str], int]:
+        with self._cursor() as cur:
+            rows = cur.execute("SELECT lifecycle_status, class_name, count(*) FROM tasks GROUP BY 1, 2").fetchall()
+        return {(str(status), str(cls)): int(n) for status, cls, n in rows}
+
     def _versions(self, query: TaskQuery) -> dict[str, int]:
         where, args = _where(conditions(query))
         with self._cursor() as cur:

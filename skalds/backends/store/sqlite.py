@@ -122,6 +122,10 @@ class SqliteTaskStore(TaskStore):
             ).fetchall()
         return [_load(r[0]) for r in rows], int(total)
 
+    def _counts(self) -> dict[tuple[str, str], int]:
+        rows = self._conn().execute("SELECT lifecycleStatus, className, COUNT(*) FROM tasks GROUP BY 1, 2").fetchall()
+        return {(str(status), str(cls)): int(n) for status, cls, n in rows}
+
     def _versions(self, query: TaskQuery) -> dict[str, int]:
         clause, args = self._where(query)
         rows = self._conn().execute(f"SELECT id, version FROM tasks {clause}", args).fetchall()
