@@ -111,37 +111,34 @@ class SqliteStateCache(StateCache):
         return str(row[0]) if row else None
 
     def get_many(self, keys: Sequence[str]) -> list[str | None]:
-        found: dict[str, str] = {}
-        conn = self._conn()
-        now = time.time()
-        unique = list(dict.fromkeys(keys))
-        with read_tx(conn):
-            for chunk in _chunks(unique):
-                rows = conn.execute(
-                    f"SELECT key, value FROM kv WHERE key IN ({', '.join('?' * len(chunk))}) "
-                    f"AND kind = 'string' AND {_LIVE}",
-                    (*chunk, now),
-                ).fetchall()
-                found.update((str(k), str(v)) for k, v in rows)
+        found = dict(
+            self._rows_for(keys, "SELECT key, value FROM kv WHERE key IN ({marks}) AND kind = 'string' AND " + _LIVE)
+        )
         return [found.get(key) for key in keys]
 
     def lrange_many(self, keys: Sequence[str]) -> list[list[str]]:
         lists: dict[str, list[str]] = {}
+        rows = self._rows_for(
+            keys,
+            """SELECT l.key, l.value FROM kv_list l JOIN kv ON kv.key = l.key
+                WHERE l.key IN ({marks}) AND kv.kind = 'list' AND (kv.expires_at IS NULL OR kv.expires_at > ?)
+                ORDER BY l.key, l.idx""",
+        )
+        for key, value in rows:
+            lists.setdefault(key, []).append(value)
+        return [list(lists.get(key, ())) for key in keys]
+
+    def _rows_for(self, keys: Sequence[str], sql: str) -> list[tuple[str, str]]:
+        """``(key, value)`` rows of ``sql`` — whose ``{marks}`` is a list of keys and whose last
+        parameter is now — run over the distinct ``keys`` in slices, in one read transaction."""
         conn = self._conn()
         now = time.time()
-        unique = list(dict.fromkeys(keys))
+        rows: list[tuple[str, str]] = []
         with read_tx(conn):
-            for chunk in _chunks(unique):
-                rows = conn.execute(
-                    f"""SELECT l.key, l.value FROM kv_list l JOIN kv ON kv.key = l.key
-                         WHERE l.key IN ({", ".join("?" * len(chunk))}) AND kv.kind = 'list'
-                           AND (kv.expires_at IS NULL OR kv.expires_at > ?)
-                         ORDER BY l.key, l.idx""",
-                    (*chunk, now),
-                ).fetchall()
-                for k, v in rows:
-                    lists.setdefault(str(k), []).append(str(v))
-        return [list(lists.get(key, ())) for key in keys]
+            for chunk in _chunks(list(dict.fromkeys(keys))):
+                query = sql.format(marks=", ".join("?" * len(chunk)))
+                rows.extend((str(k), str(v)) for k, v in conn.execute(query, (*chunk, now)).fetchall())
+        return rows
 
     def pipeline_set(self, items: Mapping[str, tuple[str, float | None]]) -> None:
         if not items:
