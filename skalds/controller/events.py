@@ -11,8 +11,9 @@ zero when nobody listens: without subscribers the poller sleeps and forgets its 
 What a pass reads: every skald; every task not yet final (Created, Assigning, Running, Paused) with
 its heartbeat / error / exception from the cache; and, by id, the tasks that left that set since the
 last pass (they ended or were deleted) and the tasks a client filters on; and the newest tasks when
-the store grew, so a task created and ended between two passes is reported too. Ended tasks stay in the
-snapshot (at most ``max_ended`` of them) so a retry is reported as a change from its final status.
+the store grew (``live.NewTasks``), so a task created and ended between two passes is reported too.
+Ended tasks stay in the snapshot (at most ``max_ended`` of them) so a retry is reported as a change
+from its final status.
 
 Events (``timestamp`` in ms since the epoch)::
 
@@ -34,14 +35,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
 
 from skalds.backends.store.base import TaskQuery
-from skalds.controller.live import NOT_RUNNING, TaskLive
+from skalds.controller.live import NOT_RUNNING, NewTasks
 from skalds.controller.metrics import ControllerMetrics
 from skalds.controller.service import ControllerService
 from skalds.model.task import FINAL_STATUSES, Task, now_ms
@@ -50,8 +51,6 @@ from skalds.utils.logging import logger
 _FINAL_VALUES = frozenset(s.value for s in FINAL_STATUSES)
 #: Seconds a shared snapshot of the open tasks may be old for a pass (the pass runs every 0.5 s).
 SNAPSHOT_AGE = 0.25
-#: Extra tasks read at the tail of the listing, for deletions that hide new tasks from the count.
-RECENT_MARGIN = 20
 SKALDS = "skalds"
 TASKS = "tasks"
 #: Event types of each stream (besides the first ``snapshot``).
@@ -86,7 +85,7 @@ class Subscriber:
         return "taskId" in event and (self.task_id is None or event["taskId"] == self.task_id)
 
 
-def task_view(task: Task, live: dict[str, Any]) -> dict[str, Any]:
+def task_view(task: Task, live: Mapping[str, Any]) -> dict[str, Any]:
     """What the streams tell about a task (the REST API has the rest)."""
     return {
         "id": task.id,
@@ -127,7 +126,7 @@ class EventHub:
         self._skalds: dict[str, dict[str, Any]] = {}
         self._tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._primed = False  # the snapshot reflects at least one pass
-        self._total = 0  # tasks in the store at the last pass
+        self._new_tasks = NewTasks()
         self._last_pass_ms = 0
         self._wake = asyncio.Event()
         self.last_error: str | None = None
@@ -240,7 +239,12 @@ class EventHub:
         left = {i for i, v in self._tasks.items() if v["status"] not in _FINAL_VALUES} - open_ids
         extra_ids = (left | set(watched)) - open_ids
         extra = store.list(TaskQuery(ids=tuple(sorted(extra_ids)))).items if extra_ids else []
-        new = self._created_since_last_pass(set(open_ids) | extra_ids)
+        since = self._last_pass_ms if self._primed else None
+        new = [
+            t
+            for t in self._new_tasks.since(store, since)
+            if t.id not in open_ids and t.id not in extra_ids and t.id not in self._tasks
+        ]
         states = snapshot.states
         current = {
             t.id: self._view(t, states.get(t.id, NOT_RUNNING), beats or t.id in watched)
@@ -262,7 +266,7 @@ class EventHub:
         self._last_pass_ms = now
         return events
 
-    def _view(self, task: Task, live: TaskLive, beats: bool) -> dict[str, Any]:
+    def _view(self, task: Task, live: Mapping[str, Any], beats: bool) -> dict[str, Any]:
         """``task_view``, reusing the last pass's view while record and cache state are unchanged
         (most tasks, most passes) and copying it when only the heartbeat moved (every running task,
         every second) — unless heartbeats are not wanted."""
@@ -270,34 +274,15 @@ class EventHub:
         if (
             before is None
             or before["version"] != task.version
-            or before["error"] != live.error
-            or before["exception"] != (live.exception or task.exception)
+            or before["error"] != live["error"]
+            or before["exception"] != (live["exception"] or task.exception)
         ):
-            return task_view(task, live.as_dict())
-        if before["heartbeat"] == live.heartbeat or not beats:
+            return task_view(task, live)
+        if before["heartbeat"] == live["heartbeat"] or not beats:
             return before
         view = dict(before)
-        view["heartbeat"] = live.heartbeat
+        view["heartbeat"] = live["heartbeat"]
         return view
-
-    def _created_since_last_pass(self, known: Collection[str]) -> list[Task]:
-        """Tasks created and already ended between two passes (else never seen): the newest few.
-
-        The listing is by creation time, so the tasks created since the last pass are its tail: as
-        many as the total grew, plus a margin for deletions in between.
-        """
-        store = self.service.store
-        total = store.list(TaskQuery(limit=0)).total
-        grown, self._total = total - self._total, total
-        if not self._primed or grown <= 0:
-            return []
-        size = grown + RECENT_MARGIN
-        tail = store.list(TaskQuery(offset=max(total - size, 0), limit=size)).items
-        return [
-            t
-            for t in tail
-            if t.id not in known and t.id not in self._tasks and t.create_date_time >= self._last_pass_ms
-        ]
 
     def _diff_skalds(self, skalds: dict[str, dict[str, Any]], now: int) -> list[Event]:
         if not self._primed:

@@ -30,13 +30,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from types import MappingProxyType
+from typing import Any
 
-from skalds.backends.cache.state import task_error_key, task_exception_key, task_heartbeat_key
+from skalds.backends.cache.state import StateView
 from skalds.backends.store.base import TaskQuery, TaskStore
-from skalds.controller.fleet import int_or_none
 from skalds.model.task import (
     FINAL_STATUSES,
     LIVE_STATUSES,
@@ -59,19 +59,8 @@ RECORDED_TASKS = 50_000
 RECENT_MARGIN = 20
 
 
-class TaskLive(NamedTuple):
-    """What the cache says about a running task (a tuple: thousands are built each second)."""
-
-    heartbeat: int | None = None
-    leased: bool = False  # the heartbeat lease key exists
-    error: str | None = None
-    exception: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"heartbeat": self.heartbeat, "error": self.error, "exception": self.exception}
-
-
-NOT_RUNNING = TaskLive()
+#: What the cache says about a task that does not run (``StateView.task_state``'s shape). Read only.
+NOT_RUNNING: Mapping[str, Any] = MappingProxyType({"heartbeat": None, "error": None, "exception": None})
 
 
 @dataclass(frozen=True)
@@ -80,9 +69,11 @@ class Snapshot:
 
     taken_ms: int
     tasks: dict[str, Task] = field(default_factory=dict)
-    states: dict[str, TaskLive] = field(default_factory=dict)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # running tasks' StateView.task_state
 
-    def state(self, task_id: str) -> TaskLive:
+    def state(self, task_id: str) -> Mapping[str, Any]:
+        """``{"heartbeat", "error", "exception"}`` of the task (all None unless it runs); a
+        heartbeat of None means its lease is missing."""
         return self.states.get(task_id, NOT_RUNNING)
 
     def with_status(self, *statuses: TaskLifecycleStatus) -> list[Task]:
@@ -136,13 +127,33 @@ def activity_kind(previous: StatusChange | None, change: StatusChange) -> str:
     }[status]
 
 
+class NewTasks:
+    """Finds the tasks created since a look: those that already ended before the next one would
+    otherwise never be seen by a poller that lists only open tasks. The store lists tasks by
+    creation time, so they are its tail: as many as the total grew, plus a margin for deletions
+    in between. One count per look, one short listing when the store grew."""
+
+    def __init__(self) -> None:
+        self._total = 0  # tasks in the store at the last look
+
+    def since(self, store: TaskStore, since_ms: int | None) -> list[Task]:
+        """Tasks created at or after ``since_ms`` (None: the first look, which only counts)."""
+        total = store.list(TaskQuery(limit=0)).total
+        grown, self._total = total - self._total, total
+        if since_ms is None or grown <= 0:
+            return []
+        size = grown + RECENT_MARGIN
+        tail = store.list(TaskQuery(offset=max(total - size, 0), limit=size)).items
+        return [t for t in tail if t.create_date_time >= since_ms]
+
+
 class LiveTasks:
     """The shared view (see the module docstring)."""
 
     def __init__(
         self,
-        store: Any,
-        cache: Any,
+        store: Callable[[], TaskStore],
+        state: Callable[[], StateView],
         *,
         activity_size: int = 500,
         timeline_interval: float = 10.0,
@@ -150,11 +161,11 @@ class LiveTasks:
     ) -> None:
         # Callables, so the backends are opened lazily and re-resolved (the service owns them).
         self._store = store
-        self._cache = cache
+        self._state = state
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._taken_at = 0.0  # monotonic
-        self._total = 0  # tasks in the store at the last refresh
+        self._new_tasks = NewTasks()
         self.activity: deque[Activity] = deque(maxlen=activity_size)
         self.timeline: deque[dict[str, int]] = deque(maxlen=timeline_size)
         self.timeline_interval_ms = int(timeline_interval * 1000)
@@ -195,7 +206,9 @@ class LiveTasks:
         fetched = self._fetch(store, stale)
         left = [i for i in old if i not in versions]
         ended = self._fetch(store, left)  # missing from the answer: deleted
-        created = self._created_and_ended(store, before, set(versions) | set(old))
+        known = versions.keys() | old.keys()
+        since = before.taken_ms if before is not None else None
+        created = [t for t in self._new_tasks.since(store, since) if t.id not in known]
         tasks = {i: t for i, v in versions.items() if (t := old.get(i)) is not None and t.version == v}
         for task in fetched.values():
             if task.lifecycle_status not in FINAL_STATUSES:
@@ -216,29 +229,9 @@ class LiveTasks:
                 found[task.id] = task
         return found
 
-    def _created_and_ended(self, store: TaskStore, before: Snapshot | None, known: set[str]) -> list[Task]:
-        """Tasks created after the last look and already final (else never seen): the newest few."""
-        total = store.list(TaskQuery(limit=0)).total
-        grown, self._total = total - self._total, total
-        if before is None or grown <= 0:
-            return []
-        size = grown + RECENT_MARGIN
-        tail = store.list(TaskQuery(offset=max(total - size, 0), limit=size)).items
-        return [t for t in tail if t.id not in known and t.create_date_time >= before.taken_ms]
-
-    def _states(self, tasks: Iterable[Task]) -> dict[str, TaskLive]:
+    def _states(self, tasks: Iterable[Task]) -> dict[str, dict[str, Any]]:
         running = [t.id for t in tasks if t.lifecycle_status in LIVE_STATUSES]
-        if not running:
-            return {}
-        keys: list[str] = []
-        for task_id in running:
-            keys += (task_heartbeat_key(task_id), task_error_key(task_id), task_exception_key(task_id))
-        values = self._cache().get_many(keys)
-        states: dict[str, TaskLive] = {}
-        for n, task_id in enumerate(running):
-            beat, error, exception = values[3 * n : 3 * n + 3]
-            states[task_id] = TaskLive(int_or_none(beat), beat is not None, error, exception)
-        return states
+        return dict(zip(running, self._state().task_states(running), strict=True)) if running else {}
 
     def _record_activity(self, since_ms: int, changed: Iterable[Task]) -> None:
         """Append the status changes of ``changed`` not recorded yet.
@@ -283,4 +276,4 @@ class LiveTasks:
         self.timeline.append({"timestamp": now, "running": running, "failed": failed})
 
 
-__all__ = ["Activity", "LiveTasks", "Snapshot", "TaskLive", "activity_kind"]
+__all__ = ["NOT_RUNNING", "Activity", "LiveTasks", "NewTasks", "Snapshot", "activity_kind"]

@@ -109,7 +109,7 @@ class Monitor:
                     result.failed_over.append((task.id, task.executor))
             elif (
                 task.lifecycle_status == S.RUNNING
-                and self._task_lease_lost(task, snapshot.state(task.id).leased, now)
+                and self._task_lease_lost(task, snapshot.state(task.id)["heartbeat"] is not None, now)
                 and self._expire(task)
             ):
                 result.expired.append(task.id)

@@ -16,12 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from skalds.backends.bus.base import Topic
-from skalds.backends.cache.state import task_error_key, task_exception_key, task_heartbeat_key
 from skalds.backends.clients import BackendClients
 from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import ControllerConfig
 from skalds.controller.errors import ApiError, not_found, unprocessable
-from skalds.controller.fleet import Fleet, int_or_none
+from skalds.controller.fleet import Fleet
 from skalds.controller.history import HeartbeatHistory
 from skalds.controller.live import LiveTasks
 from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
@@ -50,7 +49,7 @@ class ControllerService(BackendClients):
         self.initiator = initiator
         self.history = HeartbeatHistory(self.config.heartbeat_history_size)
         #: The open tasks and their leases, shared by monitor, sampler, SSE poller and dispatcher.
-        self.live = LiveTasks(lambda: self.store, lambda: self.state.cache)
+        self.live = LiveTasks(lambda: self.store, lambda: self.state)
         self._parsed_schemas: dict[str, dict[str, Any]] = {}
         #: Called with (topic, published?) after every publish (the app counts them in /metrics).
         self.on_publish: Callable[[str, bool], None] | None = None
@@ -75,16 +74,22 @@ class ControllerService(BackendClients):
     # ---- tasks: reads --------------------------------------------------------------------
     def task_item(self, task: Task) -> dict[str, Any]:
         """The SPEC §7 task item: 0.3.x names plus every Task field by alias."""
-        doc = task.to_json_dict()
-        live = self.state.task_state(task.id)
-        doc.update(
-            type=task.class_name,
-            status=task.lifecycle_status.value,
-            heartbeat=live["heartbeat"],
-            error=live["error"],
-            exception=live["exception"] or task.exception,
-        )
-        return doc
+        return self._items([task])[0]
+
+    def _items(self, tasks: list[Task]) -> list[dict[str, Any]]:
+        """:meth:`task_item` of each task, with one batched cache read for all of them."""
+        items = []
+        for task, live in zip(tasks, self.state.task_states([t.id for t in tasks]), strict=True):
+            doc = task.to_json_dict()
+            doc.update(
+                type=task.class_name,
+                status=task.lifecycle_status.value,
+                heartbeat=live["heartbeat"],
+                error=live["error"],
+                exception=live["exception"] or task.exception,
+            )
+            items.append(doc)
+        return items
 
     def require(self, task_id: str) -> Task:
         task = self.store.get(task_id)
@@ -117,7 +122,7 @@ class ControllerService(BackendClients):
         )
         result = self.store.list(query)
         return {
-            "items": [self.task_item(t) for t in result.items],
+            "items": self._items(result.items),
             "total": result.total,
             "page": page,
             "pageSize": page_size,
@@ -145,7 +150,7 @@ class ControllerService(BackendClients):
         snapshot = self.live.snapshot(max_age=SHARED_SNAPSHOT_AGE)
         live = snapshot.with_status(*LIVE_STATUSES)
         for task in live:
-            self.history.add(task.id, snapshot.taken_ms, snapshot.state(task.id).heartbeat)
+            self.history.add(task.id, snapshot.taken_ms, snapshot.state(task.id)["heartbeat"])
         return len(live)
 
     def task_history(self, task_id: str) -> dict[str, Any]:
@@ -268,22 +273,7 @@ class ControllerService(BackendClients):
     def task_items(self, task_ids: list[str]) -> list[dict[str, Any]]:
         """:meth:`task_item` of several tasks, in the order given (two store/cache round trips)."""
         tasks = {t.id: t for t in self.store.list(TaskQuery(ids=tuple(task_ids))).items}
-        present = [tasks[i] for i in task_ids if i in tasks]
-        keys = [k for t in present for k in (task_heartbeat_key(t.id), task_error_key(t.id), task_exception_key(t.id))]
-        values = self.state.cache.get_many(keys)
-        items = []
-        for n, task in enumerate(present):
-            beat, error, exception = values[3 * n : 3 * n + 3]
-            doc = task.to_json_dict()
-            doc.update(
-                type=task.class_name,
-                status=task.lifecycle_status.value,
-                heartbeat=int_or_none(beat),
-                error=error,
-                exception=exception or task.exception,
-            )
-            items.append(doc)
-        return items
+        return self._items([tasks[i] for i in task_ids if i in tasks])
 
     def update_attachments(self, task_id: str, attachments: dict[str, Any]) -> Task:
         """Merge onto the stored attachments, validate the result, store, tell the owner."""

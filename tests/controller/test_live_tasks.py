@@ -53,7 +53,7 @@ def kinds(live: LiveTasks, task_id: str) -> list[str]:
 
 def test_snapshot_fetches_only_changed_records_and_reads_leases_in_one_batch(service, store):
     # Given three open tasks, two of them running with leases (one with an error), and a finished one
-    live = LiveTasks(lambda: store, lambda: service.state.cache)
+    live = LiveTasks(lambda: store, lambda: service.state)
     for tid in ("a", "b", "c", "done"):
         make(store, tid)
     for tid in ("a", "b"):
@@ -69,8 +69,8 @@ def test_snapshot_fetches_only_changed_records_and_reads_leases_in_one_batch(ser
 
     # Then it holds the open tasks with the cache state of those that run
     assert sorted(first.tasks) == ["a", "b", "c"]
-    assert first.state("a").heartbeat == 42 and first.state("a").leased and first.state("a").error == "disk full"
-    assert not first.state("b").leased and first.state("b").heartbeat is None
+    assert first.state("a") == {"heartbeat": 42, "error": "disk full", "exception": None}
+    assert first.state("b")["heartbeat"] is None  # no lease
     assert first.state("c") == first.state("nope")  # not running: nothing read
     assert sorted(store.fetched) == ["a", "b", "c"]
 
@@ -92,7 +92,7 @@ def test_snapshot_fetches_only_changed_records_and_reads_leases_in_one_batch(ser
 
 def test_a_young_snapshot_is_shared(service, store):
     # Given a snapshot just taken
-    live = LiveTasks(lambda: store, lambda: service.state.cache)
+    live = LiveTasks(lambda: store, lambda: service.state)
     make(store, "x")
     first = live.snapshot()
     make(store, "y")
@@ -104,7 +104,7 @@ def test_a_young_snapshot_is_shared(service, store):
 
 
 def test_activity_tells_each_change_once_in_order_even_for_tasks_that_came_and_went(service, store):
-    live = LiveTasks(lambda: store, lambda: service.state.cache)
+    live = LiveTasks(lambda: store, lambda: service.state)
     make(store, "old", name="before the first look")
     live.snapshot()  # the first look learns, it does not replay history
 
@@ -151,7 +151,7 @@ def test_activity_tells_each_change_once_in_order_even_for_tasks_that_came_and_w
 
 def test_timeline_counts_running_and_failed_per_interval(service, store):
     # Given a timeline with a point at every refresh (interval 0)
-    live = LiveTasks(lambda: store, lambda: service.state.cache, timeline_interval=0)
+    live = LiveTasks(lambda: store, lambda: service.state, timeline_interval=0)
     for tid in ("r1", "r2", "f1"):
         make(store, tid)
         store.assign(tid, "node-1")
@@ -168,7 +168,7 @@ def test_timeline_counts_running_and_failed_per_interval(service, store):
 
 def test_a_task_deleted_while_the_snapshot_is_taken_is_not_kept_in_its_old_form(service, store):
     # Given a snapshot holding task "a", which then changes
-    live = LiveTasks(lambda: store, lambda: service.state.cache)
+    live = LiveTasks(lambda: store, lambda: service.state)
     make(store, "a")
     make(store, "b")
     live.snapshot()
