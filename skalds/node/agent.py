@@ -79,6 +79,7 @@ class SkaldAgent(EdgeMode, NodeMode):
         #: Tasks waiting for a previous copy's heartbeat lease to end.
         self._deferred: set[str] = set()
         self._stashed: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        self._waiting: dict[str, dict[str, Task]] = {}
         self.started = threading.Event()
 
     # ---- public --------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             grace = 0.0 if self._stop_requested > 1 else self.config.stop_grace_period
             self.supervisor.stop_many([h.task_id for h in handles], "shutdown", grace)
             self.supervisor.wait_all_exited(grace + 5.0, self._poll_once)
+        self.supervisor.retire_idle(float("inf"))
         self._flush_beats()
         self._flush_logs()
         self.backends.with_state("unregister", lambda v: v.unregister_skald(self.skald_id))
@@ -244,7 +246,8 @@ class SkaldAgent(EdgeMode, NodeMode):
         except SkaldsError as exc:
             logger.error(f"could not start worker for task {task.id}: {exc}")
             return None
-        logger.info(f"started worker {task.id} ({task.class_name}) pid {handle.pid}")
+        how = "reused process" if handle.reused else "pid"
+        logger.info(f"started worker {task.id} ({task.class_name}) {how} {handle.pid}")
         self._flush_stash(task.id)
         return handle
 
@@ -375,6 +378,8 @@ class SkaldAgent(EdgeMode, NodeMode):
             self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, value, exception))
         if self.edge is not None:
             self.edge.on_exit(handle.task_id, outcome)
+        elif self._waiting:
+            self._start_waiting(handle.class_name)
 
     def _write_status(
         self,

@@ -18,6 +18,7 @@ from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus
 from skalds.node._parts import _AgentParts
 from skalds.node.commands import Command, MalformedEvent, parse_message
 from skalds.utils.logging import logger
+from skalds.worker.registry import WorkerRegistry
 
 S = TaskLifecycleStatus
 #: Direct updates for a task that is ours but whose start waits (previous copy's lease) are kept
@@ -30,6 +31,10 @@ class NodeMode(_AgentParts):
     _commands: queue.SimpleQueue[Message]
     _cmd_w: socket.socket
     _stashed: dict[str, list[tuple[float, dict[str, Any]]]]
+    #: Tasks waiting for their class to be under its limit, by class, oldest first.
+    _waiting: dict[str, dict[str, Task]]
+    _stop_requested: int
+    registry: WorkerRegistry
 
     if TYPE_CHECKING:
 
@@ -76,6 +81,7 @@ class NodeMode(_AgentParts):
                     self._ensure_owned_running(task_id)
         elif command.kind == "cancel":
             for task_id in command.task_ids:
+                self._drop_waiting(task_id)
                 if self.supervisor.stop(task_id, "cancel"):
                     logger.info(f"task {task_id}: cancel received, stopping its worker")
         elif command.kind == "update":
@@ -114,15 +120,16 @@ class NodeMode(_AgentParts):
             if now - stamp < STASH_SECONDS:
                 self.supervisor.send_update(task_id, attachments, origin="direct")
 
-    def _ensure_owned_running(self, task_id: str) -> None:
+    def _ensure_owned_running(self, task_id: str, *, waited: bool = False) -> None:
         if self.supervisor.get(task_id) is not None:
             return
         task = self.backends.with_store("read", lambda s: s.get(task_id))
         if task is None or task.executor != self.skald_id or task.lifecycle_status not in LIVE_STATUSES:
+            self._drop_waiting(task_id)
             return
-        self._start_owned(task)
+        self._start_owned(task, waited=waited)
 
-    def _start_owned(self, task: Task) -> None:
+    def _start_owned(self, task: Task, *, waited: bool = False) -> None:
         """Start a task the store gave us, unless a previous copy's heartbeat lease is still alive.
 
         That copy belongs to the previous owner (or our own previous life). Its lease expires
@@ -138,7 +145,40 @@ class NodeMode(_AgentParts):
             self._next_reconcile = min(self._next_reconcile, time.monotonic() + 0.1)
             return
         self._deferred.discard(task.id)
+        limit = self._class_limit(task.class_name)
+        busy = self.supervisor.count(task.class_name) >= limit if limit is not None else False
+        if limit is not None and (busy or (not waited and self._waiting.get(task.class_name))):
+            # At the class's limit (or others came first): wait, Assigning, for a free slot.
+            waiting = self._waiting.setdefault(task.class_name, {})
+            if task.id not in waiting:
+                waiting[task.id] = task
+                logger.debug(f"task {task.id}: {task.class_name} runs {limit} at once here; waiting ({len(waiting)})")
+            return
         self.start_worker(task, task.epoch)
+
+    # ---- per-class limits (BaseTaskWorker.max_concurrent_tasks) ----------------------------
+    def _class_limit(self, class_name: str) -> int | None:
+        if class_name not in self.registry:
+            return None
+        limit: int | None = self.registry.get(class_name).max_concurrent_tasks
+        return limit
+
+    def _start_waiting(self, class_name: str) -> None:
+        """Start waiting tasks of ``class_name`` while it is under its limit, oldest first;
+        each is read again first (it may have been cancelled or moved while it waited)."""
+        waiting = self._waiting.get(class_name)
+        limit = self._class_limit(class_name)
+        while waiting and not self._stop_requested and (limit is None or self.supervisor.count(class_name) < limit):
+            task_id = next(iter(waiting))
+            del waiting[task_id]
+            if not waiting:
+                self._waiting.pop(class_name, None)
+            self._ensure_owned_running(task_id, waited=True)
+
+    def _drop_waiting(self, task_id: str) -> None:
+        for class_name, waiting in list(self._waiting.items()):
+            if waiting.pop(task_id, None) is not None and not waiting:
+                del self._waiting[class_name]
 
     def _verify_ownership(self, task_id: str) -> None:
         """Stop our copy unless the store still says it is ours, at our epoch, and live."""
@@ -174,6 +214,8 @@ class NodeMode(_AgentParts):
         if owned is None:
             return  # store unreachable: keep what runs, decide when it is back
         by_id = {t.id: t for t in owned}
+        for task_id in [t for waiting in self._waiting.values() for t in waiting if t not in by_id]:
+            self._drop_waiting(task_id)  # no longer ours (cancelled, paused, moved)
         for handle in self.supervisor.handles():
             if handle.stopping or (handle.task_id in by_id and by_id[handle.task_id].epoch == handle.epoch):
                 continue

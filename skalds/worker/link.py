@@ -99,6 +99,10 @@ class ChannelLink(NullLink):
         self._send_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._beat = 0
+        #: Written by :meth:`stop` so the link thread leaves its wait at once (a reused process
+        #: joins it before the channel carries the next task's messages).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
 
     def start(self, worker: BaseTaskWorker[Any]) -> None:
         if self._thread is not None:
@@ -122,7 +126,28 @@ class ChannelLink(NullLink):
 
     def stop(self) -> None:
         self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
         self.flush_logs()
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop, wait for the link thread to end and free the wake-up pipe. False when the
+        thread is still running after ``timeout`` (the channel must not be used for another task)."""
+        self.stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                return False
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+        return True
 
     # ---- log lines (skalds.worker.logtail) ----------------------------------------------------
     def _send_logs(self) -> None:
@@ -238,10 +263,10 @@ class ChannelLink(NullLink):
             if fence_at is not None:
                 wake = min(wake, fence_at)
             try:
-                ready, _, _ = select.select([fd], [], [], max(0.0, wake - now))
+                ready, _, _ = select.select([fd, self._wake_r], [], [], max(0.0, wake - now))
             except (OSError, ValueError):
                 return
-            if self._stop.is_set() or not ready:
+            if self._stop.is_set() or fd not in ready:
                 continue
             try:
                 data = self._sock.recv(MAX_MESSAGE)

@@ -73,6 +73,14 @@ class LogTail:
                 self._sink_id = add_capture_sink(self.write, level)
         return self
 
+    def reset(self) -> None:
+        """Forget every line and start numbering from 1 again (a reused process's next task)."""
+        with self._lock:
+            self.buffer.clear()
+            self.dropped = 0
+            self._n = 0
+        self.waiting = None
+
     def uninstall(self) -> None:
         if self._routed:
             capture_into(None)

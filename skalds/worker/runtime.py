@@ -1,7 +1,16 @@
-"""What runs inside a forked worker process: build the worker from its spec and run it."""
+"""What runs inside a forked worker process: build the worker from its spec and run it.
+
+A process runs one task and exits, unless the task's class allows more
+(``BaseTaskWorker.max_tasks_per_process`` > 1): then, after a task that finished normally, it
+tells its skald ``done`` (with its exit code and how long it may idle) and waits on its channel
+for the skald's next task of that class (``run``, with the next spec) or ``exit``. The skald's
+:class:`~skalds.worker.supervisor.Supervisor` keeps such processes in an idle pool and retires
+them after their idle timeout.
+"""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 from types import FrameType
@@ -10,15 +19,32 @@ from typing import Any
 from skalds.errors import SkaldsError
 from skalds.model.task import TaskLifecycleStatus
 from skalds.utils.logging import configure_worker, logger
-from skalds.worker.baseclass import EXIT_FAILED, PENDING_SIGNALS
+from skalds.worker.baseclass import EXIT_FAILED, EXIT_FINISHED, PENDING_SIGNALS
 from skalds.worker.forkserver import set_process_name
-from skalds.worker.link import ChannelLink
+from skalds.worker.link import MAX_MESSAGE, ChannelLink
 from skalds.worker.logtail import LogTail
 from skalds.worker.registry import WorkerRegistry
+
+#: An idle process that hears nothing from its skald for this many times its idle timeout (plus
+#: a minute) exits by itself; normally the skald retires it after the idle timeout.
+IDLE_SAFETY_FACTOR = 3.0
+
+
+class _IdleStop(BaseException):
+    """SIGTERM or SIGINT while a reusable process waits for its next task."""
 
 
 def _early_signal(signum: int, frame: FrameType | None) -> None:
     PENDING_SIGNALS.append(signum)
+
+
+def _idle_signal(signum: int, frame: FrameType | None) -> None:
+    raise _IdleStop(signum)
+
+
+def _set_handlers(handler: Any) -> None:
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def make_child_main(registry: WorkerRegistry) -> Any:
@@ -27,12 +53,13 @@ def make_child_main(registry: WorkerRegistry) -> Any:
     # an idle worker then dirties no memory for its log tail (each child has its own copy).
     tail = LogTail()
 
-    def child_main(spec: dict[str, Any], channel: socket.socket) -> int:
-        signal.signal(signal.SIGTERM, _early_signal)
-        signal.signal(signal.SIGINT, _early_signal)
+    def run_one(spec: dict[str, Any], channel: socket.socket) -> tuple[int, int, float, bool]:
+        """Run one task: its exit code, its class's ``max_tasks_per_process`` and idle timeout,
+        and whether the channel is free for another task (the link thread ended)."""
         task_id = str(spec["task_id"])
         set_process_name(f"skw:{task_id}")
         configure_worker(task_id)
+        tail.reset()
         fence_after = spec.get("fence_after")
         link = ChannelLink(
             channel,
@@ -41,6 +68,7 @@ def make_child_main(registry: WorkerRegistry) -> Any:
             # Everything this process logs also goes to the task's log tail (SPEC §9).
             tail=tail.install(),
         )
+        limit, idle, code, started = 1, 0.0, EXIT_FAILED, False
         try:
             try:
                 cls = registry.get(str(spec["class_name"]))
@@ -49,13 +77,70 @@ def make_child_main(registry: WorkerRegistry) -> Any:
                 worker.dependencies = spec.get("dependencies")
                 worker._skalds_link = link
                 worker._skalds_setup(spec.get("attachments"))
+                limit, idle = int(cls.max_tasks_per_process), float(cls.idle_process_timeout)
+                started = True
             except (SkaldsError, Exception) as exc:
                 text = f"{type(exc).__name__}: {exc}"
                 logger.error(f"worker {task_id} could not start: {text}")
                 link.report({"t": "final", "status": TaskLifecycleStatus.FAILED.value, "exception": text})
-                return EXIT_FAILED
-            return worker.start()
+            if started:
+                code = worker.start()
         finally:
             link.flush_logs()  # what was logged after the link stopped (best effort)
+        # The link thread must be gone before the channel carries another task's messages.
+        reusable = started and limit > 1 and link.close()
+        return code, limit, idle, reusable
+
+    def wait_for_task(channel: socket.socket, idle: float, done: int) -> dict[str, Any] | None:
+        """Offer this process for another task; the next spec, or None to exit."""
+        _set_handlers(_idle_signal)
+        try:
+            if PENDING_SIGNALS:
+                return None
+            try:
+                channel.send(json.dumps({"t": "done", "code": EXIT_FINISHED, "idle": idle, "tasks": done}).encode())
+            except OSError:
+                return None
+            set_process_name("skw:idle")
+            channel.settimeout(idle * IDLE_SAFETY_FACTOR + 60.0)
+            while True:
+                try:
+                    data = channel.recv(MAX_MESSAGE)
+                except OSError:  # the safety timeout, or the skald is gone
+                    return None
+                if not data:
+                    return None
+                try:
+                    message = json.loads(data)
+                except ValueError:
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                kind = message.get("t")
+                if kind == "exit":
+                    return None
+                if kind == "run" and isinstance(message.get("spec"), dict):
+                    spec: dict[str, Any] = message["spec"]
+                    return spec
+                # Anything else (acks of the last task's heartbeats, an update that came too
+                # late for it) belonged to the task that ended.
+        except _IdleStop:
+            return None
+        finally:
+            channel.settimeout(None)
+            _set_handlers(_early_signal)
+
+    def child_main(spec: dict[str, Any], channel: socket.socket) -> int:
+        _set_handlers(_early_signal)
+        done = 0
+        while True:
+            code, limit, idle, reusable = run_one(spec, channel)
+            done += 1
+            if code != EXIT_FINISHED or not reusable or done >= limit or PENDING_SIGNALS:
+                return code
+            following = wait_for_task(channel, idle, done)
+            if following is None:
+                return code
+            spec = following
 
     return child_main

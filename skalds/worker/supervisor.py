@@ -58,6 +58,8 @@ class WorkerHandle:
     log_lines: list[list[Any]] = field(default_factory=list)
     log_base: int | None = None
     log_last: int = 0
+    #: The task runs in a process that ran an earlier task of its class (not a fresh fork).
+    reused: bool = False
 
     @property
     def stopping(self) -> bool:
@@ -65,6 +67,22 @@ class WorkerHandle:
 
 
 _ACK = json.dumps({"t": "ack"}).encode()
+_EXIT = json.dumps({"t": "exit"}).encode()
+#: At most this many idle reusable processes are kept per worker class (the rest are retired).
+MAX_IDLE_PER_CLASS = 32
+
+
+@dataclass(eq=False)
+class IdleProcess:
+    """A worker process that finished a task of a reusable class and waits for the next one."""
+
+    class_name: str
+    pid: int
+    pidfd: int
+    channel: socket.socket
+    until: float  # monotonic: retired then
+    tasks: int  # tasks it has run
+
 
 OnMessage = Callable[[WorkerHandle, dict[str, Any]], None]
 OnExit = Callable[[WorkerHandle], None]
@@ -94,6 +112,14 @@ class Supervisor:
         self._by_fd: dict[int, WorkerHandle] = {}
         #: Handles with log lines waiting to be written (by id: a handle outlives its pid).
         self._logs_pending: dict[int, WorkerHandle] = {}
+        #: Idle reusable processes by class, most recently idle last; and by pid.
+        self._idle: dict[str, list[IdleProcess]] = {}
+        self._idle_by_pid: dict[int, IdleProcess] = {}
+        #: Workers per class (started, not yet exited or done).
+        self._per_class: dict[str, int] = {}
+        #: Processes started fresh / tasks handed to an idle process (for logs and tests).
+        self.forked = 0
+        self.reused = 0
 
     # ---- queries -------------------------------------------------------------------------
     def get(self, task_id: str) -> WorkerHandle | None:
@@ -110,6 +136,15 @@ class Supervisor:
 
     def __len__(self) -> int:
         return len(self._by_task)
+
+    def count(self, class_name: str) -> int:
+        """Workers of ``class_name`` this skald has (running or stopping)."""
+        return self._per_class.get(class_name, 0)
+
+    def idle_count(self, class_name: str | None = None) -> int:
+        if class_name is None:
+            return len(self._idle_by_pid)
+        return len(self._idle.get(class_name, ()))
 
     # ---- log lines ---------------------------------------------------------------------------
     def take_logs(self) -> list[WorkerHandle]:
@@ -138,7 +173,6 @@ class Supervisor:
     def start(self, task: Task, epoch: int | None) -> WorkerHandle:
         if task.id in self._by_task:
             raise RuntimeError(f"task {task.id} already has a worker")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         spec = {
             "task_id": task.id,
             "class_name": task.class_name,
@@ -147,11 +181,18 @@ class Supervisor:
             "heartbeat_interval": self._hb,
             "fence_after": self._fence_after,
         }
-        try:
-            pid, pidfd = self._fs.spawn(spec, theirs)
-        finally:
-            theirs.close()
-        ours.setblocking(False)
+        idle = self._take_idle(task.class_name, spec)
+        if idle is not None:
+            pid, pidfd, ours = idle.pid, idle.pidfd, idle.channel
+            self.reused += 1
+        else:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                pid, pidfd = self._fs.spawn(spec, theirs)
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            self.forked += 1
         handle = WorkerHandle(
             task_id=task.id,
             class_name=task.class_name,
@@ -161,11 +202,89 @@ class Supervisor:
             channel=ours,
             attachments=task.attachments,
             sent_attachments=task.attachments,
+            reused=idle is not None,
         )
         self._by_task[task.id] = handle
         self._by_pid[pid] = handle
         self._by_fd[ours.fileno()] = handle
+        self._per_class[task.class_name] = self._per_class.get(task.class_name, 0) + 1
         return handle
+
+    def _uncount(self, handle: WorkerHandle) -> None:
+        if self._by_task.pop(handle.task_id, None) is not None:
+            left = self._per_class.get(handle.class_name, 1) - 1
+            if left > 0:
+                self._per_class[handle.class_name] = left
+            else:
+                self._per_class.pop(handle.class_name, None)
+
+    # ---- reusable processes --------------------------------------------------------------
+    def _take_idle(self, class_name: str, spec: dict[str, Any]) -> IdleProcess | None:
+        """An idle process of ``class_name`` that accepted ``spec`` as its next task, or None."""
+        pool = self._idle.get(class_name)
+        data = json.dumps({"t": "run", "spec": spec}).encode()
+        while pool:
+            idle = pool.pop()
+            self._idle_by_pid.pop(idle.pid, None)
+            try:
+                idle.channel.send(data)
+            except OSError as exc:  # gone meanwhile, or no room: a fresh process it is
+                logger.debug(f"idle worker process {idle.pid} did not take a task ({exc}); retiring it")
+                self._retire(idle)
+                continue
+            return idle
+        return None
+
+    def _on_done(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        """The worker finished its task and offers its process for the next one of its class."""
+        code = message.get("code")
+        handle.exit_code = code if isinstance(code, int) else 0
+        self._by_fd.pop(handle.channel.fileno(), None)
+        self._uncount(handle)
+        self._by_pid.pop(handle.pid, None)
+        raw_idle = message.get("idle")
+        idle_s = float(raw_idle) if isinstance(raw_idle, int | float) and raw_idle > 0 else 0.0
+        tasks = message.get("tasks")
+        idle = IdleProcess(
+            class_name=handle.class_name,
+            pid=handle.pid,
+            pidfd=handle.pidfd,
+            channel=handle.channel,
+            until=time.monotonic() + idle_s,
+            tasks=tasks if isinstance(tasks, int) else 1,
+        )
+        pool = self._idle.setdefault(handle.class_name, [])
+        # A process asked to stop (cancel, pause, fencing) or cut off from us never runs another task.
+        if handle.stopping or handle.self_fenced or idle_s <= 0 or len(pool) >= MAX_IDLE_PER_CLASS:
+            self._retire(idle)
+        else:
+            pool.append(idle)
+            self._idle_by_pid[idle.pid] = idle
+        self._on_exit(handle)
+
+    def _retire(self, idle: IdleProcess) -> None:
+        """Tell an idle process to exit (closing our end of its channel does it too)."""
+        self._idle_by_pid.pop(idle.pid, None)
+        pool = self._idle.get(idle.class_name)
+        if pool and idle in pool:
+            pool.remove(idle)
+        try:
+            idle.channel.send(_EXIT)
+        except OSError:
+            pass
+        try:
+            idle.channel.close()
+        finally:
+            try:
+                os.close(idle.pidfd)
+            except OSError:
+                pass
+
+    def retire_idle(self, now: float | None = None) -> None:
+        """Retire idle processes whose idle timeout passed (all of them with ``now`` = inf)."""
+        now = time.monotonic() if now is None else now
+        for idle in [i for i in self._idle_by_pid.values() if now >= i.until]:
+            self._retire(idle)
 
     def send_update(self, task_id: str, attachments: Any, origin: str = "store") -> bool:
         """Queue an update for the worker; ``origin`` comes back with its answer."""
@@ -223,6 +342,8 @@ class Supervisor:
 
     def kill_overdue(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        if self._idle_by_pid:
+            self.retire_idle(now)
         for handle in self._by_task.values():
             if handle.kill_at is not None and now >= handle.kill_at and handle.exit_code is None:
                 logger.warning(f"worker {handle.task_id} ignored SIGTERM for its grace period; SIGKILL")
@@ -231,6 +352,7 @@ class Supervisor:
 
     def next_deadline(self) -> float | None:
         deadlines = [h.kill_at for h in self._by_task.values() if h.kill_at is not None]
+        deadlines.extend(i.until for i in self._idle_by_pid.values())
         return min(deadlines) if deadlines else None
 
     # ---- input from the loop -------------------------------------------------------------
@@ -280,6 +402,11 @@ class Supervisor:
             elif kind == "final":
                 handle.outcome = message.get("status")
                 handle.exception = message.get("exception")
+            elif kind == "done":
+                # The task is over and its process stays for another: nothing more is read here
+                # until that process is given its next task.
+                self._on_done(handle, message)
+                return
             elif kind in ("update_ok", "update_error"):
                 if kind == "update_ok":
                     handle.attachments = message.get("attachments")
@@ -290,6 +417,10 @@ class Supervisor:
         for pid, code in self._fs.read_exits():
             handle = self._by_pid.get(pid)
             if handle is None:
+                idle = self._idle_by_pid.get(pid)
+                if idle is not None:  # an idle process died (killed from outside)
+                    logger.debug(f"idle worker process {pid} exited (code {code})")
+                    self._retire(idle)
                 continue
             handle.exit_code = code
             # Drain what the worker said before it died (its final report).
@@ -312,7 +443,7 @@ class Supervisor:
 
     def _forget(self, handle: WorkerHandle) -> None:
         self._by_fd.pop(handle.channel.fileno(), None)
-        self._by_task.pop(handle.task_id, None)
+        self._uncount(handle)
         self._by_pid.pop(handle.pid, None)
         try:
             handle.channel.close()

@@ -3,7 +3,7 @@
 import sys
 
 from skalds import SkaldConfig, Skalds
-from tests.support.workers import Recorder, Stubborn
+from tests.support.workers import PooledRecorder, Recorder, ReusedRecorder, Stubborn
 
 mode, skald_id = sys.argv[1], sys.argv[2]
 settings = {"skald_mode": mode, "skald_id": skald_id}
@@ -12,4 +12,6 @@ if len(sys.argv) > 3:
 app = Skalds(SkaldConfig(**settings))
 app.register_task_worker(Recorder)
 app.register_task_worker(Stubborn)
+app.register_task_worker(ReusedRecorder)
+app.register_task_worker(PooledRecorder)
 app.run()

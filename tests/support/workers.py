@@ -79,6 +79,20 @@ class Recorder(BaseTaskWorker[RecorderModel]):
         super()._error_handler(exc)
 
 
+class ReusedRecorder(Recorder):
+    """A Recorder whose processes run up to three tasks each, idling at most 2 s between them."""
+
+    max_tasks_per_process = 3
+    idle_process_timeout = 2.0
+
+
+class PooledRecorder(Recorder):
+    """A Recorder run by a pool: at most 2 at once per skald, in processes reused task after task."""
+
+    max_tasks_per_process = 100
+    max_concurrent_tasks = 2
+
+
 class Stubborn(BaseTaskWorker[RecorderModel]):
     """Ignores SIGTERM's intent: its release hangs, so only SIGKILL ends it."""
 
