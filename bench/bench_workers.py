@@ -81,6 +81,15 @@ class BenchWorker(BaseTaskWorker[BenchModel]):
         self.emit("release", time.time())
 
 
+class BenchReusedWorker(BenchWorker):
+    """BenchWorker run by a pool, as Celery's prefork: at most 2 at once per node skald
+    (``max_concurrent_tasks``), in processes that run task after task (``max_tasks_per_process``)
+    instead of a fresh fork per task."""
+
+    max_tasks_per_process = 100_000
+    max_concurrent_tasks = 2
+
+
 def _die_with_parent() -> None:
     parent = os.environ.get("BENCH_PARENT_PID")
     if not parent:
@@ -100,6 +109,7 @@ def main() -> None:
     _die_with_parent()
     app = Skalds(SkaldConfig(skald_id=sys.argv[1], skald_mode="node"))
     app.register_task_worker(BenchWorker)
+    app.register_task_worker(BenchReusedWorker)
     app.run()
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from run_distributed import Servers, code_state, tree_cpu, versions
 from run_embedded import (
     BEAT_FINISHED,
@@ -67,6 +68,8 @@ from skalds.model.task import TaskLifecycleStatus
 from skalds.utils.logging import configure as log_configure
 
 CLASS = "BenchWorker"
+#: The same worker with ``max_tasks_per_process`` set: processes run task after task.
+REUSED_CLASS = "BenchReusedWorker"
 FINISHED = TaskLifecycleStatus.FINISHED
 RUNNING = TaskLifecycleStatus.RUNNING
 _CLEAN_PREFIXES = (
@@ -250,9 +253,24 @@ def failed_code_0(stack: Stack) -> int:
     return n
 
 
+def own_cpu(pid: int) -> float:
+    """CPU seconds of the process itself (all its threads), not of its children."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return float("nan")
+
+
 # ---- 2: burst ------------------------------------------------------------------------------------
 def skalds_burst(
-    stack: Stack, n: int, clients: int, profile: str | None = None, batch: int = 0, prefix: str = "burst"
+    stack: Stack,
+    n: int,
+    clients: int,
+    profile: str | None = None,
+    batch: int = 0,
+    prefix: str = "burst",
+    cls: str = CLASS,
 ) -> dict[str, Any]:
     """``n`` short tasks through the API; with ``batch``, ``POST /api/tasks/batch`` of that many each."""
     ids = [f"{prefix}-{i}" for i in range(n)]
@@ -271,7 +289,7 @@ def skalds_burst(
                 part = mine[i : i + batch]
                 body = {
                     "tasks": [
-                        {"id": t, "className": CLASS, "attachments": {"sock": stack.recv.path, "hold": False}}
+                        {"id": t, "className": cls, "attachments": {"sock": stack.recv.path, "hold": False}}
                         for t in part
                     ]
                 }
@@ -295,6 +313,7 @@ def skalds_burst(
             spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1.0)  # let py-spy attach before the clock starts
     cpu0 = {k: tree_cpu(p) for k, p in procs.items()}
+    self0 = {k: own_cpu(p) for k, p in procs.items()}
     own0 = time.process_time()
     t0 = time.time()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
@@ -311,6 +330,7 @@ def skalds_burst(
         for f in futures:
             f.result()
     cpu = {k: tree_cpu(p) - cpu0[k] for k, p in procs.items()}
+    own = {k: own_cpu(p) - self0[k] for k, p in procs.items()}
     cpu["runner (HTTP clients + polling)"] = time.process_time() - own0
     for spy in spies:
         spy.send_signal(signal.SIGINT)
@@ -319,6 +339,7 @@ def skalds_burst(
         h.close()
     mains = [stack.recv.get(("main", t)) for t in ids]
     missing = sum(1 for m in mains if m is None)
+    worker_pids = len({m["pid"] for m in mains if m is not None})
     # POST answered (task assigned) → its worker's main: a long tail means a node missed the assignment
     lag = [m["t"] - answered[t] for t, m in zip(ids, mains, strict=True) if m is not None]
     t_last_main = max(m["t"] for m in mains if m is not None)
@@ -337,8 +358,11 @@ def skalds_burst(
         "last_main_s": t_last_main - t0,
         "all_finished_s": t_finished - t0,
         "mains_missing": missing,
+        "worker_pids": worker_pids,
         "per_node": per_node,
         "cpu_s": cpu,
+        # the process itself (all its threads), without its fork server and workers
+        "own_cpu_s": own,
         "answer_to_main": summary(lag),
         "retried": retried,
         "failed_code_0_all_phases": failed_code_0(stack),
@@ -488,6 +512,16 @@ def report(res: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
             + ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_s"].items())
             + "."
         )
+    if "burst_reused" in res:
+        b = res["burst_reused"]
+        out.append(
+            f"2c. the same batches, class with `max_tasks_per_process` (processes reused): "
+            f"all answered {b['submit_s']:.2f} s, last worker main {b['last_main_s']:.2f} s, "
+            f"all Finished **{b['all_finished_s']:.2f} s** (per node {b['per_node']}, mains missing "
+            f"{b['mains_missing']}, retried {b['retried']}, worker processes {b.get('worker_pids')}). CPU s during it: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_s"].items())
+            + "."
+        )
     if "celery" in res:
         c = res["celery"]
         out.append(
@@ -504,6 +538,11 @@ def report(res: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
             if "burst_batch" in res:
                 batched = res["burst_batch"]["all_finished_s"]
                 out.append(f"2b. ratio skalds (batch requests) / Celery: {batched / c['all_ready_s']:.2f}.")
+            if "burst_reused" in res:
+                reused = res["burst_reused"]["all_finished_s"]
+                out.append(
+                    f"2c. ratio skalds (batch requests, reused processes) / Celery: {reused / c['all_ready_s']:.2f}."
+                )
             verdicts.append(("2. burst faster than Celery", ok))
     if "failover" in res:
         f = res["failover"]
@@ -525,7 +564,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-distributed", dest="distributed", action="store_false")
     p.add_argument("--no-failover", dest="failover", action="store_false")
     p.add_argument("--burst-batch", type=int, default=100, help="also a burst via POST /api/tasks/batch of N (0: no)")
-    p.add_argument("--profile-burst", help="py-spy the controller and a node during the burst to PREFIX-*.txt")
+    p.add_argument("--profile-burst", help="py-spy the controller and a node during a burst to PREFIX-*.txt")
+    p.add_argument(
+        "--profile-phase", choices=("2", "2b", "2c"), default="2", help="the burst --profile-burst records (default 2)"
+    )
     p.add_argument("--json", help="also write all results to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories (logs, databases)")
     args = p.parse_args(argv)
@@ -579,11 +621,22 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(lambda: stack.client.state.skald_alive("emb-node-2"), 30.0, "emb-node-2 alive", 0.05)
             time.sleep(1.5)  # the controller's fleet view sees the second node
             print(f"2. skalds burst of {args.burst} …", file=sys.stderr)
-            res["burst"] = skalds_burst(stack, args.burst, args.burst_clients, args.profile_burst)
+            spy = {args.profile_phase: args.profile_burst}
+            res["burst"] = skalds_burst(stack, args.burst, args.burst_clients, spy.get("2"))
             if args.burst_batch:
                 print(f"2b. skalds burst of {args.burst} in batches of {args.burst_batch} …", file=sys.stderr)
                 res["burst_batch"] = skalds_burst(
-                    stack, args.burst, args.burst_clients, batch=args.burst_batch, prefix="batch"
+                    stack, args.burst, args.burst_clients, spy.get("2b"), batch=args.burst_batch, prefix="batch"
+                )
+                print("2c. the same with a class whose processes are reused (max_tasks_per_process) …", file=sys.stderr)
+                res["burst_reused"] = skalds_burst(
+                    stack,
+                    args.burst,
+                    args.burst_clients,
+                    spy.get("2c"),
+                    batch=args.burst_batch,
+                    prefix="reused",
+                    cls=REUSED_CLASS,
                 )
             stack.close()
             stacks.remove(stack)

@@ -7,6 +7,8 @@ the fleet can actually run. The worker validates again against its own model whe
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
@@ -26,16 +28,26 @@ def unknown_class(class_name: str, known: list[str]) -> ApiError:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    """The validator of a schema (given as canonical JSON), checked against its metaschema once:
+    checking a schema costs far more than validating one task's attachments with it."""
+    schema = json.loads(schema_json)
+    try:
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)
+        return cls(schema)
+    except jsonschema.SchemaError as exc:
+        logger.warning(f"a skald advertises an unusable attachments schema ({exc.message}); not validating")
+        return None
+
+
 def attachment_errors(schema: dict[str, Any], attachments: Any) -> list[dict[str, Any]]:
     """Each way ``attachments`` fails ``schema``: ``{"field": "attachments.a.b", "message": ...}``."""
     if not schema:
         return []
-    try:
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        cls.check_schema(schema)
-        validator = cls(schema)
-    except jsonschema.SchemaError as exc:
-        logger.warning(f"a skald advertises an unusable attachments schema ({exc.message}); not validating")
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    if validator is None:
         return []
     details = []
     for error in sorted(validator.iter_errors(attachments), key=lambda e: [str(p) for p in e.absolute_path]):
