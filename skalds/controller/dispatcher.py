@@ -109,7 +109,7 @@ class Dispatcher:
             load = self._load(nodes) if self.strategy == DispatcherStrategyEnum.LEAST_TASKS else {}
             deps = self._dependency_statuses(pending)
             now = now_ms()
-            assigned: list[tuple[str, str]] = []
+            choices: dict[str, tuple[Task, str]] = {}
             for task in pending:
                 if task.deadline_date_time is not None and task.deadline_date_time <= now:
                     self._expire(task)
@@ -120,10 +120,9 @@ class Dispatcher:
                 if not candidates:
                     continue
                 chosen = self._choose(candidates, load)
-                if not self._assign(task, chosen.id):
-                    continue
                 load[chosen.id] = load.get(chosen.id, 0) + 1
-                assigned.append((task.id, chosen.id))
+                choices[task.id] = (task, chosen.id)
+            assigned = self._assign_many(choices)
             self.assigned_total += len(assigned)
             return assigned
 
@@ -184,22 +183,37 @@ class Dispatcher:
             return self._rng.choice(ordered)
         return min(ordered, key=lambda s: (load.get(s.id, 0), s.id))
 
-    def _assign(self, task: Task, skald_id: str) -> bool:
-        """Compare-and-set: only if the task is still Created at the epoch we read."""
+    def _assign_many(self, choices: dict[str, tuple[Task, str]]) -> list[tuple[str, str]]:
+        """Compare-and-set each task to its chosen skald — only if it is still Created at the
+        epoch we read — in one store write, then one ``task.assign`` per task, published together
+        per skald. Returns ``(task id, skald id)`` of each assignment made, in ``choices`` order."""
+        if not choices:
+            return []
 
-        def change(t: Task) -> dict[str, Any]:
-            if t.lifecycle_status != S.CREATED or t.epoch != task.epoch or t.mode != ModeEnum.PASSIVE:
-                raise Conflict(f"task {t.id!r} changed since it was read ({t.lifecycle_status.value}, epoch {t.epoch})")
-            return {"executor": skald_id, "epoch": t.epoch + 1, "lifecycle_status": S.ASSIGNING}
+        def change_for(task: Task, skald_id: str) -> Callable[[Task], dict[str, Any]]:
+            def change(t: Task) -> dict[str, Any]:
+                if t.lifecycle_status != S.CREATED or t.epoch != task.epoch or t.mode != ModeEnum.PASSIVE:
+                    raise Conflict(
+                        f"task {t.id!r} changed since it was read ({t.lifecycle_status.value}, epoch {t.epoch})"
+                    )
+                return {"executor": skald_id, "epoch": t.epoch + 1, "lifecycle_status": S.ASSIGNING}
 
-        try:
-            self.service.store.modify(task.id, change)
-        except _LOST as exc:
-            logger.debug(f"task {task.id}: not assigned: {exc}")
-            return False
-        logger.info(f"task {task.id} (priority {task.priority}) assigned to {skald_id}")
-        self.service.publish(Topic.TASK_ASSIGN, task.id, recipient=skald_id)
-        return True
+            return change
+
+        results = self.service.store.modify_many({i: change_for(t, s) for i, (t, s) in choices.items()})
+        assigned: list[tuple[str, str]] = []
+        by_skald: dict[str, list[str]] = {}
+        for task_id, (task, skald_id) in choices.items():
+            result = results.get(task_id)
+            if not isinstance(result, Task):
+                logger.debug(f"task {task_id}: not assigned: {result}")
+                continue
+            logger.info(f"task {task_id} (priority {task.priority}) assigned to {skald_id}")
+            assigned.append((task_id, skald_id))
+            by_skald.setdefault(skald_id, []).append(task_id)
+        for skald_id, task_ids in by_skald.items():
+            self.service.publish_many(Topic.TASK_ASSIGN, task_ids, recipient=skald_id)
+        return assigned
 
     def _retry(self, task: Task) -> bool:
         def change(t: Task) -> dict[str, Any]:

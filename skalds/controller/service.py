@@ -71,6 +71,25 @@ class ControllerService(BackendClients):
             if self.on_publish is not None:
                 self.on_publish(topic.value, True)
 
+    def publish_many(self, topic: Topic, task_ids: list[str], recipient: str | None = None) -> None:
+        """:meth:`publish` for several tasks (one message each, keyed by its id) in one go."""
+        if not task_ids:
+            return
+        messages: list[tuple[str | None, bytes | str]] = [
+            (i, TaskEvent(title=topic.value, initiator=self.initiator, recipient=recipient, taskIds=[i]).to_json())
+            for i in task_ids
+        ]
+        try:
+            self.bus.publish_many(topic.value, messages)
+        except SkaldsError as exc:
+            logger.warning(f"{len(task_ids)} {topic.value} events not all published ({exc}); skalds will reconcile")
+            ok = False
+        else:
+            ok = True
+        if self.on_publish is not None:
+            for _ in task_ids:
+                self.on_publish(topic.value, ok)
+
     # ---- tasks: reads --------------------------------------------------------------------
     def task_item(self, task: Task) -> dict[str, Any]:
         """The SPEC §7 task item: 0.3.x names plus every Task field by alias."""

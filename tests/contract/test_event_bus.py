@@ -46,6 +46,24 @@ def test_publish_poll_roundtrip(event_bus: EventBus) -> None:
     consumer.close()
 
 
+def test_publish_many_delivers_every_message_in_order(event_bus: EventBus) -> None:
+    # Given a subscribed consumer
+    consumer = event_bus.subscribe("g", [TOPIC])
+    # When a batch is published, then one more message
+    batch: list[tuple[str | None, bytes | str]] = [(f"t{i}", f'{{"i":{i}}}') for i in range(50)]
+    event_bus.publish_many(TOPIC, batch)
+    event_bus.publish_many(TOPIC, [])
+    event_bus.publish(TOPIC, "after", b"last")
+    # Then every message arrives, with its key, in order per key (all of them on one partition here)
+    got = poll_until(consumer, 51)
+    assert sorted((m.key, m.value) for m in got) == sorted(
+        [(f"t{i}", f'{{"i":{i}}}'.encode()) for i in range(50)] + [("after", b"last")]
+    )
+    if isinstance(event_bus, SqliteEventBus):
+        assert [m.key for m in got] == [f"t{i}" for i in range(50)] + ["after"]
+    consumer.close()
+
+
 def test_consumer_only_gets_its_topics(event_bus: EventBus) -> None:
     # Given a consumer of one topic / When another topic gets a message, then its own
     consumer = event_bus.subscribe("g", [TOPIC])

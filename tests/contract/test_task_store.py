@@ -407,3 +407,53 @@ def test_status_history_keeps_the_last_fifty(task_store: TaskStore) -> None:
     history = task_store.require("p").status_history
     assert len(history) == 50
     assert [c.status for c in history[-2:]] == [S.PAUSED, S.CREATED]
+
+
+def test_modify_many_applies_or_refuses_each_change_on_its_own(task_store: TaskStore) -> None:
+    # Given three Created tasks, one Finished, and one that another writer changes
+    for i in range(3):
+        task_store.create(make_task(f"m{i}"))
+    task_store.create(make_task("done", lifecycleStatus=S.FINISHED))
+    task_store.create(make_task("raced"))
+
+    def assign(t: Task) -> dict[str, object]:
+        if t.lifecycle_status != S.CREATED:
+            raise Conflict(f"{t.id} is {t.lifecycle_status.value}")
+        return {"executor": "e1", "epoch": t.epoch + 1, "lifecycle_status": S.ASSIGNING}
+
+    raced_once = []
+
+    def raced(t: Task) -> dict[str, object] | None:
+        if not raced_once:  # another writer moves it between the batch's read and its write
+            raced_once.append(t.version)
+            task_store.modify("raced", lambda _t: {"priority": 7})
+        return {"lifecycle_status": S.ASSIGNING, "executor": "e1", "epoch": t.epoch + 1}
+
+    # When they are all changed together, with an unknown id, a no-op and an illegal transition
+    results = task_store.modify_many(
+        {
+            "m0": assign,
+            "m1": assign,
+            "nope": assign,
+            "m2": lambda t: None,
+            "done": lambda t: {"lifecycle_status": S.RUNNING},
+            "raced": raced,
+        }
+    )
+
+    # Then each result is its own: written (version 2, history), unchanged, or the refusal
+    m0, m1 = results["m0"], results["m1"]
+    assert isinstance(m0, Task) and isinstance(m1, Task)
+    assert (m0.executor, m0.epoch, m0.version, m0.lifecycle_status) == ("e1", 1, 2, S.ASSIGNING)
+    assert task_store.require("m1") == m1
+    assert [c.status for c in task_store.require("m0").status_history] == [S.CREATED, S.ASSIGNING]
+    assert isinstance(results["nope"], TaskNotFound)
+    assert results["m2"] == task_store.require("m2") and task_store.require("m2").version == 1
+    assert isinstance(results["done"], IllegalTransition)
+    assert task_store.require("done").lifecycle_status == S.FINISHED
+    # the raced task was decided again on what was stored: the other writer's change is kept
+    raced_task = task_store.require("raced")
+    assert results["raced"] == raced_task
+    assert (raced_task.priority, raced_task.lifecycle_status, raced_task.version) == (7, S.ASSIGNING, 3)
+    # And an empty batch changes nothing
+    assert task_store.modify_many({}) == {}

@@ -8,6 +8,7 @@ stable per skald, so commands published while the skald was down are delivered w
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -61,6 +62,13 @@ class EventBus(ABC):
     @abstractmethod
     def publish(self, topic: str, key: str | None, value: bytes | str) -> None:
         """Publish one message; returns once the bus has durably accepted it (or raises)."""
+
+    def publish_many(self, topic: str, messages: Sequence[tuple[str | None, bytes | str]]) -> None:
+        """Publish ``(key, value)`` messages to one topic, in order; returns once the bus has
+        durably accepted all of them (or raises: some may have been published). Drivers that can
+        accept them together do; this fallback publishes one at a time."""
+        for key, value in messages:
+            self.publish(topic, key, value)
 
     @abstractmethod
     def subscribe(self, group: str, topics: tuple[str, ...] | list[str]) -> Consumer:

@@ -31,6 +31,7 @@ import select
 import socket
 import sqlite3
 import time
+from collections.abc import Sequence
 
 from skalds.backends.bus.base import Consumer, EventBus, Message
 from skalds.backends.sqlite_db import ConnectionPool, write_tx
@@ -204,6 +205,23 @@ class SqliteEventBus(EventBus):
             seq = cur.lastrowid or 0
             if seq % TRIM_EVERY == 0:
                 self._trim(conn, seq)
+        self._wake(conn, topic)
+
+    def publish_many(self, topic: str, messages: Sequence[tuple[str | None, bytes | str]]) -> None:
+        """All of them in one transaction, and one wake-up."""
+        if not messages:
+            return
+        stamp = now_ms()
+        rows = [
+            (topic, key, value.encode("utf-8") if isinstance(value, str) else bytes(value), stamp)
+            for key, value in messages
+        ]
+        conn = self._pool.get()
+        with write_tx(conn):
+            conn.executemany("INSERT INTO events (topic, key, value, ts_ms) VALUES (?, ?, ?, ?)", rows)
+            last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+            if last // TRIM_EVERY != (last - len(rows)) // TRIM_EVERY:  # passed a multiple, as publish() trims
+                self._trim(conn, last)
         self._wake(conn, topic)
 
     def _trim(self, conn: sqlite3.Connection, seq: int) -> None:

@@ -16,11 +16,11 @@ import builtins
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skalds.errors import Conflict, TaskExists, TaskNotFound
+from skalds.errors import Conflict, IllegalTransition, SkaldsError, TaskExists, TaskNotFound
 from skalds.model.task import (
     LIVE_STATUSES,
     STATUS_HISTORY_LIMIT,
@@ -113,6 +113,11 @@ class TaskStore(ABC):
         ``fields`` always contains the new ``version``.
         """
 
+    def _cas_many(self, writes: Sequence[tuple[str, int, dict[str, Any]]]) -> builtins.list[bool]:
+        """``_cas`` of each ``(task_id, expected_version, fields)``, in one transaction where the
+        driver can; each is written or not on its own. This fallback calls ``_cas`` for each."""
+        return [self._cas(task_id, version, fields) for task_id, version, fields in writes]
+
     @abstractmethod
     def _delete(self, task_id: str) -> bool:
         """Delete one task; True if it existed."""
@@ -199,26 +204,60 @@ class TaskStore(ABC):
                 time.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))
             attempt += 1
             current = self.require(task_id)
-            update = change(current)
-            if update is None:
+            prepared = _prepare(current, change)
+            if prepared is None:
                 return current
-            new_status = update.get("lifecycle_status")
-            if new_status is not None:
-                check_transition(task_id, current.lifecycle_status, TaskLifecycleStatus(new_status))
-            now = now_ms()
-            update = {**update, "version": current.version + 1, "update_date_time": now}
-            merged = current.model_copy(update=update)
-            if new_status is not None and (merged.lifecycle_status != current.lifecycle_status or "epoch" in update):
-                update["status_history"] = _with_change(current, merged, now)
-                merged = current.model_copy(update=update)
-            doc = merged.to_json_dict()
-            aliases = {_alias(k) for k in update}
-            if self._cas(task_id, current.version, {k: doc[k] for k in aliases}):
+            fields, merged = prepared
+            if self._cas(task_id, current.version, fields):
                 return merged
         raise Conflict(
             f"task {task_id!r}: too many concurrent writers, gave up after {attempt} attempts "
             f"in {self._CAS_PATIENCE:.0f} s"
         )
+
+    def modify_many(
+        self, changes: Mapping[str, Callable[[Task], dict[str, Any] | None]]
+    ) -> dict[str, Task | SkaldsError]:
+        """:meth:`modify` of many tasks with one read and one write where the driver can.
+
+        Each change applies or is refused on its own (not all or none). A task another writer
+        changed between the read and the write is retried alone by :meth:`modify`. Returns, per
+        id, the task after its change (as it was, when the change returned None) or the error
+        that refused it (:class:`TaskNotFound`, :class:`Conflict`, :class:`IllegalTransition`).
+        """
+        results: dict[str, Task | SkaldsError] = {}
+        ids = list(changes)
+        for start in range(0, len(ids), _MANY_CHUNK):
+            part = ids[start : start + _MANY_CHUNK]
+            docs = {str(d["id"]): d for d in self._query(TaskQuery(ids=tuple(part)))[0]}
+            writes: builtins.list[tuple[str, int, dict[str, Any]]] = []
+            merged_of: dict[str, Task] = {}
+            for task_id in part:
+                doc = docs.get(task_id)
+                if doc is None:
+                    results[task_id] = TaskNotFound(f"no task with id {task_id!r}")
+                    continue
+                current = Task.model_validate(doc)
+                try:
+                    prepared = _prepare(current, changes[task_id])
+                except (Conflict, IllegalTransition) as exc:
+                    results[task_id] = exc
+                    continue
+                if prepared is None:
+                    results[task_id] = current
+                    continue
+                fields, merged = prepared
+                writes.append((task_id, current.version, fields))
+                merged_of[task_id] = merged
+            for (task_id, _, _), written in zip(writes, self._cas_many(writes), strict=True):
+                if written:
+                    results[task_id] = merged_of[task_id]
+                    continue
+                try:  # someone wrote it in between: decide again on what is stored now
+                    results[task_id] = self.modify(task_id, changes[task_id])
+                except (Conflict, IllegalTransition, TaskNotFound) as exc:
+                    results[task_id] = exc
+        return results
 
     def set_status(
         self,
@@ -261,6 +300,28 @@ class TaskStore(ABC):
 
 #: Characters of an exception kept in a status-history entry (the task keeps the whole text).
 _DETAIL_LIMIT = 500
+#: modify_many reads and writes at most this many tasks at a time.
+_MANY_CHUNK = 500
+
+
+def _prepare(current: Task, change: Callable[[Task], dict[str, Any] | None]) -> tuple[dict[str, Any], Task] | None:
+    """What ``change`` writes onto ``current``: the fields (by alias, with the new version, update
+    time and status history) and the task as it will be; None when it changes nothing."""
+    update = change(current)
+    if update is None:
+        return None
+    new_status = update.get("lifecycle_status")
+    if new_status is not None:
+        check_transition(current.id, current.lifecycle_status, TaskLifecycleStatus(new_status))
+    now = now_ms()
+    update = {**update, "version": current.version + 1, "update_date_time": now}
+    merged = current.model_copy(update=update)
+    if new_status is not None and (merged.lifecycle_status != current.lifecycle_status or "epoch" in update):
+        update["status_history"] = _with_change(current, merged, now)
+        merged = current.model_copy(update=update)
+    doc = merged.to_json_dict()
+    aliases = {_alias(k) for k in update}
+    return {k: doc[k] for k in aliases}, merged
 
 
 def _with_change(before: Task, after: Task, now: int) -> builtins.list[StatusChange]:

@@ -28,7 +28,7 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -267,6 +267,21 @@ class PostgresTaskStore(TaskStore):
                 [Jsonb(fields), *(value for _, value in changed), task_id, expected_version],
             )
             return cur.rowcount == 1
+
+    def _cas_many(self, writes: Sequence[tuple[str, int, dict[str, Any]]]) -> list[bool]:
+        """Every compare-and-set in one transaction (one commit); each written or not on its own."""
+        conn = self._conn()
+        written = []
+        with conn.transaction(), conn.cursor() as cur:
+            for task_id, expected_version, fields in writes:
+                changed = [(COLUMNS[a], v) for a, v in fields.items() if a in COLUMNS and a != "id"]
+                assignments = ", ".join(["doc = doc || %s", *(f"{column} = %s" for column, _ in changed)])
+                cur.execute(
+                    f"UPDATE tasks SET {assignments} WHERE id = %s AND version = %s",
+                    [Jsonb(fields), *(value for _, value in changed), task_id, expected_version],
+                )
+                written.append(cur.rowcount == 1)
+        return written
 
     def _delete(self, task_id: str) -> bool:
         with self._cursor() as cur:

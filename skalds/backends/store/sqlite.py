@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from skalds.backends.sqlite_db import ConnectionPool, read_tx, write_tx
@@ -132,20 +133,28 @@ class SqliteTaskStore(TaskStore):
         return {str(i): int(v) for i, v in rows}
 
     def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
+        return self._cas_many([(task_id, expected_version, fields)])[0]
+
+    def _cas_many(self, writes: Sequence[tuple[str, int, dict[str, Any]]]) -> list[bool]:
+        """Every compare-and-set in one write transaction."""
         conn = self._conn()
+        assignments = ", ".join(f"{c} = ?" for c in (*_COLUMNS, "name", "doc"))
+        written = []
         with write_tx(conn):
-            row = conn.execute(
-                "SELECT doc FROM tasks WHERE id = ? AND version = ?", (task_id, expected_version)
-            ).fetchone()
-            if row is None:
-                return False
-            doc = {**_load(row[0]), **fields}
-            assignments = ", ".join(f"{c} = ?" for c in (*_COLUMNS, "name", "doc"))
-            cur = conn.execute(
-                f"UPDATE tasks SET {assignments} WHERE id = ? AND version = ?",
-                (*_row({**doc, "id": task_id}), task_id, expected_version),
-            )
-            return cur.rowcount == 1
+            for task_id, expected_version, fields in writes:
+                row = conn.execute(
+                    "SELECT doc FROM tasks WHERE id = ? AND version = ?", (task_id, expected_version)
+                ).fetchone()
+                if row is None:
+                    written.append(False)
+                    continue
+                doc = {**_load(row[0]), **fields}
+                cur = conn.execute(
+                    f"UPDATE tasks SET {assignments} WHERE id = ? AND version = ?",
+                    (*_row({**doc, "id": task_id}), task_id, expected_version),
+                )
+                written.append(cur.rowcount == 1)
+        return written
 
     def _delete(self, task_id: str) -> bool:
         conn = self._conn()
