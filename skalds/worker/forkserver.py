@@ -51,10 +51,14 @@ def set_parent_death_signal(sig: int) -> None:
     _prctl(PR_SET_PDEATHSIG, sig)
 
 
+_LIBC: list[Any] = []
+
+
 def _prctl(option: int, arg: int | bytes) -> None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(option, arg, 0, 0, 0)
+        if not _LIBC:  # loaded once (a reused worker names itself for every task)
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        _LIBC[0].prctl(option, arg, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: best effort
         pass
 
