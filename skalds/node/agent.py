@@ -324,6 +324,10 @@ class SkaldAgent(EdgeMode, NodeMode):
             self.edge.write_back(handle.task_id, attachments)
 
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
+        if self._waiting and self.edge is None:
+            # A slot of its class is free: the next waiting task starts (in the process this one
+            # may have left idle) while this one's end is written.
+            self._start_waiting(handle.class_name)
         reason = handle.stop_reason
         outcome = S(handle.outcome) if handle.outcome in {s.value for s in S} else None
         code = handle.exit_code
@@ -378,8 +382,6 @@ class SkaldAgent(EdgeMode, NodeMode):
             self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, value, exception))
         if self.edge is not None:
             self.edge.on_exit(handle.task_id, outcome)
-        elif self._waiting:
-            self._start_waiting(handle.class_name)
 
     def _write_status(
         self,
