@@ -82,12 +82,13 @@ class BenchWorker(BaseTaskWorker[BenchModel]):
 
 
 class BenchReusedWorker(BenchWorker):
-    """BenchWorker run by a pool, as Celery's prefork: at most 2 at once per node skald
-    (``max_concurrent_tasks``), in processes that run task after task (``max_tasks_per_process``)
+    """BenchWorker run by a pool, as Celery's prefork: one at a time per node skald
+    (``max_concurrent_tasks``; two nodes make two worker processes, as ``celery worker
+    --concurrency 2``), in a process that runs task after task (``max_tasks_per_process``)
     instead of a fresh fork per task."""
 
     max_tasks_per_process = 100_000
-    max_concurrent_tasks = 2
+    max_concurrent_tasks = 1
 
 
 def _die_with_parent() -> None:
