@@ -81,8 +81,19 @@ class ChannelLink(NullLink):
         *,
         signal_self: Callable[[int], None] | None = None,
         tail: LogTail | None = None,
+        persistent: bool = False,
     ) -> None:
         self._sock = sock
+        #: One link (and link thread) for every task of a reused process: :meth:`stop` parks the
+        #: thread (it stops reading the channel, which the process then reads for its next task)
+        #: and :meth:`start` attaches the next worker to it.
+        self._persistent = persistent
+        self._closed = False
+        self._worker: BaseTaskWorker[Any] | None = None
+        #: Attachments so far, and the one the thread stopped serving last (it is parked then).
+        self._cv = threading.Condition()
+        self._gen = 0
+        self._parked_gen = -1
         self._tail = tail
         #: Set when the tail has lines; checked after each heartbeat.
         self.logs_waiting = False
@@ -106,9 +117,39 @@ class ChannelLink(NullLink):
 
     def start(self, worker: BaseTaskWorker[Any]) -> None:
         if self._thread is not None:
+            if not self._persistent or self._worker is worker or not self._stop.is_set():
+                return
+            # A reused process's next task: the parked thread serves this worker now.
+            with self._cv:
+                self._attach(worker)
+                self._stop.clear()
+                self._cv.notify_all()
             return
-        self._thread = threading.Thread(target=self._loop, args=(worker,), name="skalds-link", daemon=True)
+        self._attach(worker)
+        self._thread = threading.Thread(target=self._run, name="skalds-link", daemon=True)
         self._thread.start()
+
+    def _attach(self, worker: BaseTaskWorker[Any]) -> None:
+        self._gen += 1
+        self._worker = worker
+        self._last_ack = time.monotonic()
+        self._fenced_at = None
+        if self._tail is not None:
+            self._tail.waiting = self
+
+    def configure(self, heartbeat_interval: float, fence_after: float | None) -> None:
+        """The heartbeat interval and fencing delay of the next task (a reused process)."""
+        self._interval = heartbeat_interval
+        self._fence_after = fence_after if fence_after is not None and fence_after > 0 else None
+
+    def park(self, timeout: float = 2.0) -> bool:
+        """After :meth:`stop`, wait until the link thread no longer reads the channel nor runs an
+        update handler (persistent links only); False if it did not within ``timeout``."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return thread is None or not self._persistent
+        with self._cv:
+            return self._cv.wait_for(lambda: self._parked_gen == self._gen or not thread.is_alive(), timeout)
 
     def report(self, message: dict[str, Any], *, block: bool = True) -> None:
         """Send one message; with ``block=False`` drop it when the channel has no room."""
@@ -126,15 +167,21 @@ class ChannelLink(NullLink):
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake()
+        self.flush_logs()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except OSError:
             pass
-        self.flush_logs()
 
     def close(self, timeout: float = 2.0) -> bool:
         """Stop, wait for the link thread to end and free the wake-up pipe. False when the
         thread is still running after ``timeout`` (the channel must not be used for another task)."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
         self.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -243,7 +290,24 @@ class ChannelLink(NullLink):
             self._signal_self(signal.SIGKILL)
             self._stop.set()  # nothing is left for this thread to do
 
-    def _loop(self, worker: BaseTaskWorker[Any]) -> None:
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                gen, worker = self._gen, self._worker
+            if worker is None or not self._loop(worker) or not self._persistent:
+                return
+            # Parked between tasks: reading nothing from the channel (the process reads its next
+            # task there) until the next worker is attached, or the link is closed.
+            with self._cv:
+                self._parked_gen = gen
+                self._cv.notify_all()
+                self._cv.wait_for(lambda g=gen: self._gen != g or self._closed)  # type: ignore[misc]
+                if self._closed:
+                    return
+
+    def _loop(self, worker: BaseTaskWorker[Any]) -> bool:
+        """Serve ``worker`` until :meth:`stop`; False when the thread has to end (the skald is
+        gone, the channel broke)."""
         fd = self._sock.fileno()
         next_beat = time.monotonic()
         self._last_ack = next_beat
@@ -265,7 +329,12 @@ class ChannelLink(NullLink):
             try:
                 ready, _, _ = select.select([fd, self._wake_r], [], [], max(0.0, wake - now))
             except (OSError, ValueError):
-                return
+                return False
+            if self._wake_r in ready:
+                try:
+                    os.read(self._wake_r, 4096)
+                except OSError:
+                    pass
             if self._stop.is_set() or fd not in ready:
                 continue
             try:
@@ -275,7 +344,7 @@ class ChannelLink(NullLink):
             if not data:
                 # The skald went away: end gracefully (release still runs once).
                 self._signal_self(signal.SIGTERM)
-                return
+                return False
             try:
                 message = json.loads(data)
             except ValueError:
@@ -287,3 +356,4 @@ class ChannelLink(NullLink):
                 self._last_ack = time.monotonic()
             elif kind == "update":
                 worker.handle_update_message({"attachments": message.get("attachments")})
+        return True

@@ -52,22 +52,40 @@ def make_child_main(registry: WorkerRegistry) -> Any:
     # Built here, before the fork server is forked, so a worker inherits it instead of building it:
     # an idle worker then dirties no memory for its log tail (each child has its own copy).
     tail = LogTail()
+    #: The link of a process that runs task after task (its thread serves every one of them).
+    kept: list[ChannelLink] = []
+
+    def link_for(spec: dict[str, Any], channel: socket.socket) -> ChannelLink:
+        raw_fence = spec.get("fence_after")
+        interval = float(spec.get("heartbeat_interval", 1.0))
+        fence_after = float(raw_fence) if raw_fence is not None else None
+        if kept:
+            kept[0].configure(interval, fence_after)
+            return kept[0]
+        try:
+            reusable = registry.get(str(spec["class_name"])).max_tasks_per_process > 1
+        except SkaldsError:
+            reusable = False
+        link = ChannelLink(
+            channel,
+            interval,
+            fence_after=fence_after,
+            # Everything this process logs also goes to the task's log tail (SPEC §9).
+            tail=tail.install(),
+            persistent=reusable,
+        )
+        if reusable:
+            kept.append(link)
+        return link
 
     def run_one(spec: dict[str, Any], channel: socket.socket) -> tuple[int, int, float, bool]:
         """Run one task: its exit code, its class's ``max_tasks_per_process`` and idle timeout,
-        and whether the channel is free for another task (the link thread ended)."""
+        and whether the channel is free for another task (the link thread no longer reads it)."""
         task_id = str(spec["task_id"])
         set_process_name(f"skw:{task_id}")
         configure_worker(task_id)
         tail.reset()
-        fence_after = spec.get("fence_after")
-        link = ChannelLink(
-            channel,
-            float(spec.get("heartbeat_interval", 1.0)),
-            fence_after=float(fence_after) if fence_after is not None else None,
-            # Everything this process logs also goes to the task's log tail (SPEC §9).
-            tail=tail.install(),
-        )
+        link = link_for(spec, channel)
         limit, idle, code, started = 1, 0.0, EXIT_FAILED, False
         try:
             try:
@@ -87,8 +105,8 @@ def make_child_main(registry: WorkerRegistry) -> Any:
                 code = worker.start()
         finally:
             link.flush_logs()  # what was logged after the link stopped (best effort)
-        # The link thread must be gone before the channel carries another task's messages.
-        reusable = started and limit > 1 and link.close()
+        # The link thread must have stopped reading before the channel carries the next task.
+        reusable = started and limit > 1 and link.park()
         return code, limit, idle, reusable
 
     def wait_for_task(channel: socket.socket, idle: float, done: int) -> dict[str, Any] | None:
