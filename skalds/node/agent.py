@@ -24,6 +24,7 @@ from typing import Any
 
 from skalds.backends.bus.base import Message
 from skalds.backends.cache.state import HEARTBEAT_CANCELLED, HEARTBEAT_FAILED, HEARTBEAT_FINISHED
+from skalds.backends.store.base import status_change
 from skalds.config.skald_config import SkaldConfig, SkaldModeEnum
 from skalds.errors import Conflict, IllegalTransition, SkaldsError, TaskNotFound
 from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus
@@ -74,6 +75,8 @@ class SkaldAgent(EdgeMode, NodeMode):
         self._polled: set[int] = set()
         self._masks: dict[int, int] = {}
         self._restart_after_exit: dict[str, Task] = {}
+        #: Workers that reported running this pass; Running is written at its end (or with theirs).
+        self._running_pending: dict[str, WorkerHandle] = {}
         self._listener: BusListener | None = None
         self._next_reconcile = 0.0
         #: Tasks waiting for a previous copy's heartbeat lease to end.
@@ -233,6 +236,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             if not self.forkserver.running and not self._stop_requested:
                 logger.critical("the worker fork server died; stopping this skald")
                 self._stop_requested += 1
+        self._flush_running()
         self._flush_beats()
         self._flush_logs()
 
@@ -271,12 +275,23 @@ class SkaldAgent(EdgeMode, NodeMode):
         elif kind == "running":
             self.backends.with_state("started", lambda v: v.task_started(handle.task_id))
             self._beats[handle.task_id] = 0
-            self._mark_running(handle)
+            # Written at the end of this pass — together with the task's end when that comes in
+            # the same pass (a short task): one store write instead of two.
+            self._running_pending[handle.task_id] = handle
         elif kind == "update_ok":
             self._on_update_applied(handle, message.get("attachments"), str(message.get("origin")))
         elif kind == "update_error":
             error = str(message.get("error"))
             self.backends.with_state("error", lambda v: v.task_error(handle.task_id, error))
+
+    def _flush_running(self) -> None:
+        """Record Running for the workers that reported it this pass (and still run)."""
+        if not self._running_pending:
+            return
+        pending, self._running_pending = self._running_pending, {}
+        for handle in pending.values():
+            if self.supervisor.get(handle.task_id) is handle:
+                self._mark_running(handle)
 
     def _mark_running(self, handle: WorkerHandle) -> None:
         try:
@@ -329,6 +344,8 @@ class SkaldAgent(EdgeMode, NodeMode):
             # may have left idle) while this one's end is written.
             self._start_waiting(handle.class_name)
         reason = handle.stop_reason
+        # It reported running in the pass that saw it end: Running is written with its end.
+        ran = self._running_pending.pop(handle.task_id, None) is handle
         outcome = S(handle.outcome) if handle.outcome in {s.value for s in S} else None
         code = handle.exit_code
         self._beats.pop(handle.task_id, None)
@@ -371,13 +388,13 @@ class SkaldAgent(EdgeMode, NodeMode):
             if task is not None:
                 self.start_worker(task, None)
         elif reason == "pause":
-            self._write_status(handle.task_id, S.PAUSED, handle.epoch, only_from=tuple(LIVE_STATUSES))
+            self._write_status(handle.task_id, S.PAUSED, handle.epoch, only_from=tuple(LIVE_STATUSES), ran=ran)
             self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, HEARTBEAT_CANCELLED))
         elif reason in ("cancel", "removed"):
-            self._write_status(handle.task_id, S.CANCELLED, handle.epoch, only_from=tuple(LIVE_STATUSES))
+            self._write_status(handle.task_id, S.CANCELLED, handle.epoch, only_from=tuple(LIVE_STATUSES), ran=ran)
             self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, HEARTBEAT_CANCELLED))
         else:
-            self._write_status(handle.task_id, outcome, handle.epoch, exception=exception)
+            self._write_status(handle.task_id, outcome, handle.epoch, exception=exception, ran=ran)
             value = _END_VALUE.get(outcome, HEARTBEAT_FAILED)
             self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, value, exception))
         if self.edge is not None:
@@ -391,22 +408,29 @@ class SkaldAgent(EdgeMode, NodeMode):
         *,
         exception: str | None = None,
         only_from: tuple[TaskLifecycleStatus, ...] | None = None,
+        ran: bool = False,
     ) -> None:
+        """Write ``status`` fenced on this skald and ``epoch``; with ``ran``, Running first (the
+        worker's start not recorded yet), both in one store write."""
         fields: dict[str, Any] = {}
         if exception is not None:
             fields["exception"] = exception
-        try:
-            self.backends.with_store(
-                "status",
-                lambda s: s.set_status(
-                    task_id,
-                    status,
-                    expect_executor=self.skald_id,
-                    expect_epoch=epoch,
-                    expect_statuses=only_from,
-                    **fields,
-                ),
+        changes = [
+            status_change(
+                status, expect_executor=self.skald_id, expect_epoch=epoch, expect_statuses=only_from, **fields
             )
+        ]
+        if ran:
+            running = status_change(
+                S.RUNNING,
+                expect_executor=self.skald_id,
+                expect_epoch=epoch,
+                expect_statuses=LIVE_STATUSES,
+                exception=None,
+            )
+            changes.insert(0, running)
+        try:
+            self.backends.with_store("status", lambda s: s.modify_in_turn(task_id, changes))
         except (Conflict, IllegalTransition, TaskNotFound) as exc:
             logger.debug(f"task {task_id}: status {status.value} not written: {exc}")
 

@@ -457,3 +457,47 @@ def test_modify_many_applies_or_refuses_each_change_on_its_own(task_store: TaskS
     assert (raced_task.priority, raced_task.lifecycle_status, raced_task.version) == (7, S.ASSIGNING, 3)
     # And an empty batch changes nothing
     assert task_store.modify_many({}) == {}
+
+
+def test_modify_in_turn_writes_each_change_onto_the_one_before(task_store: TaskStore) -> None:
+    # Given an assigned task
+    task_store.create(make_task("turn"))
+    task_store.assign("turn", "e1")
+
+    def fenced(status: S) -> object:
+        def change(t: Task) -> dict[str, object]:
+            if t.executor != "e1":
+                raise Conflict(f"{t.id} is not e1's")
+            return {"lifecycle_status": status}
+
+        return change
+
+    # When Running then Finished are written in turn
+    done = task_store.modify_in_turn("turn", [fenced(S.RUNNING), lambda t: None, fenced(S.FINISHED)])
+    # Then both are there, each its own version and history entry
+    stored = task_store.require("turn")
+    assert stored == done
+    assert (stored.lifecycle_status, stored.version) == (S.FINISHED, 4)
+    assert [(c.status, c.version) for c in stored.status_history] == [
+        (S.CREATED, 1),
+        (S.ASSIGNING, 2),
+        (S.RUNNING, 3),
+        (S.FINISHED, 4),
+    ]
+
+    # When a later change refuses, or the fence no longer holds
+    task_store.create(make_task("turn2"))
+    task_store.assign("turn2", "e1")
+
+    def refuse(t: Task) -> dict[str, object]:
+        raise Conflict(f"{t.id}: refused at version {t.version}")
+
+    with pytest.raises(Conflict, match="refused at version 3"):  # it saw the Running change
+        task_store.modify_in_turn("turn2", [fenced(S.RUNNING), refuse])
+    task_store.assign("turn2", "e2")
+    with pytest.raises(Conflict):
+        task_store.modify_in_turn("turn2", [fenced(S.RUNNING), fenced(S.FINISHED)])
+    # Then none of those changes was written
+    after = task_store.require("turn2")
+    assert (after.lifecycle_status, after.executor) == (S.ASSIGNING, "e2")
+    assert S.RUNNING not in [c.status for c in after.status_history]

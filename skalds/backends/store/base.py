@@ -113,10 +113,19 @@ class TaskStore(ABC):
         ``fields`` always contains the new ``version``.
         """
 
-    def _cas_many(self, writes: Sequence[tuple[str, int, dict[str, Any]]]) -> builtins.list[bool]:
-        """``_cas`` of each ``(task_id, expected_version, fields)``, in one transaction where the
-        driver can; each is written or not on its own. This fallback calls ``_cas`` for each."""
-        return [self._cas(task_id, version, fields) for task_id, version, fields in writes]
+    def _cas_many(
+        self, writes: Sequence[tuple[str, int, dict[str, Any]]], *, stop_at_failure: bool = False
+    ) -> builtins.list[bool]:
+        """``_cas`` of each ``(task_id, expected_version, fields)`` in order, in one transaction
+        where the driver can; each is written or not on its own — or, with ``stop_at_failure``,
+        none after the first that is not (the result is then shorter). This fallback calls
+        ``_cas`` for each."""
+        written: builtins.list[bool] = []
+        for task_id, version, fields in writes:
+            written.append(self._cas(task_id, version, fields))
+            if stop_at_failure and not written[-1]:
+                break
+        return written
 
     @abstractmethod
     def _delete(self, task_id: str) -> bool:
@@ -215,6 +224,48 @@ class TaskStore(ABC):
             f"in {self._CAS_PATIENCE:.0f} s"
         )
 
+    def modify_in_turn(self, task_id: str, changes: Sequence[Callable[[Task], dict[str, Any] | None]]) -> Task:
+        """:meth:`modify` with several changes of one task, each applied to the task as the one
+        before left it, and written together (one transaction where the driver can) — e.g.
+        Running, then Finished, for a task that ended before its start was recorded. Each change
+        is its own write (own version and status-history entry). All are decided before any is
+        written: one that raises (Conflict, IllegalTransition) writes none of them. Lost races are
+        retried from the first change not written yet (a driver without transactions may have
+        written the ones before)."""
+        deadline = time.monotonic() + self._CAS_PATIENCE
+        todo = list(changes)
+        attempt = 0
+        current = self.require(task_id)
+        while todo:
+            if attempt:
+                if time.monotonic() > deadline:
+                    raise Conflict(f"task {task_id!r}: too many concurrent writers, gave up after {attempt} attempts")
+                time.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))
+                current = self.require(task_id)
+            attempt += 1
+            writes: builtins.list[tuple[str, int, dict[str, Any]] | None] = []
+            states: builtins.list[Task] = []
+            task = current
+            for change in todo:
+                before = task
+                prepared = _prepare(before, change)
+                if prepared is None:  # this one changes nothing
+                    writes.append(None)
+                    states.append(before)
+                    continue
+                fields, task = prepared
+                writes.append((task_id, before.version, fields))
+                states.append(task)
+            results = iter(self._cas_many([w for w in writes if w is not None], stop_at_failure=True))
+            written = 0
+            for write, state in zip(writes, states, strict=True):
+                if write is not None and not next(results, False):
+                    break
+                written += 1
+                current = state
+            todo = todo[written:]
+        return current
+
     def modify_many(
         self, changes: Mapping[str, Callable[[Task], dict[str, Any] | None]]
     ) -> dict[str, Task | SkaldsError]:
@@ -273,12 +324,13 @@ class TaskStore(ABC):
 
         A fence that no longer holds raises :class:`Conflict` (the caller lost ownership).
         """
-        wanted = frozenset(expect_statuses) if expect_statuses is not None else None
-
-        def change(t: Task) -> dict[str, Any]:
-            _fence(t, expect_executor, expect_epoch, wanted)
-            return {"lifecycle_status": status, **fields}
-
+        change = status_change(
+            status,
+            expect_executor=expect_executor,
+            expect_epoch=expect_epoch,
+            expect_statuses=expect_statuses,
+            **fields,
+        )
         return self.modify(task_id, change)
 
     def assign(self, task_id: str, executor: str, *, expect_epoch: int | None = None) -> Task:
@@ -302,6 +354,24 @@ class TaskStore(ABC):
 _DETAIL_LIMIT = 500
 #: modify_many reads and writes at most this many tasks at a time.
 _MANY_CHUNK = 500
+
+
+def status_change(
+    status: TaskLifecycleStatus,
+    *,
+    expect_executor: str | None = None,
+    expect_epoch: int | None = None,
+    expect_statuses: Iterable[TaskLifecycleStatus] | None = None,
+    **fields: Any,
+) -> Callable[[Task], dict[str, Any]]:
+    """The change :meth:`TaskStore.set_status` makes, for :meth:`TaskStore.modify_in_turn`."""
+    wanted = frozenset(expect_statuses) if expect_statuses is not None else None
+
+    def change(t: Task) -> dict[str, Any]:
+        _fence(t, expect_executor, expect_epoch, wanted)
+        return {"lifecycle_status": status, **fields}
+
+    return change
 
 
 def _prepare(current: Task, change: Callable[[Task], dict[str, Any] | None]) -> tuple[dict[str, Any], Task] | None:

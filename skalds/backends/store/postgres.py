@@ -268,7 +268,9 @@ class PostgresTaskStore(TaskStore):
             )
             return cur.rowcount == 1
 
-    def _cas_many(self, writes: Sequence[tuple[str, int, dict[str, Any]]]) -> list[bool]:
+    def _cas_many(
+        self, writes: Sequence[tuple[str, int, dict[str, Any]]], *, stop_at_failure: bool = False
+    ) -> list[bool]:
         """Every compare-and-set in one transaction (one commit); each written or not on its own."""
         conn = self._conn()
         written = []
@@ -281,6 +283,8 @@ class PostgresTaskStore(TaskStore):
                     [Jsonb(fields), *(value for _, value in changed), task_id, expected_version],
                 )
                 written.append(cur.rowcount == 1)
+                if stop_at_failure and not written[-1]:
+                    break
         return written
 
     def _delete(self, task_id: str) -> bool:

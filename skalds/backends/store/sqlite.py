@@ -135,7 +135,9 @@ class SqliteTaskStore(TaskStore):
     def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
         return self._cas_many([(task_id, expected_version, fields)])[0]
 
-    def _cas_many(self, writes: Sequence[tuple[str, int, dict[str, Any]]]) -> list[bool]:
+    def _cas_many(
+        self, writes: Sequence[tuple[str, int, dict[str, Any]]], *, stop_at_failure: bool = False
+    ) -> list[bool]:
         """Every compare-and-set in one write transaction."""
         conn = self._conn()
         assignments = ", ".join(f"{c} = ?" for c in (*_COLUMNS, "name", "doc"))
@@ -147,6 +149,8 @@ class SqliteTaskStore(TaskStore):
                 ).fetchone()
                 if row is None:
                     written.append(False)
+                    if stop_at_failure:
+                        break
                     continue
                 doc = {**_load(row[0]), **fields}
                 cur = conn.execute(
@@ -154,6 +158,8 @@ class SqliteTaskStore(TaskStore):
                     (*_row({**doc, "id": task_id}), task_id, expected_version),
                 )
                 written.append(cur.rowcount == 1)
+                if stop_at_failure and not written[-1]:
+                    break
         return written
 
     def _delete(self, task_id: str) -> bool:
