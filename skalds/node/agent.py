@@ -39,6 +39,9 @@ from skalds.worker.registry import WorkerRegistry
 from skalds.worker.supervisor import Supervisor, WorkerHandle
 
 S = TaskLifecycleStatus
+#: Seconds between a worker's "running" and the store write of Running: a task that ends sooner
+#: gets Running and its end in one write.
+RUNNING_WRITE_DELAY = 0.05
 _END_VALUE = {S.FINISHED: HEARTBEAT_FINISHED, S.FAILED: HEARTBEAT_FAILED, S.CANCELLED: HEARTBEAT_CANCELLED}
 
 
@@ -76,7 +79,7 @@ class SkaldAgent(EdgeMode, NodeMode):
         self._masks: dict[int, int] = {}
         self._restart_after_exit: dict[str, Task] = {}
         #: Workers that reported running this pass; Running is written at its end (or with theirs).
-        self._running_pending: dict[str, WorkerHandle] = {}
+        self._running_pending: dict[str, tuple[WorkerHandle, float]] = {}
         self._listener: BusListener | None = None
         self._next_reconcile = 0.0
         #: Tasks waiting for a previous copy's heartbeat lease to end.
@@ -179,6 +182,9 @@ class SkaldAgent(EdgeMode, NodeMode):
             kill_at = self.supervisor.next_deadline()
             if kill_at is not None:
                 deadlines.append(kill_at)
+            running_at = self._running_due()
+            if running_at is not None:
+                deadlines.append(running_at)
             self._poll_once(max(0.0, min(deadlines) - now))
             now = time.monotonic()
             self.supervisor.kill_overdue(now)
@@ -275,23 +281,29 @@ class SkaldAgent(EdgeMode, NodeMode):
         elif kind == "running":
             self.backends.with_state("started", lambda v: v.task_started(handle.task_id))
             self._beats[handle.task_id] = 0
-            # Written at the end of this pass — together with the task's end when that comes in
-            # the same pass (a short task): one store write instead of two.
-            self._running_pending[handle.task_id] = handle
+            # Written RUNNING_WRITE_DELAY later — or together with the task's end if that comes
+            # first (a short task): one store write instead of two.
+            self._running_pending[handle.task_id] = (handle, time.monotonic() + RUNNING_WRITE_DELAY)
         elif kind == "update_ok":
             self._on_update_applied(handle, message.get("attachments"), str(message.get("origin")))
         elif kind == "update_error":
             error = str(message.get("error"))
             self.backends.with_state("error", lambda v: v.task_error(handle.task_id, error))
 
-    def _flush_running(self) -> None:
-        """Record Running for the workers that reported it this pass (and still run)."""
+    def _flush_running(self, now: float | None = None) -> None:
+        """Record Running for the workers that reported it at least RUNNING_WRITE_DELAY ago (all
+        of them with ``now`` = inf) and still run."""
         if not self._running_pending:
             return
-        pending, self._running_pending = self._running_pending, {}
-        for handle in pending.values():
+        now = time.monotonic() if now is None else now
+        due = [h for h, at in self._running_pending.values() if at <= now]
+        for handle in due:
+            del self._running_pending[handle.task_id]
             if self.supervisor.get(handle.task_id) is handle:
                 self._mark_running(handle)
+
+    def _running_due(self) -> float | None:
+        return min((at for _, at in self._running_pending.values()), default=None)
 
     def _mark_running(self, handle: WorkerHandle) -> None:
         try:
@@ -345,7 +357,8 @@ class SkaldAgent(EdgeMode, NodeMode):
             self._start_waiting(handle.class_name)
         reason = handle.stop_reason
         # It reported running in the pass that saw it end: Running is written with its end.
-        ran = self._running_pending.pop(handle.task_id, None) is handle
+        pending = self._running_pending.pop(handle.task_id, None)
+        ran = pending is not None and pending[0] is handle
         outcome = S(handle.outcome) if handle.outcome in {s.value for s in S} else None
         code = handle.exit_code
         self._beats.pop(handle.task_id, None)

@@ -209,9 +209,9 @@ def test_a_class_limit_makes_a_pool_of_reused_processes(procs, home, tmp_path, c
     spans = sorted((m["t"], events(tmp_path, t, "release")[0]["t"]) for t, m in mains.items())
     overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
     assert overlap <= 2, spans
-    # and they started in the order they came (two at a time)
+    # and they started in the order they came (two run at once, so neighbours may swap)
     order = [t for _, t in sorted((m["t"], t) for t, m in mains.items())]
-    assert set(order[:2]) == {"pool-0", "pool-1"} and set(order[-2:]) == {"pool-5", "pool-6"}, order
+    assert all(abs(order.index(f"pool-{i}") - i) <= 1 for i in range(7)), order
     assert "exited (Failed" not in node.output()
 
 
