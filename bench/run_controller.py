@@ -544,6 +544,9 @@ def report(res: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
                     f"2c. ratio skalds (batch requests, reused processes) / Celery: {reused / c['all_ready_s']:.2f}."
                 )
             verdicts.append(("2. burst faster than Celery", ok))
+            if "burst_reused" in res:
+                faster = res["burst_reused"]["all_finished_s"] < c["all_ready_s"]
+                verdicts.append(("2c. burst of a pooled class (batch requests) faster than Celery", faster))
     if "failover" in res:
         f = res["failover"]
         out.append(
