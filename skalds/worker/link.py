@@ -57,6 +57,15 @@ FINAL_FLUSH_TIMEOUT = 0.5
 _SENT, _FULL, _GONE = object(), object(), object()
 
 
+def decode(data: bytes) -> dict[str, Any] | None:
+    """A channel message, or None when it is not a JSON object (such a message is ignored)."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
 class NullLink:
     """No skald: reports go nowhere, no thread runs."""
 
@@ -345,11 +354,8 @@ class ChannelLink(NullLink):
                 # The skald went away: end gracefully (release still runs once).
                 self._signal_self(signal.SIGTERM)
                 return False
-            try:
-                message = json.loads(data)
-            except ValueError:
-                continue
-            if not isinstance(message, dict):
+            message = decode(data)
+            if message is None:
                 continue
             kind = message.get("t")
             if kind == "ack":

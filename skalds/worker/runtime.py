@@ -21,7 +21,7 @@ from skalds.model.task import TaskLifecycleStatus
 from skalds.utils.logging import configure_worker, logger
 from skalds.worker.baseclass import EXIT_FAILED, EXIT_FINISHED, PENDING_SIGNALS
 from skalds.worker.forkserver import set_process_name
-from skalds.worker.link import MAX_MESSAGE, ChannelLink
+from skalds.worker.link import MAX_MESSAGE, ChannelLink, decode
 from skalds.worker.logtail import LogTail
 from skalds.worker.registry import WorkerRegistry
 
@@ -128,11 +128,8 @@ def make_child_main(registry: WorkerRegistry) -> Any:
                     return None
                 if not data:
                     return None
-                try:
-                    message = json.loads(data)
-                except ValueError:
-                    continue
-                if not isinstance(message, dict):
+                message = decode(data)
+                if message is None:
                     continue
                 kind = message.get("t")
                 if kind == "exit":

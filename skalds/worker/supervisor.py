@@ -272,13 +272,7 @@ class Supervisor:
             idle.channel.send(_EXIT)
         except OSError:
             pass
-        try:
-            idle.channel.close()
-        finally:
-            try:
-                os.close(idle.pidfd)
-            except OSError:
-                pass
+        _release(idle.channel, idle.pidfd)
 
     def retire_idle(self, now: float | None = None) -> None:
         """Retire idle processes whose idle timeout passed (all of them with ``now`` = inf)."""
@@ -445,13 +439,7 @@ class Supervisor:
         self._by_fd.pop(handle.channel.fileno(), None)
         self._uncount(handle)
         self._by_pid.pop(handle.pid, None)
-        try:
-            handle.channel.close()
-        finally:
-            try:
-                os.close(handle.pidfd)
-            except OSError:
-                pass
+        _release(handle.channel, handle.pidfd)
 
     def wait_all_exited(self, timeout: float, poll: Callable[[float], None]) -> bool:
         """Run ``poll(remaining)`` (the loop's select) until no worker is left or ``timeout``."""
@@ -463,6 +451,17 @@ class Supervisor:
             poll(min(remaining, 0.05))
             self.kill_overdue()
         return True
+
+
+def _release(channel: socket.socket, pidfd: int) -> None:
+    """Close our end of a worker's channel and its pidfd."""
+    try:
+        channel.close()
+    finally:
+        try:
+            os.close(pidfd)
+        except OSError:
+            pass
 
 
 __all__ = ["ForkServerError", "Supervisor", "WorkerHandle"]
