@@ -66,7 +66,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient
@@ -291,7 +291,12 @@ class KafkaEventBus(EventBus):
 
     # ---- EventBus --------------------------------------------------------------------------
     def publish(self, topic: str, key: str | None, value: bytes | str) -> None:
-        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        self.publish_many(topic, [(key, value)])
+
+    def publish_many(self, topic: str, messages: Sequence[tuple[str | None, bytes | str]]) -> None:
+        """Produce them all, then wait once for every delivery report (not one round trip each)."""
+        if not messages:
+            return
         name = self.topic_name(_unwrap(topic))
         producer = self._producer()
         producer.poll(0)  # serve pending error callbacks (a disconnect triggers a topic re-check)
@@ -302,28 +307,37 @@ class KafkaEventBus(EventBus):
             outcome.append(err)
 
         started = time.monotonic()
-        try:
-            producer.produce(
-                name, value=data, key=key.encode("utf-8") if key is not None else None, on_delivery=delivered
-            )
-        except BufferError:
-            self._recheck.value = True
-            raise BackendUnavailable(
-                mask_secrets(f"kafka at {self.parsed.bootstrap}: producer queue full (broker unreachable?)")
-            ) from None
-        except ck.KafkaException as exc:
-            raise BackendUnavailable(mask_secrets(f"kafka at {self.parsed.bootstrap}: publish failed: {exc}")) from None
-        # librdkafka fails the message itself after message.timeout.ms; this is only a safety net
+        for key, value in messages:
+            data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+            try:
+                producer.produce(
+                    name, value=data, key=key.encode("utf-8") if key is not None else None, on_delivery=delivered
+                )
+            except BufferError:
+                self._recheck.value = True
+                raise BackendUnavailable(
+                    mask_secrets(f"kafka at {self.parsed.bootstrap}: producer queue full (broker unreachable?)")
+                ) from None
+            except ck.KafkaException as exc:
+                raise BackendUnavailable(
+                    mask_secrets(f"kafka at {self.parsed.bootstrap}: publish failed: {exc}")
+                ) from None
+        # librdkafka fails each message itself after message.timeout.ms; this is only a safety net
         deadline = started + self.publish_timeout + 1.0
-        while not outcome:
+        while len(outcome) < len(messages):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             producer.flush(min(remaining, 0.1))
-        if outcome and outcome[0] is None:
+        failed = [err for err in outcome if err is not None]
+        if len(outcome) == len(messages) and not failed:
             return
         self._recheck.value = True
-        reason = str(outcome[0]) if outcome else f"not confirmed within {time.monotonic() - started:.1f} s"
+        if failed:
+            reason = str(failed[0])
+        else:
+            missing = len(messages) - len(outcome)
+            reason = f"{missing} of {len(messages)} not confirmed within {time.monotonic() - started:.1f} s"
         raise BackendUnavailable(mask_secrets(f"kafka at {self.parsed.bootstrap}: publish to {name} failed: {reason}"))
 
     def subscribe(self, group: str, topics: tuple[str, ...] | list[str]) -> Consumer:
