@@ -136,6 +136,16 @@ class NodeMode(_AgentParts):
         within three heartbeat intervals, or is removed at once when that copy stops; until then
         we wait, so one task never runs twice.
         """
+        limit = self._class_limit(task.class_name)
+        busy = self.supervisor.count(task.class_name) >= limit if limit is not None else False
+        if limit is not None and (busy or (not waited and self._waiting.get(task.class_name))):
+            # At the class's limit (or others came first): wait, Assigning, for a free slot. The
+            # lease is checked when it is its turn.
+            waiting = self._waiting.setdefault(task.class_name, {})
+            if task.id not in waiting:
+                waiting[task.id] = task
+                logger.debug(f"task {task.id}: {task.class_name} runs {limit} at once here; waiting ({len(waiting)})")
+            return
         state = self.backends.with_state("lease", lambda v: v.task_state(task.id))
         beat = (state or {}).get("heartbeat")
         if beat is not None and 0 <= beat < 200:
@@ -145,15 +155,6 @@ class NodeMode(_AgentParts):
             self._next_reconcile = min(self._next_reconcile, time.monotonic() + 0.1)
             return
         self._deferred.discard(task.id)
-        limit = self._class_limit(task.class_name)
-        busy = self.supervisor.count(task.class_name) >= limit if limit is not None else False
-        if limit is not None and (busy or (not waited and self._waiting.get(task.class_name))):
-            # At the class's limit (or others came first): wait, Assigning, for a free slot.
-            waiting = self._waiting.setdefault(task.class_name, {})
-            if task.id not in waiting:
-                waiting[task.id] = task
-                logger.debug(f"task {task.id}: {task.class_name} runs {limit} at once here; waiting ({len(waiting)})")
-            return
         self.start_worker(task, task.epoch)
 
     # ---- per-class limits (BaseTaskWorker.max_concurrent_tasks) ----------------------------
