@@ -222,6 +222,8 @@ class Supervisor:
     def _take_idle(self, class_name: str, spec: dict[str, Any]) -> IdleProcess | None:
         """An idle process of ``class_name`` that accepted ``spec`` as its next task, or None."""
         pool = self._idle.get(class_name)
+        if not pool:
+            return None  # the common case (a fresh process per task): nothing to encode
         data = json.dumps({"t": "run", "spec": spec}).encode()
         while pool:
             idle = pool.pop()
