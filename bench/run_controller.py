@@ -502,26 +502,19 @@ def report(res: dict[str, Any]) -> tuple[str, list[tuple[str, bool]]]:
             + ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_s"].items())
             + "."
         )
-    if "burst_batch" in res:
-        b = res["burst_batch"]
-        out.append(
-            f"2b. the same through `POST /api/tasks/batch` ({b['batch']} tasks a request, {b['clients']} clients): "
-            f"all answered {b['submit_s']:.2f} s, last worker main {b['last_main_s']:.2f} s, "
-            f"all Finished **{b['all_finished_s']:.2f} s** (per node {b['per_node']}, mains missing "
-            f"{b['mains_missing']}, retried {b['retried']}). CPU s during it: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_s"].items())
-            + "."
-        )
-    if "burst_reused" in res:
-        b = res["burst_reused"]
-        out.append(
-            f"2c. the same batches, class with `max_tasks_per_process` (processes reused): "
-            f"all answered {b['submit_s']:.2f} s, last worker main {b['last_main_s']:.2f} s, "
-            f"all Finished **{b['all_finished_s']:.2f} s** (per node {b['per_node']}, mains missing "
-            f"{b['mains_missing']}, retried {b['retried']}, worker processes {b.get('worker_pids')}). CPU s during it: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_s"].items())
-            + "."
-        )
+    batched = (
+        ("burst_batch", "2b. the same through `POST /api/tasks/batch` ({batch} tasks a request, {clients} clients)"),
+        ("burst_reused", "2c. the same batches, class with `max_tasks_per_process` (processes reused)"),
+    )
+    for key, title in batched:
+        if key in res:
+            b = res[key]
+            out.append(
+                title.format(**b) + f": all answered {b['submit_s']:.2f} s, last worker main {b['last_main_s']:.2f} s, "
+                f"all Finished **{b['all_finished_s']:.2f} s** (per node {b['per_node']}, mains missing "
+                f"{b['mains_missing']}, retried {b['retried']}, worker processes {b.get('worker_pids')}). "
+                "CPU s during it: " + ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_s"].items()) + "."
+            )
     if "celery" in res:
         c = res["celery"]
         out.append(
