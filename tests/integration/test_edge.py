@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from skalds.client import SkaldsClient
-from skalds.config.skald_config import SkaldConfig
 from skalds.model.task import ModeEnum, TaskLifecycleStatus
 from tests.support.procs import ROOT, Proc, alive, base_env, wait_for
 from tests.support.workers import read_events
@@ -43,13 +39,6 @@ def events(tmp: Path, task: str, kind: str | None = None) -> list[dict]:
     return [
         e for e in read_events(str(tmp / "events.jsonl")) if e["task"] == task and (kind is None or e["event"] == kind)
     ]
-
-
-@pytest.fixture
-def client(home: Path):
-    c = SkaldsClient(SkaldConfig(skalds_home=str(home)))
-    yield c
-    c.close()
 
 
 def edit(path: Path, old: str, new: str) -> None:

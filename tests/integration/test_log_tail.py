@@ -7,11 +7,9 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from skalds.backends.cache.state import TASK_LOG_MAX_LEN, StateView, task_logs_key
@@ -46,20 +44,6 @@ def start_node(procs: list[Proc], home: Path, tmp: Path, skald_id: str = "node-1
 
 def events(tmp: Path, task: str, kind: str) -> list[dict[str, Any]]:
     return [e for e in read_events(str(tmp / "events.jsonl")) if e["task"] == task and e["event"] == kind]
-
-
-@pytest.fixture
-def client(home: Path) -> Iterator[SkaldsClient]:
-    c = SkaldsClient(SkaldConfig(skalds_home=str(home)))
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def view(home: Path) -> Iterator[StateView]:
-    cache = open_cache(SkaldConfig(skalds_home=str(home)).embedded_url)
-    yield StateView(cache, 5.0)
-    cache.close()
 
 
 def messages(view: StateView, task_id: str) -> list[str]:

@@ -5,11 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pytest
-
 from skalds.backends.bus.base import Topic
-from skalds.client import SkaldsClient
-from skalds.config.skald_config import SkaldConfig
 from skalds.model.task import Task, TaskLifecycleStatus
 from tests.support.procs import ROOT, Proc, alive, base_env, wait_for
 from tests.support.workers import read_events
@@ -30,13 +26,6 @@ def events(tmp: Path, task: str, kind: str | None = None) -> list[dict]:
     return [
         e for e in read_events(str(tmp / "events.jsonl")) if e["task"] == task and (kind is None or e["event"] == kind)
     ]
-
-
-@pytest.fixture
-def client(home: Path):
-    c = SkaldsClient(SkaldConfig(skalds_home=str(home)))
-    yield c
-    c.close()
 
 
 def test_assign_update_cancel_across_two_skalds(procs, home, tmp_path, client):

@@ -5,15 +5,12 @@ at most 2 s; ``Recorder`` keeps the default (a fresh process per task)."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from skalds.backends.cache.state import TASK_LOG_MAX_LEN, StateView
-from skalds.backends.factory import open_cache
+from skalds.backends.cache.state import TASK_LOG_MAX_LEN
 from skalds.client import SkaldsClient
-from skalds.config.skald_config import SkaldConfig
 from skalds.errors import WorkerDefinitionError
 from skalds.model.task import Task, TaskLifecycleStatus
 from skalds.worker.registry import WorkerRegistry
@@ -41,20 +38,6 @@ def events(tmp: Path, task: str, kind: str | None = None) -> list[dict]:
 
 def pid_of(tmp: Path, task: str) -> int:
     return int(wait_for(lambda: events(tmp, task, "main"), what=f"main of {task}")[0]["pid"])
-
-
-@pytest.fixture
-def client(home: Path) -> Iterator[SkaldsClient]:
-    c = SkaldsClient(SkaldConfig(skalds_home=str(home)))
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def view(home: Path) -> Iterator[StateView]:
-    cache = open_cache(SkaldConfig(skalds_home=str(home)).embedded_url)
-    yield StateView(cache, 5.0)
-    cache.close()
 
 
 def run_to_end(client: SkaldsClient, task_id: str, cls: str = REUSED, **attachments: object) -> Task:
