@@ -23,6 +23,7 @@ from skalds.controller.config import ControllerConfig
 from skalds.controller.dispatcher import Dispatcher
 from skalds.controller.errors import install_error_handlers
 from skalds.controller.events import EventHub
+from skalds.controller.hardening import JsonBodiesOnly, LoopbackHostOnly, SecurityHeaders
 from skalds.controller.leader import LeaderLease
 from skalds.controller.limits import BodySizeLimit
 from skalds.controller.metrics import ControllerMetrics, HttpMetrics, instrument_dispatcher
@@ -165,9 +166,14 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.events = hub
     install_error_handlers(app)
+    # Outermost last. Requests pass: headers, (open mode) Host check, metrics, token, content type, size.
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(JsonBodiesOnly)  # 415 before the body is read
     app.add_middleware(TokenAuth, token=auth.token)  # before the body is read: 401 costs nothing
-    app.add_middleware(HttpMetrics, metrics=metrics)  # outermost: counts 401 / 413 too
+    app.add_middleware(HttpMetrics, metrics=metrics)  # counts 401 / 413 / 415 too
+    if not auth.enforced:  # with a token any Host is fine: the token is the guard
+        app.add_middleware(LoopbackHostOnly, bound_host=config.system_controller_host)
+    app.add_middleware(SecurityHeaders)  # on every response, errors of the middlewares above included
     for module in (tasks, skalds, system, events):
         app.include_router(module.router)
     app.include_router(metrics_router)

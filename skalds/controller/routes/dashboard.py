@@ -4,7 +4,9 @@ Everything the dashboard shows it reads from the public API and the SSE streams,
 only serves files from :mod:`skalds.controller.dashboard` (shipped in the wheel; no build step).
 Static files are served from a fixed list made at import time, never from a path built out of the
 request, so nothing outside the package directory can be reached. Pages carry a strict Content
-Security Policy: scripts, styles and connections from this origin only, no framing.
+Security Policy: scripts, styles and connections from this origin only, no framing — also when
+an HTML file is fetched by its static path (and :mod:`skalds.controller.hardening` adds the frame
+rules to every other HTML response).
 """
 
 from __future__ import annotations
@@ -80,5 +82,7 @@ async def static_file(name: str) -> Response:
     path = STATIC_FILES.get(name)
     if path is None:
         return error_response(404, "not_found", f"no dashboard file {name!r}")
+    if path.suffix == ".html":  # a page under another path is still a page: same policy, no framing
+        return FileResponse(path, media_type=_MEDIA_TYPES[".html"], headers=_PAGE_HEADERS)
     headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
     return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix], headers=headers)
