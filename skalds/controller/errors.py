@@ -16,10 +16,15 @@ code                         status  when
 ``illegal_transition``       409     the state machine forbids the status change
 ``conflict``                 409     a concurrent writer won (retry)
 ``invalid_request``          422     body / query / path fail validation (malformed JSON too),
-                                    or a number too large for the store (``page=2**63``)
+                                    or a number too large for the store (``page=2**63``), a
+                                    task id outside ``[A-Za-z0-9._:@-]{1,128}``, a NUL character
+                                    in a string field or anywhere in the URL
 ``unknown_class``            422     no online skald advertises the task's className
 ``invalid_attachments``      422     attachments fail the class's JSON schema
 ``payload_too_large``        413     the body is larger than ``SKALDS_MAX_BODY_BYTES``
+``unsupported_media_type``   415     a body sent to ``/api`` without ``Content-Type: application/json``
+``host_not_allowed``         403     no token is set and the Host header is not a loopback name
+                                    (DNS rebinding; see ``docs/security.md``)
 ``too_many_requests``        429     too many wrong tokens at ``/api/auth/login`` (``Retry-After``)
 ``backend_unavailable``      503     a backend server cannot be reached
 ``internal_error``           500     a bug; the message is generic, details go to the log
@@ -35,6 +40,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from skalds.controller.schemas import MAX_ATTACHMENT_DEPTH
 from skalds.errors import BackendUnavailable, Conflict, IllegalTransition, TaskExists, TaskNotFound
 from skalds.utils.logging import logger
 
@@ -107,6 +113,11 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+#: FastAPI's detail when reading the body as JSON fails other than by a syntax error (a
+#: RecursionError on deep nesting, a UnicodeDecodeError).
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every failure through the one error shape."""
 
@@ -120,13 +131,25 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         details = validation_details(exc)
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]) or "invalid request"
-        return error_response(422, "invalid_request", summary, details)
+        # Attachments no store could keep (too deep, NUL) are reported like attachments that
+        # break their class's schema, when nothing else is wrong.
+        types = {e.get("type") for e in exc.errors()}
+        code = "invalid_attachments" if types == {"invalid_attachments"} else "invalid_request"
+        return error_response(422, code, summary, details)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         code = codes.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 400 and message == _UNPARSABLE_BODY:  # FastAPI's words for bytes json.loads gave up on
+            return error_response(
+                422,
+                "invalid_request",
+                "the body could not be read as JSON: it is not UTF-8, or it nests objects and arrays hundreds "
+                f"of levels deep (attachments may nest at most {MAX_ATTACHMENT_DEPTH})",
+                [{"field": "body", "message": "unreadable JSON"}],
+            )
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
         response = error_response(exc.status_code, code, message)

@@ -8,12 +8,67 @@ purpose: these models exist only to describe JSON.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
-#: Task ids appear in URL paths, so API-created ids may not contain what a path cannot carry.
-TASK_ID_PATTERN = r"^[^/\s?#%\\]+$"
+from skalds.model.ids import MAX_TASK_ID_LENGTH, TASK_ID_CHARS, TASK_ID_PATTERN
+
+#: How deep attachments may nest objects and arrays (the attachments object itself is level 1).
+#: Far beyond any real settings object, and far below where validating, storing or encoding the
+#: value would exhaust the interpreter's recursion limit.
+MAX_ATTACHMENT_DEPTH = 64
+#: The error type (and API error code) of attachments that are unusable whatever the class.
+ATTACHMENTS_ERROR = "invalid_attachments"
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store a NUL in text, and no name or id needs one.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    return value
+
+
+#: A string that may be stored anywhere: no NUL.
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def _storable_attachments(value: Any) -> Any:
+    """Attachments every store can keep and every process can decode: nested at most
+    :data:`MAX_ATTACHMENT_DEPTH` levels, no NUL in any key or string. Walked without recursion,
+    so a hostile depth cannot exhaust the stack here."""
+    pending: list[tuple[Any, int, str]] = [(value, 1, "attachments")]
+    while pending:
+        item, depth, where = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise PydanticCustomError(
+                    ATTACHMENTS_ERROR, "{where}: a string must not contain a NUL character (\\u0000)", {"where": where}
+                )
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_ATTACHMENT_DEPTH:
+            raise PydanticCustomError(
+                ATTACHMENTS_ERROR,
+                "attachments nest deeper than {limit} levels (at {where})",
+                {"limit": MAX_ATTACHMENT_DEPTH, "where": where},
+            )
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    raise PydanticCustomError(
+                        ATTACHMENTS_ERROR, "{where}: a key must not contain a NUL character (\\u0000)", {"where": where}
+                    )
+                pending.append((child, depth + 1, f"{where}.{key}" if depth < 8 else where))
+        else:
+            pending.extend((child, depth + 1, f"{where}[{n}]" if depth < 8 else where) for n, child in enumerate(item))
+    return value
+
+
+#: Attachments as the API takes them (see :func:`_storable_attachments`).
+Attachments = Annotated[dict[str, Any], AfterValidator(_storable_attachments)]
 
 #: Targets ``PUT /api/tasks/{id}/status`` accepts. ``Created`` and ``Running`` both mean "run it
 #: again": resume a Paused task, retry a Failed / Cancelled / Finished one (with a fresh retry
@@ -26,13 +81,19 @@ class TaskCreate(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
-    id: str | None = Field(None, min_length=1, max_length=200, pattern=TASK_ID_PATTERN)
-    className: str = Field(..., min_length=1, max_length=200)
-    attachments: dict[str, Any]
-    source: str = Field("API", max_length=100)
-    name: str | None = Field(None, max_length=500)
-    description: str | None = Field(None, max_length=5000)
-    dependencies: list[str] | None = Field(None, max_length=1000)
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_TASK_ID_LENGTH,
+        pattern=TASK_ID_PATTERN,
+        description=f"1 to {MAX_TASK_ID_LENGTH} of the characters {TASK_ID_CHARS}; the server picks one when absent",
+    )
+    className: Text = Field(..., min_length=1, max_length=200)
+    attachments: Attachments
+    source: Text = Field("API", max_length=100)
+    name: Text | None = Field(None, max_length=500)
+    description: Text | None = Field(None, max_length=5000)
+    dependencies: list[Text] | None = Field(None, max_length=1000)
     priority: int = Field(0, ge=0, le=10)
     deadlineDateTime: int | None = Field(None, ge=0, description="ms since the epoch; cancelled once passed")
     isPersistent: bool = False
@@ -51,7 +112,7 @@ class TaskBatch(BaseModel):
 class AttachmentsUpdate(BaseModel):
     """New attachments, merged onto the stored ones; the result must match the class's schema."""
 
-    attachments: dict[str, Any]
+    attachments: Attachments
 
 
 class StatusUpdate(BaseModel):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml.error import MarkedYAMLError
 
 from skalds.errors import TaskSourceError
+from skalds.model.ids import MAX_TASK_ID_LENGTH, task_id_problem
 from skalds.model.task import ModeEnum, Task
 from skalds.node._yaml_common import (
     ROOT_KEY,
@@ -39,7 +40,7 @@ from skalds.node._yaml_common import (
 ENTRY_KEYS = ("className", "isPersistent", "attachments", "name", "description", "priority", "dependencies")
 PRIORITY_MIN = 0
 PRIORITY_MAX = 10
-TASK_ID_MAX_LENGTH = 200
+TASK_ID_MAX_LENGTH = MAX_TASK_ID_LENGTH
 
 
 @dataclass(frozen=True)
@@ -131,15 +132,9 @@ def load_task_file(
         if not isinstance(raw_id, str) or not raw_id.strip():
             errors.append(_problem(path, "a task id must be a non-empty string", task_id=str(raw_id), line=line))
             continue
-        if len(raw_id) > TASK_ID_MAX_LENGTH:
-            errors.append(
-                _problem(
-                    path,
-                    f"a task id must be at most {TASK_ID_MAX_LENGTH} characters",
-                    task_id=raw_id,
-                    line=line,
-                )
-            )
+        id_problem = task_id_problem(raw_id)  # the API's rule: the same ids everywhere
+        if id_problem is not None:
+            errors.append(_problem(path, id_problem, task_id=raw_id, line=line))
             continue
         entry, entry_errors = _parse_entry(path, raw_id, raw_entry, line, models)
         errors.extend(entry_errors)
