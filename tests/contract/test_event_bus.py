@@ -13,6 +13,7 @@ import pytest
 
 from skalds.backends.bus.base import Consumer, EventBus, Message
 from skalds.backends.bus.sqlite import SqliteEventBus
+from skalds.model.task import now_ms
 
 FORK = mp.get_context("fork")
 TOPIC = "task.assign"
@@ -116,6 +117,37 @@ def test_new_group_starts_at_end(event_bus: EventBus) -> None:
     # Then only the new one is delivered
     assert [m.value for m in poll_until(consumer, 1)] == [b"new"]
     consumer.close()
+
+
+def test_new_group_since_a_time_starts_at_the_first_message_published_then(event_bus: EventBus) -> None:
+    # Given a known group, and messages on two topics before a moment; then two more after it, on
+    # one topic only (the other has nothing that new: a broker's time lookup may misanswer there)
+    event_bus.subscribe("known", [TOPIC, "task.cancel"]).close()
+    event_bus.publish(TOPIC, "a", b"before-1")
+    event_bus.publish("task.cancel", "b", b"before-2")
+    since = now_ms() + 1
+    while now_ms() <= since:  # the next publish gets a later timestamp (a millisecond at most)
+        pass
+    event_bus.publish(TOPIC, "c", b"after-1")
+    event_bus.publish(TOPIC, "d", b"after-2")
+    # When a new group subscribes with since_ms, and one more message comes
+    fresh = event_bus.subscribe("fresh", [TOPIC, "task.cancel"], since_ms=since)
+    event_bus.publish("task.cancel", "e", b"later")
+    # Then it gets what was published from then on, nothing older
+    got = poll_until(fresh, 3)
+    assert sorted(m.value for m in got) == [b"after-1", b"after-2", b"later"]
+    assert fresh.poll(0.2) == []
+    fresh.close()
+    # And its start was committed: subscribed again it resumes there, not at the end
+    event_bus.publish(TOPIC, "f", b"while-away")
+    back = event_bus.subscribe("fresh", [TOPIC, "task.cancel"], since_ms=now_ms() + 60_000)
+    assert [m.value for m in poll_until(back, 1)] == [b"while-away"]
+    back.close()
+    # And a known group ignores since_ms: it resumes after its committed offsets
+    known = event_bus.subscribe("known", [TOPIC, "task.cancel"], since_ms=since)
+    got = poll_until(known, 6)
+    assert sorted(m.value for m in got) == [b"after-1", b"after-2", b"before-1", b"before-2", b"later", b"while-away"]
+    known.close()
 
 
 def test_known_group_resumes_after_close(event_bus: EventBus) -> None:

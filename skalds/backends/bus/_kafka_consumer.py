@@ -38,10 +38,21 @@ _Record = tuple[Message, str, int, int]
 class KafkaConsumer(Consumer):
     """One consumer group's subscription (one librdkafka consumer). Used by one thread."""
 
-    def __init__(self, bus: KafkaEventBus, group: str, topics: tuple[str, ...], assign_timeout: float) -> None:
+    def __init__(
+        self,
+        bus: KafkaEventBus,
+        group: str,
+        topics: tuple[str, ...],
+        assign_timeout: float,
+        since_ms: int | None = None,
+    ) -> None:
         self._bus = bus
         self.group = group
         self.topics = topics
+        self._since_ms = since_ms
+        #: Partitions started from a time lookup whose first messages may still be older than
+        #: ``since_ms``: they are skipped until the first one that is not (see _fresh_starts).
+        self._skip_older: set[tuple[str, int]] = set()
         self._names = [bus.topic_name(t) for t in topics]
         self._pid = os.getpid()
         self._closed = False
@@ -137,6 +148,7 @@ class KafkaConsumer(Consumer):
             return []
         committed = consumer.committed(partitions, timeout=5.0)
         starts: list[ck.TopicPartition] = []
+        fresh: list[ck.TopicPartition] = []
         first = not self._assigned.is_set()
         self._known = set()
         for tp in committed:
@@ -146,15 +158,41 @@ class KafkaConsumer(Consumer):
                 self._known.add((tp.topic, tp.partition))
                 starts.append(ck.TopicPartition(tp.topic, tp.partition, tp.offset))
             elif first:
-                # a new group starts at the current end (synchronously, so nothing published
-                # after subscribe() returns can fall before the start)
-                _low, high = consumer.get_watermark_offsets(
-                    ck.TopicPartition(tp.topic, tp.partition), timeout=5.0, cached=False
-                )
-                starts.append(ck.TopicPartition(tp.topic, tp.partition, max(int(high), 0)))
+                fresh.append(tp)
             else:
                 # known group, no committed offset: the broker lost it, or the partition is new
                 starts.append(ck.TopicPartition(tp.topic, tp.partition, ck.OFFSET_BEGINNING))
+        return starts + self._fresh_starts(consumer, fresh)
+
+    def _fresh_starts(self, consumer: ck.Consumer, partitions: list[ck.TopicPartition]) -> list[ck.TopicPartition]:
+        """Where this group starts on partitions it has no offset for, resolved synchronously (so
+        nothing published after subscribe() returns can fall before the start).
+
+        Without ``since_ms``: the current end. With it: the first message published at or after
+        ``since_ms`` (the end when there is none). A broker may answer a time lookup with an
+        earlier offset — Tansu answers 0 when no message is that new — so messages older than
+        ``since_ms`` at the start of such a partition are skipped as they arrive (_convert):
+        replays cost a read, never a delivery, and nothing newer is lost either way.
+        """
+        if not partitions:
+            return []
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        starts: list[ck.TopicPartition] = []
+        ends = keys
+        if self._since_ms is not None:
+            lookup = [ck.TopicPartition(t, p, self._since_ms) for t, p in keys]
+            ends = []
+            for tp in consumer.offsets_for_times(lookup, timeout=5.0):
+                if tp.error is not None:
+                    raise ck.KafkaException(tp.error)
+                if tp.offset >= 0:
+                    starts.append(ck.TopicPartition(tp.topic, tp.partition, tp.offset))
+                    self._skip_older.add((tp.topic, tp.partition))
+                else:  # nothing published since then
+                    ends.append((tp.topic, tp.partition))
+        for t, p in ends:
+            _low, high = consumer.get_watermark_offsets(ck.TopicPartition(t, p), timeout=5.0, cached=False)
+            starts.append(ck.TopicPartition(t, p, max(int(high), 0)))
         return starts
 
     def _on_revoke(self, consumer: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
@@ -171,6 +209,7 @@ class KafkaConsumer(Consumer):
         for table in (self._handed, self._sent, self._confirmed):
             for key in keys & table.keys():
                 del table[key]
+        self._skip_older -= keys
 
     def _on_error(self, err: ck.KafkaError) -> None:
         _log_error(f"kafka consumer {self.group}", err)
@@ -216,6 +255,12 @@ class KafkaConsumer(Consumer):
                 continue
             name, partition, offset = m.topic() or "", m.partition() or 0, m.offset() or 0
             ts_type, ts = m.timestamp()
+            if self._skip_older and (name, partition) in self._skip_older:
+                if self._since_ms is not None and ts_type != ck.TIMESTAMP_NOT_AVAILABLE and ts < self._since_ms:
+                    # before the start asked for (see _fresh_starts): skipped, and committed as read
+                    self._handed[(name, partition)] = offset + 1
+                    continue
+                self._skip_older.discard((name, partition))
             key = m.key()
             msg = Message(
                 topic=self._bus.topic_of(name),

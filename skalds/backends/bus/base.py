@@ -1,8 +1,11 @@
 """The event bus contract.
 
 Topics carry small JSON payloads keyed by task id. Every consumer group sees every message once
-(at-least-once: after a crash a message may come again, so handlers are idempotent). A group id is
-stable per skald, so commands published while the skald was down are delivered when it returns.
+(at-least-once: after a crash a message may come again, so handlers are idempotent). A known group
+resumes after its last committed message, so commands published while its skald was down are
+delivered when it returns. A new group starts at the end, or — given ``since_ms`` — at the first
+message published at or after that time: a skald passes the time it started (less a look-back), so
+nothing published while its group is still joining, or shortly before it started, is lost.
 """
 
 from __future__ import annotations
@@ -71,9 +74,13 @@ class EventBus(ABC):
             self.publish(topic, key, value)
 
     @abstractmethod
-    def subscribe(self, group: str, topics: tuple[str, ...] | list[str]) -> Consumer:
-        """A consumer for ``group``. A new group starts at the end of each topic; a known group
-        resumes after its last committed message."""
+    def subscribe(self, group: str, topics: tuple[str, ...] | list[str], *, since_ms: int | None = None) -> Consumer:
+        """A consumer for ``group``. A known group resumes after its last committed message. A new
+        group — or one whose offsets the bus lost — starts at the end of each topic (every message
+        published after ``subscribe`` returns is delivered) or, with ``since_ms`` (ms since the
+        epoch, compared with the publishers' clocks), at the first message published at or after
+        that time. Where it starts is committed at once: a group that received nothing still
+        resumes there."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

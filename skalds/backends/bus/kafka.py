@@ -32,13 +32,25 @@ Why these settings (measured against Tansu 0.6.0 with confluent-kafka 2.16 / lib
   capped at 1 s so a restarted broker is found again quickly.
 * Offsets are committed explicitly, like the SQLite driver: a delivered batch is committed when the
   next ``poll`` starts (asynchronously, so a broker outage never blocks ``poll``), and synchronously
-  on ``close`` and when a rebalance takes partitions away. A *new* group starts at the end of each
-  partition, resolved synchronously in the assignment callback (high watermark) and committed at
-  once, so (1) :meth:`KafkaEventBus.subscribe` returns only when a message published afterwards is
-  certain to be delivered, and (2) a group that never received anything still resumes where it
-  started. Because every assigned partition then has a committed offset, a partition that later
-  shows up *without* one (the broker lost its state, or the partition is new) is read from its
-  beginning — nothing published while the consumer re-joined is lost. For the same reason
+  on ``close`` and when a rebalance takes partitions away. A *new* group (no committed offset) gets
+  its start resolved synchronously in the assignment callback and committed at once: the end of
+  each partition (high watermark), or with ``since_ms`` the first offset published at or after that
+  time (``offsets_for_times``; the end when there is none). So (1) :meth:`KafkaEventBus.subscribe`
+  returns only when a message published afterwards is certain to be delivered, and (2) a group
+  that never received anything still resumes where it started.
+* Delivery guarantee at start-up: joining a group takes seconds (on Tansu about half the session
+  timeout), and a group that started at the end *when it got its partitions* would lose what was
+  published before — for a skald, the commands sent while its workers already run. A skald
+  therefore subscribes with ``since_ms`` = its start less a look-back (``skalds.node.listener``):
+  every command published after the skald started is delivered, and so is one published up to
+  the look-back before (a restart with a generated id, whose group is new each time). Replays
+  are possible, losses are not. A broker may answer the time lookup with an earlier offset than
+  asked (Tansu answers 0 when no message is that new): the consumer skips messages older than
+  ``since_ms`` at the start of such a partition, committing them as read, so that costs a read
+  at most.
+* Because every assigned partition then has a committed offset, a partition that later shows up
+  *without* one (the broker lost its state, or the partition is new) is read from its beginning —
+  nothing published while the consumer re-joined is lost. For the same reason
   ``auto.offset.reset`` is ``earliest``: it only applies when a position falls out of range
   (retention deleted it, or the topic was recreated), where skipping ahead would lose commands.
 * ``poll`` waits with librdkafka's ``poll`` (which returns at the first message; ``consume``
@@ -126,6 +138,8 @@ def _on_producer_error(recheck: _Flag, err: ck.KafkaError) -> None:
 
 class KafkaEventBus(EventBus):
     """Publish to and consume from Kafka topics (see the module docstring for the settings)."""
+
+    unavailable_errors = (ck.KafkaException, BufferError, OSError)
 
     def __init__(
         self,
@@ -340,12 +354,12 @@ class KafkaEventBus(EventBus):
             reason = f"{missing} of {len(messages)} not confirmed within {time.monotonic() - started:.1f} s"
         raise BackendUnavailable(mask_secrets(f"kafka at {self.parsed.bootstrap}: publish to {name} failed: {reason}"))
 
-    def subscribe(self, group: str, topics: tuple[str, ...] | list[str]) -> Consumer:
+    def subscribe(self, group: str, topics: tuple[str, ...] | list[str], *, since_ms: int | None = None) -> Consumer:
         wanted = tuple(dict.fromkeys(_unwrap(t) for t in topics))
         if not wanted:
             raise ValueError("subscribe() needs at least one topic")
         self.ensure_topics([self.topic_name(t) for t in wanted])
-        return KafkaConsumer(self, group, wanted, self.assign_timeout)
+        return KafkaConsumer(self, group, wanted, self.assign_timeout, since_ms)
 
     def close(self) -> None:
         pid = os.getpid()

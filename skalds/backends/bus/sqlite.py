@@ -2,10 +2,11 @@
 
 Ordering and offsets. Every message gets a global, never-reused sequence number (``AUTOINCREMENT``).
 A consumer group remembers, per topic, the last sequence it has consumed (``consumer_offsets``).
-A *new* group starts at the current end of the log; a *known* group resumes after its committed
-sequence, so commands published while a skald was down reach it when it comes back. ``poll`` hands
-out up to :data:`BATCH` messages and commits them at the start of the next ``poll`` (or on
-``close``): at-least-once, a consumer that dies while handling a batch gets it again. One group
+A *new* group starts at the current end of the log (with ``since_ms``: at the first event
+published at or after that time, found through the ``ts_ms`` index); a *known* group resumes after
+its committed sequence, so commands published while a skald was down reach it when it comes back.
+``poll`` hands out up to :data:`BATCH` messages and commits them at the start of the next ``poll``
+(or on ``close``): at-least-once, a consumer that dies while handling a batch gets it again. One group
 should have one live consumer at a time (a second one would see the same messages).
 
 Wake-ups. Polling the table on a timer would trade latency for CPU. Instead every consumer binds a
@@ -56,10 +57,11 @@ def _waker_prefix(path: str) -> str:
 class SqliteConsumer(Consumer):
     """One consumer group's subscription to some topics. Used by one thread (``wakeup`` aside)."""
 
-    def __init__(self, bus: SqliteEventBus, group: str, topics: tuple[str, ...]) -> None:
+    def __init__(self, bus: SqliteEventBus, group: str, topics: tuple[str, ...], since_ms: int | None = None) -> None:
         self._bus = bus
         self.group = group
         self.topics = topics
+        self._since_ms = since_ms
         self._pid = os.getpid()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
@@ -90,6 +92,11 @@ class SqliteConsumer(Consumer):
         with write_tx(conn):
             end_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
             end = int(end_row[0]) if end_row else 0
+            if self._since_ms is not None:
+                # a new group starts before the first event published at or after since_ms
+                first = conn.execute("SELECT MIN(seq) FROM events WHERE ts_ms >= ?", (self._since_ms,)).fetchone()
+                if first[0] is not None:
+                    end = min(end, int(first[0]) - 1)
             for topic in self.topics:
                 conn.execute(
                     "INSERT OR REPLACE INTO wakers (topic, name, pid, created_ms) VALUES (?, ?, ?, ?)",
@@ -253,11 +260,11 @@ class SqliteEventBus(EventBus):
             self._send_sock = (pid, sock)
         return self._send_sock[1]
 
-    def subscribe(self, group: str, topics: tuple[str, ...] | list[str]) -> Consumer:
+    def subscribe(self, group: str, topics: tuple[str, ...] | list[str], *, since_ms: int | None = None) -> Consumer:
         wanted = tuple(dict.fromkeys(getattr(t, "value", t) for t in topics))
         if not wanted:
             raise ValueError("subscribe() needs at least one topic")
-        return SqliteConsumer(self, group, wanted)
+        return SqliteConsumer(self, group, wanted, since_ms)
 
     def close(self) -> None:
         if self._send_sock is not None and self._send_sock[0] == os.getpid():
