@@ -94,6 +94,10 @@ class SkaldConfig(BaseSettings):
     yaml_poll_interval: float = Field(
         0.25, gt=0, validation_alias=AliasChoices("yaml_poll_interval", "SKALDS_YAML_POLL_INTERVAL")
     )
+    #: Seconds before its start from which a skald's new consumer group reads the command topics
+    #: (a restart with a generated id, or a broker that lost the group's offsets, loses nothing
+    #: sent that recently; see skalds.node.listener).
+    bus_lookback: float = Field(60.0, ge=0, validation_alias=AliasChoices("bus_lookback", "SKALDS_BUS_LOOKBACK"))
 
     @field_validator("skald_mode", mode="before")
     @classmethod

@@ -3,6 +3,29 @@
 It consumes the command topics for the skald's consumer group and hands messages to the agent's
 loop; it never touches agent state itself. A bus that is down is retried; a broken consumer is
 closed and subscribed again.
+
+Where a new group starts. The listener is created as the skald starts, before it runs any node
+task (edge tasks from the file start moments earlier), and every subscription asks for the
+messages published since then less ``SkaldConfig.bus_lookback`` (60 s; ``since_ms`` of
+:meth:`~skalds.backends.bus.base.EventBus.subscribe`). A group with committed offsets resumes after
+them as before; a group without (a new id, a generated id, a broker that lost the offsets) starts
+there, not at the end. So every command published after the skald started is delivered, even
+though joining a Kafka group takes seconds (about half the session timeout) while the skald's
+workers already run and heartbeat: a group starting at the end *when it gets its partitions*
+would lose every update, assign and cancel published in between.
+
+Why a look-back rather than a group id kept across restarts when no id is given. The default id
+is generated at each start, so each start is a new group and the previous life's committed
+offsets are not found. A group named after the machine and configuration would find them, but two
+processes with the same configuration on one machine (or containers with one host name) would
+then share a group and split its partitions, each silently missing the others' share — a loss,
+where a look-back only costs replays: a restart with a generated id receives what was published
+up to ``bus_lookback`` before it started (the downtime of a restart, and clock skew between
+publishers and this machine), and handlers are idempotent (the store is the truth). A skald with a
+generated id that stays down longer is covered by the store — its node tasks are failed over and
+reconciled, cancels and attachment updates are stored — except direct ``taskworker.update``
+messages older than the look-back; a skald that must get those after any downtime needs a fixed
+id (its group then resumes where it stopped, however long ago).
 """
 
 from __future__ import annotations
@@ -12,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skalds.backends.bus.base import ALL_TOPICS, Message
+from skalds.model.task import now_ms
 from skalds.node.backends import Backends
 from skalds.utils.logging import logger
 
@@ -26,6 +50,8 @@ class BusListener(threading.Thread):
         self._deliver = deliver
         self._halt = threading.Event()
         self._consumer: Any = None
+        #: Where the group starts when it has no committed offsets (see the module docstring).
+        self.since_ms = now_ms() - int(backends.config.bus_lookback * 1000)
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -35,7 +61,7 @@ class BusListener(threading.Thread):
                     self._halt.wait(1.0)
                     continue
                 try:
-                    self._consumer = bus.subscribe(self._group, ALL_TOPICS)
+                    self._consumer = bus.subscribe(self._group, ALL_TOPICS, since_ms=self.since_ms)
                 except Exception as exc:
                     logger.warning(f"event bus subscribe failed ({exc!r}); retrying")
                     self._halt.wait(2.0)

@@ -12,6 +12,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +24,15 @@ from loguru import logger
 from skalds.backends.bus.base import ALL_TOPICS, Consumer, Message
 from skalds.backends.bus.kafka import KafkaEventBus, client_config, parse_kafka_url
 from skalds.backends.factory import open_bus
+from skalds.client import SkaldsClient
+from skalds.config.skald_config import SkaldConfig
 from skalds.errors import BackendUnavailable, ConfigError
+from skalds.model.task import Task
+from skalds.node.backends import Backends
+from skalds.node.listener import BusListener
+from tests.support.procs import ROOT, Proc, base_env, wait_for
 from tests.support.servers import TansuServer, free_port, running
+from tests.support.workers import read_events
 
 FORK = mp.get_context("fork")
 TOPIC = "task.assign"
@@ -196,6 +204,114 @@ def test_known_group_that_received_nothing_resumes_where_it_started(
     assert [m.value for m in got] == [b"while-down-1", b"while-down-2"]
     assert back.poll(0.3) == []
     back.close()
+
+
+def test_commands_published_while_a_skald_joins_its_group_are_delivered(
+    kafka_server: TansuServer, tmp_path: Path
+) -> None:
+    # Given a skald's bus listener starting on a new group (joining takes about 2 s here)
+    url = _url(kafka_server, _ns(), extra="session_timeout_ms=4000&partitions=2")
+    publisher = KafkaEventBus(url)
+    backends = Backends(SkaldConfig(skalds_home=str(tmp_path), bus_url=url))
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    got: list[Message] = []
+    listener = BusListener(backends, f"skald-{uuid.uuid4().hex[:8]}", got.extend)
+    listener.start()
+    try:
+        # When commands are published on every topic at once, while the group is still joining
+        sent = {f"cmd-{i}-{topic}".encode() for i in range(3) for topic in ALL_TOPICS}
+        for value in sorted(sent):
+            publisher.publish(value.decode().split("-", 2)[2], f"task-{value[4:5].decode()}", value)
+        assert not any("listening for commands" in line for line in lines)
+        # Then every one is delivered once the group has its partitions
+        wait_for(lambda: sent <= {m.value for m in got}, timeout=15, what="every command delivered")
+        assert any("listening for commands" in line for line in lines)
+    finally:
+        listener.stop()
+        listener.join(10)
+        logger.remove(sink)
+        backends.close()
+        publisher.close()
+
+
+RUNNER = ROOT / "tests" / "support" / "run_skald.py"
+#: A skald without an id (so a generated one, a new consumer group at every start), in edge mode.
+GENERATED_ID_RUNNER = """\
+import sys
+from skalds import SkaldConfig, Skalds
+from tests.support.workers import Recorder
+app = Skalds(SkaldConfig(skald_mode="edge", yaml_file=sys.argv[1]))
+app.register_task_worker(Recorder)
+app.run()
+"""
+
+
+def _updates(events_file: Path, task: str, value: int) -> list[dict[str, Any]]:
+    return [
+        e for e in read_events(str(events_file)) if e["task"] == task and e["event"] == "update" and e["value"] == value
+    ]
+
+
+def test_direct_update_sent_as_the_worker_heartbeat_appears_is_applied(
+    kafka_server: TansuServer, procs: list[Proc], home: Path, tmp_path: Path
+) -> None:
+    # Given a task assigned in the store to a node skald that is starting on the Kafka bus (its
+    # group's join takes about 3 s, long after its worker runs)
+    url = _url(kafka_server, _ns(), extra="session_timeout_ms=6000")
+    client = SkaldsClient(SkaldConfig(skalds_home=str(home), bus_url=url))
+    skald_id = f"node-{uuid.uuid4().hex[:8]}"
+    client.store.create(Task(id="t1", className="Recorder", attachments={"someValue": 1}))
+    client.store.assign("t1", skald_id)
+    events = tmp_path / "events.jsonl"
+    node = Proc.python(
+        RUNNER,
+        "node",
+        skald_id,
+        env=base_env(home, SKALDS_BUS_URL=url, EVENTS_FILE=str(events)),
+        log=tmp_path / "node.log",
+    )
+    procs.append(node)
+    try:
+        # When its worker's heartbeat appears, an outside producer updates the task at once
+        wait_for(lambda: (client.task_state("t1")["heartbeat"] or -9) >= 0, timeout=15, what="heartbeat")
+        client.send_worker_update("t1", {"someValue": 42})
+        assert "listening for commands" not in node.output()  # the group had no partitions yet
+        # Then the worker applies it
+        wait_for(lambda: _updates(events, "t1", 42), timeout=15, what="update applied")
+    finally:
+        client.close()
+
+
+def test_skald_with_a_generated_id_gets_commands_sent_while_it_was_down(
+    kafka_server: TansuServer, procs: list[Proc], home: Path, tmp_path: Path
+) -> None:
+    # Given an edge skald without an id, running its task from the file
+    url = _url(kafka_server, _ns())
+    client = SkaldsClient(SkaldConfig(skalds_home=str(home), bus_url=url))
+    script, tasks, events = tmp_path / "run_generated.py", tmp_path / "tasks.yml", tmp_path / "events.jsonl"
+    script.write_text(GENERATED_ID_RUNNER)
+    tasks.write_text("TaskWorkers:\n  cam1:\n    className: Recorder\n    attachments: {someValue: 1}\n")
+    env = base_env(home, SKALDS_BUS_URL=url, EVENTS_FILE=str(events))
+
+    def start(name: str) -> Proc:
+        p = Proc.python(script, str(tasks), env=env, log=tmp_path / f"{name}.log")
+        procs.append(p)
+        return p
+
+    try:
+        first = start("first")
+        first.wait_output("listening for commands", timeout=15)
+        # When it stops, an update for its task is published while it is down, and it starts again
+        first.stop()
+        client.send_worker_update("cam1", {"someValue": 5})
+        second = start("second")
+        # Then the update reaches the task's worker in the new life (a new id, so a new group)
+        wait_for(lambda: _updates(events, "cam1", 5), timeout=15, what="update sent while down")
+        group = r"listening for commands as group (\S+)"
+        assert first.wait_output(group).group(1) != second.wait_output(group).group(1)
+    finally:
+        client.close()
 
 
 def test_subscribe_fails_in_bounded_time_without_broker() -> None:
