@@ -18,7 +18,14 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from skalds import __version__
-from skalds.controller.auth import PUBLIC_PATHS, TokenAuth, add_security_to_openapi, announce, decide_token
+from skalds.controller.auth import (
+    PUBLIC_PATHS,
+    TokenAuth,
+    TokenThrottle,
+    add_security_to_openapi,
+    announce,
+    decide_token,
+)
 from skalds.controller.config import ControllerConfig
 from skalds.controller.dispatcher import Dispatcher
 from skalds.controller.errors import install_error_handlers
@@ -163,13 +170,14 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
     app.state.started_at = now_ms()
     app.state.loops = {}
     app.state.auth = auth
+    app.state.token_throttle = throttle = TokenThrottle()  # shared by the middleware and the login form
     app.state.metrics = metrics
     app.state.events = hub
     install_error_handlers(app)
     # Outermost last. Requests pass: headers, (open mode) Host check, metrics, token, content type, size.
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(JsonBodiesOnly)  # 415 before the body is read
-    app.add_middleware(TokenAuth, token=auth.token)  # before the body is read: 401 costs nothing
+    app.add_middleware(TokenAuth, token=auth.token, throttle=throttle)  # before the body is read: 401 costs nothing
     app.add_middleware(HttpMetrics, metrics=metrics)  # counts 401 / 413 / 415 too
     if not auth.enforced:  # with a token any Host is fine: the token is the guard
         app.add_middleware(LoopbackHostOnly, bound_host=config.system_controller_host)

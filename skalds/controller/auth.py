@@ -16,20 +16,33 @@ for browsers (dashboard, ``EventSource``, which cannot set headers), the ``skald
 that ``POST /api/auth/login`` sets (HttpOnly, SameSite=Strict). Tokens are compared in constant
 time. A browser asking for a dashboard page without a valid token is redirected to the login page
 instead of getting the JSON 401.
+
+Guessing is throttled (:class:`TokenThrottle`): every wrong token — bearer, cookie or login form —
+counts against the client's address, and an address with :data:`MAX_FAILED_TOKENS` distinct wrong
+tokens within :data:`THROTTLE_WINDOW_S` is refused (429, ``Retry-After``) until the oldest leaves
+the window, the right token included, so the answer never tells a guess that hit. The address is
+the TCP peer's: ``X-Forwarded-For`` is never read for this (the controller runs uvicorn without
+proxy headers), since any client can write it. One wrong token sent again (a stale cookie, a
+misconfigured client retrying) counts once: it is not a guess.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
+import itertools
+import math
 import secrets
 import sys
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
-from starlette.responses import RedirectResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from skalds.controller.errors import error_response
@@ -49,6 +62,74 @@ COOKIE_NAME = "skalds_token"
 #: Name of the security schemes in the OpenAPI document.
 BEARER_SCHEME = "bearerAuth"
 COOKIE_SCHEME = "cookieAuth"
+#: Distinct wrong tokens one client address may send within :data:`THROTTLE_WINDOW_S` before it
+#: is refused; with the window, guessing even a short token takes years, not minutes.
+MAX_FAILED_TOKENS = 10
+THROTTLE_WINDOW_S = 60.0
+#: Shorter configured tokens are accepted, with a warning: they can be guessed offline or by a
+#: patient client spread over many addresses.
+MIN_TOKEN_LENGTH = 16
+
+
+class TokenThrottle:
+    """Wrong tokens per client address in a sliding window. Bounded in memory: at most
+    ``clients`` addresses (the least recently failing are forgotten first), ``limit`` entries
+    each; only keyed hashes of the wrong tokens are kept."""
+
+    def __init__(self, limit: int = MAX_FAILED_TOKENS, window: float = THROTTLE_WINDOW_S, clients: int = 10_000):
+        self.limit, self.window, self.clients = limit, window, clients
+        self._failures: OrderedDict[str, OrderedDict[bytes, float]] = OrderedDict()
+        self._key = secrets.token_bytes(16)
+        self._unnamed = itertools.count()
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until ``client`` may try again (0: now)."""
+        failures = self._failures.get(client)
+        if failures is None:
+            return 0.0
+        now = time.monotonic()
+        while failures and next(iter(failures.values())) <= now - self.window:
+            failures.popitem(last=False)
+        if not failures:
+            del self._failures[client]
+            return 0.0
+        return next(iter(failures.values())) + self.window - now if len(failures) >= self.limit else 0.0
+
+    def failed(self, client: str, credential: bytes | None = None) -> None:
+        """Count a wrong token from ``client``; the same ``credential`` again only renews its time
+        (None: count it as a new one)."""
+        if credential is None:
+            digest = next(self._unnamed).to_bytes(8, "big")
+        else:
+            digest = hashlib.blake2b(credential, key=self._key, digest_size=16).digest()
+        failures = self._failures.setdefault(client, OrderedDict())
+        failures.pop(digest, None)
+        failures[digest] = time.monotonic()  # kept in time order: the oldest first
+        while len(failures) > self.limit:
+            failures.popitem(last=False)
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.clients:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        """Forget ``client``'s failures (a person who logged in after a typo starts afresh)."""
+        self._failures.pop(client, None)
+
+
+def client_address(scope: Scope) -> str:
+    """The TCP peer of a request (never a forwarded-for header)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "?"
+
+
+def too_many_requests(client: str, wait: float) -> JSONResponse:
+    """The 429 for a throttled client, with ``Retry-After``."""
+    seconds = max(math.ceil(wait), 1)
+    response = error_response(
+        429, "too_many_requests", f"too many wrong tokens from {client}; try again in {seconds} s"
+    )
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 def is_loopback(host: str) -> bool:
@@ -114,12 +195,14 @@ def _presented_tokens(scope: Scope) -> Iterable[bytes]:
 
 def verdict(scope: Scope, expected: bytes) -> bool | None:
     """True / False when a request presents the / a wrong token, None when it presents none."""
-    seen = False
+    return _judge(list(_presented_tokens(scope)), expected)
+
+
+def _judge(candidates: list[bytes], expected: bytes) -> bool | None:
     ok = False
-    for candidate in _presented_tokens(scope):
-        seen = True
+    for candidate in candidates:
         ok |= hmac.compare_digest(candidate, expected)  # every candidate compared: no early exit
-    return ok if seen else None
+    return ok if candidates else None
 
 
 def token_matches(presented: str | bytes, expected: str) -> bool:
@@ -150,11 +233,13 @@ class TokenAuth:
         token: str | None,
         public_paths: frozenset[str] = PUBLIC_PATHS,
         public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES,
+        throttle: TokenThrottle | None = None,
     ) -> None:
         self.app = app
         self.expected = token.encode("utf-8") if token else None
         self.public_paths = public_paths
         self.public_prefixes = public_prefixes
+        self.throttle = throttle if throttle is not None else TokenThrottle()
 
     def is_public(self, path: str) -> bool:
         if path in self.public_paths:
@@ -171,10 +256,20 @@ class TokenAuth:
         if self.expected is None or scope["type"] not in ("http", "websocket") or self.is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
-        result = self.allowed(scope)
+        assert self.expected is not None
+        candidates = list(_presented_tokens(scope))
+        client = client_address(scope)
+        if candidates and scope["type"] == "http":
+            wait = self.throttle.retry_after(client)
+            if wait > 0:  # refused unchecked: the answer must not tell a guess that hit
+                await too_many_requests(client, wait)(scope, receive, send)
+                return
+        result = _judge(candidates, self.expected)
         if result:
             await self.app(scope, receive, send)
             return
+        if result is False:
+            self.throttle.failed(client, b"\x00".join(candidates))
         if scope["type"] == "websocket":  # no JSON body possible before accept: refuse the handshake
             await send({"type": "websocket.close", "code": 1008})
             return
@@ -224,6 +319,11 @@ def announce(decision: AuthDecision) -> None:
     """
     if decision.token is not None:
         register_secret(decision.token)
+    if decision.token is not None and not decision.generated and len(decision.token) < MIN_TOKEN_LENGTH:
+        logger.warning(
+            f"SKALDS_API_TOKEN is only {len(decision.token)} characters long; use at least {MIN_TOKEN_LENGTH} "
+            "random ones (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     if decision.generated:
         sys.stderr.write(
             f"\nskalds controller: {decision.reason}; generated an API token for this run:\n\n"

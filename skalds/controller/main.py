@@ -31,6 +31,9 @@ def main(config: ControllerConfig | None = None) -> None:
         port=config.system_controller_port,
         log_level=_UVICORN_LEVELS.get(config.log_level, "info"),
         access_log=config.log_level in ("TRACE", "DEBUG"),
+        # The client address is the TCP peer's: X-Forwarded-For is written by the client, and the
+        # token throttle must not be reset by a header (see auth.py).
+        proxy_headers=False,
     )
 
 

@@ -9,64 +9,38 @@ auth middleware because they check the token themselves; with auth off they just
 
 from __future__ import annotations
 
-import math
-import time
-from collections import OrderedDict, deque
 from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from skalds.controller.auth import COOKIE_NAME, AuthDecision, token_matches, verdict
+from skalds.controller.auth import (
+    COOKIE_NAME,
+    MAX_FAILED_TOKENS,
+    AuthDecision,
+    TokenThrottle,
+    client_address,
+    token_matches,
+    too_many_requests,
+    verdict,
+)
 from skalds.controller.errors import error_response
 from skalds.controller.schemas import ErrorResponse
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
-#: Wrong tokens one client address may try within :data:`THROTTLE_WINDOW_S` before being refused.
-MAX_FAILED_LOGINS = 10
-THROTTLE_WINDOW_S = 60.0
+#: The login form shares the middleware's throttle (see :class:`~skalds.controller.auth.TokenThrottle`):
+#: wrong tokens count the same wherever they are tried.
+LoginThrottle = TokenThrottle
+MAX_FAILED_LOGINS = MAX_FAILED_TOKENS
 
 
-class LoginThrottle:
-    """Failed logins per client address in a sliding window; a client over the limit is refused
-    (429) until its oldest failure leaves the window, even with the right token — so guessing a
-    short token through the login form takes years, not minutes. Bounded in memory."""
-
-    def __init__(self, limit: int = MAX_FAILED_LOGINS, window: float = THROTTLE_WINDOW_S, clients: int = 10_000):
-        self.limit, self.window, self.clients = limit, window, clients
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def retry_after(self, client: str) -> float:
-        """Seconds until ``client`` may try again (0: now)."""
-        failures = self._failures.get(client)
-        if failures is None:
-            return 0.0
-        now = time.monotonic()
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[client]
-            return 0.0
-        return failures[0] + self.window - now if len(failures) >= self.limit else 0.0
-
-    def failed(self, client: str) -> None:
-        failures = self._failures.setdefault(client, deque(maxlen=self.limit))
-        failures.append(time.monotonic())
-        self._failures.move_to_end(client)
-        while len(self._failures) > self.clients:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
-
-
-def _throttle(request: Request) -> LoginThrottle:
-    throttle = getattr(request.app.state, "login_throttle", None)
+def _throttle(request: Request) -> TokenThrottle:
+    throttle = getattr(request.app.state, "token_throttle", None)
     if throttle is None:
-        throttle = request.app.state.login_throttle = LoginThrottle()
-    return cast(LoginThrottle, throttle)
+        throttle = request.app.state.token_throttle = TokenThrottle()
+    return cast(TokenThrottle, throttle)
 
 
 class LoginRequest(BaseModel):
@@ -109,16 +83,12 @@ async def login(body: LoginRequest, request: Request) -> JSONResponse:
     decision = _decision(request)
     if decision.token is None:
         return JSONResponse({"auth": "open", "authenticated": True})
-    throttle, client = _throttle(request), request.client.host if request.client else "?"
+    throttle, client = _throttle(request), client_address(request.scope)
     wait = throttle.retry_after(client)
     if wait > 0:
-        refused = error_response(
-            429, "too_many_requests", f"too many wrong tokens from {client}; try again in {math.ceil(wait)} s"
-        )
-        refused.headers["Retry-After"] = str(math.ceil(wait))
-        return refused
+        return too_many_requests(client, wait)
     if not token_matches(body.token, decision.token):
-        throttle.failed(client)
+        throttle.failed(client, body.token.encode("utf-8", errors="replace"))
         return error_response(401, "unauthorized", "invalid token")
     throttle.succeeded(client)
     response = JSONResponse({"auth": "token", "authenticated": True}, headers={"Cache-Control": "no-store"})
