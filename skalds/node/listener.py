@@ -39,6 +39,10 @@ from skalds.model.task import now_ms
 from skalds.node.backends import Backends
 from skalds.utils.logging import logger
 
+#: First wait (seconds) before asking again for a bus that is not open yet; doubled up to 1 s. A
+#: server bus is opened by a background probe the first call starts: it is usually there at once.
+FIRST_RETRY = 0.02
+
 
 class BusListener(threading.Thread):
     """Consumes the command topics for one consumer group and hands messages to the loop."""
@@ -54,12 +58,15 @@ class BusListener(threading.Thread):
         self.since_ms = now_ms() - int(backends.config.bus_lookback * 1000)
 
     def run(self) -> None:
+        retry = FIRST_RETRY
         while not self._halt.is_set():
             if self._consumer is None:
                 bus = self._backends.bus()
                 if bus is None:
-                    self._halt.wait(1.0)
+                    self._halt.wait(retry)
+                    retry = min(retry * 2, 1.0)
                     continue
+                retry = FIRST_RETRY
                 try:
                     self._consumer = bus.subscribe(self._group, ALL_TOPICS, since_ms=self.since_ms)
                 except Exception as exc:
