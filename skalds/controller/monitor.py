@@ -26,6 +26,13 @@ themselves once their skald stops acknowledging heartbeats for ``fence_after`` (
 (:class:`~skalds.controller.config.ControllerConfig` checks it); and a skald that returns compares
 its copies with the store before it writes anything for them (``NodeMode._reconcile``).
 
+**Blind spells.** Offline and missing-lease durations are counted only over time this monitor
+could see the cache: from its first pass, and again from the first pass that reads the cache
+after passes failed (Redis frozen or unreachable — the skalds could not renew their leases either)
+or after none ran for half the timeout (this controller was stalled or not the leader). So a
+cache outage as long as the timeout never fails healthy skalds over; the price is that a skald
+that died during the blind spell is failed over up to one timeout later.
+
 Housekeeping: ``skalds:hash`` / ``skalds:mode:hash`` fields of skalds offline for more than
 :data:`PRUNE_AFTER_S` are deleted (Redis 7.0 has no hash-field TTL, so nothing else would).
 Times in ``skalds:hash`` are wall-clock milliseconds written by the skalds: clocks must agree to
@@ -40,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from skalds.backends.cache.state import SKALDS_HASH, SKALDS_MODE_HASH, skald_heartbeat_key
+from skalds.backends.cache.state import SKALD_ACTIVITY_TTL, SKALDS_HASH, SKALDS_MODE_HASH, skald_heartbeat_key
 from skalds.controller.fleet import int_or_none
 from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
 from skalds.errors import Conflict, IllegalTransition, TaskNotFound
@@ -49,8 +56,9 @@ from skalds.utils.logging import logger
 
 S = TaskLifecycleStatus
 HEARTBEAT_LEASE_EXPIRED = "heartbeat lease expired"
-#: Seconds after which an offline skald's fields in ``skalds:hash`` / ``skalds:mode:hash`` go.
-PRUNE_AFTER_S = 3600.0
+#: Seconds after which an offline skald's fields in ``skalds:hash`` / ``skalds:mode:hash`` go
+#: (as long as the field's own TTL where the cache has hash-field TTLs).
+PRUNE_AFTER_S = SKALD_ACTIVITY_TTL
 _LOST = (Conflict, IllegalTransition, TaskNotFound)
 
 
@@ -86,15 +94,30 @@ class Monitor:
         self.failovers_total = 0
         self.expired_total = 0
         self.last_pass_ms: int | None = None
+        # Blind spells: while this monitor cannot read the cache (a frozen or unreachable Redis)
+        # it cannot tell a dead skald from one that could not write either. No lease is judged
+        # for that time: offline and missing-lease durations count from ``_judge_from``, the
+        # first pass that could read again.
+        self._blind = False
+        self._last_read_ms: int | None = None
+        self._judge_from = 0
 
     # ---- the pass ------------------------------------------------------------------------
     def pass_(self) -> MonitorResult:
+        try:
+            return self._pass()
+        except Exception:
+            self._blind = True  # whatever failed, this pass judged nothing
+            raise
+
+    def _pass(self) -> MonitorResult:
         result = MonitorResult()
         snapshot = self.service.live.snapshot(max_age=SHARED_SNAPSHOT_AGE)
-        now = now_ms()
         cache = self.service.state.cache
         seen = cache.hgetall(SKALDS_HASH)
         modes = cache.hgetall(SKALDS_MODE_HASH)
+        now = now_ms()
+        self._note_read(now)
         live = snapshot.with_status(*LIVE_STATUSES)
         executors = {t.executor for t in live if t.executor}
         offline_for = self._offline_durations(set(seen) | set(modes) | executors, seen, now)
@@ -122,6 +145,24 @@ class Monitor:
         return result
 
     # ---- steps ---------------------------------------------------------------------------
+    def _note_read(self, now: int) -> None:
+        """A pass read the cache at ``now``. After a blind spell — passes that failed, or none
+        for half the timeout (this controller was stalled, or not the leader), or none at all
+        yet — leases are judged from now on only: a skald gets the full timeout to renew its
+        lease after this monitor can see it again."""
+        gap = None if self._last_read_ms is None else now - self._last_read_ms
+        if self._blind or gap is None or gap > self.timeout_ms // 2:
+            if self._blind or gap is not None:
+                logger.warning(
+                    "the monitor judged no lease"
+                    + (f" for {gap / 1000:.1f} s" if gap is not None else "")
+                    + (" (the cache could not be read)" if self._blind else "")
+                    + f"; skalds and tasks get {self.timeout_ms / 1000:g} s from now to renew their leases"
+                )
+            self._judge_from = now
+        self._blind = False
+        self._last_read_ms = now
+
     def _offline_durations(self, ids: set[str], seen: dict[str, str], now: int) -> dict[str, int]:
         """Skald id → ms it has been offline, for every skald whose lease is missing."""
         ordered = sorted(ids)
@@ -136,7 +177,7 @@ class Monitor:
             # Its last activity (written with each heartbeat, so it is when the lease was last
             # renewed), capped by our own first observation against a clock running ahead.
             since = first_missing if last is None else min(last, first_missing)
-            offline[skald_id] = now - since
+            offline[skald_id] = now - max(since, self._judge_from)
         for gone in set(self._skald_missing_since) - ids:
             del self._skald_missing_since[gone]
         return offline
@@ -149,7 +190,7 @@ class Monitor:
         # Counted from our first look, or from the task's last store write when that is later
         # (it just became Running: the skald writes the lease with the status).
         since = self._task_missing_since.setdefault(task.id, now)
-        return now - max(since, task.update_date_time) > self.timeout_ms
+        return now - max(since, task.update_date_time, self._judge_from) > self.timeout_ms
 
     def _fail_over(self, task: Task) -> bool:
         """Back to Created, only if it is still live on the same executor at the same epoch."""

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from skalds.config.skald_config import SkaldConfig, SkaldModeEnum
     from skalds.node.backends import Backends
     from skalds.node.edge import EdgeTasks
+    from skalds.node.outcomes import UnwrittenEnds
     from skalds.worker.supervisor import Supervisor, WorkerHandle
 
 
@@ -26,10 +27,13 @@ class _AgentParts:
         _restart_after_exit: dict[str, Task]
         _deferred: set[str]
         _next_reconcile: float
+        unwritten: UnwrittenEnds
 
         def start_worker(self, task: Task, epoch: int | None) -> WorkerHandle | None: ...
 
         def _flush_stash(self, task_id: str) -> None: ...
+
+        def _flush_unwritten(self, task_id: str | None = None) -> None: ...
 
         def _write_status(
             self,
@@ -39,4 +43,5 @@ class _AgentParts:
             *,
             exception: str | None = None,
             only_from: tuple[TaskLifecycleStatus, ...] | None = None,
-        ) -> None: ...
+            ran: bool = False,
+        ) -> bool: ...

@@ -33,6 +33,7 @@ from skalds.node.edge import EdgeTasks
 from skalds.node.edge_mode import EdgeMode
 from skalds.node.listener import BusListener
 from skalds.node.node_mode import NodeMode
+from skalds.node.outcomes import UnwrittenEnd, UnwrittenEnds, journal_path
 from skalds.utils.logging import logger
 from skalds.worker.forkserver import ForkServer
 from skalds.worker.registry import WorkerRegistry
@@ -86,6 +87,10 @@ class SkaldAgent(EdgeMode, NodeMode):
         self._deferred: set[str] = set()
         self._stashed: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         self._waiting: dict[str, dict[str, Task]] = {}
+        #: Ends of tasks the store could not take yet (kept, retried, never re-run).
+        self.unwritten = UnwrittenEnds(journal_path(config.skalds_home, self.skald_id))
+        #: Last time each distinct loop failure was logged (so a persistent one is not logged every pass).
+        self._failures_logged: dict[str, float] = {}
         self.started = threading.Event()
 
     # ---- public --------------------------------------------------------------------------
@@ -151,6 +156,8 @@ class SkaldAgent(EdgeMode, NodeMode):
             self.supervisor.stop_many([h.task_id for h in handles], "shutdown", grace)
             self.supervisor.wait_all_exited(grace + 5.0, self._poll_once)
         self.supervisor.retire_idle(float("inf"))
+        if len(self.unwritten):
+            self._guard("write kept task ends", self._flush_unwritten)
         self._flush_beats()
         self._flush_logs()
         self.backends.with_state("unregister", lambda v: v.unregister_skald(self.skald_id))
@@ -161,11 +168,7 @@ class SkaldAgent(EdgeMode, NodeMode):
         logger.info(f"skald {self.skald_id} stopped")
 
     def _register(self) -> None:
-        mode = "edge" if self.mode == SkaldModeEnum.EDGE else "node"
-        self.backends.with_state(
-            "register",
-            lambda v: v.register_skald(self.skald_id, mode, self.registry.names(), self.registry.json_schemas()),
-        )
+        self._register_only()
         self._skald_heartbeat()
 
     # ---- the loop ------------------------------------------------------------------------
@@ -185,18 +188,36 @@ class SkaldAgent(EdgeMode, NodeMode):
             running_at = self._running_due()
             if running_at is not None:
                 deadlines.append(running_at)
-            self._poll_once(max(0.0, min(deadlines) - now))
+            if not self._guard("poll", self._poll_once, max(0.0, min(deadlines) - now)):
+                _wait_readable(self._signal_r, 0.1)  # do not spin on a failure that repeats
             now = time.monotonic()
-            self.supervisor.kill_overdue(now)
+            self._guard("stop overdue workers", self.supervisor.kill_overdue, now)
             if now >= next_beat:
-                self._skald_heartbeat()
                 next_beat = now + self.config.redis_sync_period
+                self._guard("skald heartbeat", self._skald_heartbeat)
             if self.edge is not None and now >= next_yaml:
-                self._edge_check_file()
                 next_yaml = now + self.config.yaml_poll_interval
+                self._guard("YAML check", self._edge_check_file)
             if now >= self._next_reconcile:
                 self._next_reconcile = now + self.config.reconcile_interval
-                self._reconcile()
+                self._guard("reconcile", self._reconcile)
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> bool:
+        """Run one step of the loop; an error is logged (once a minute per distinct error) and the
+        skald carries on — an outage or a bug in one step must never end a skald and its workers.
+        False when the step failed."""
+        try:
+            fn(*args)
+            return True
+        except Exception as exc:
+            key = f"{what}: {type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if now - self._failures_logged.get(key, -1e9) >= 60.0:
+                self._failures_logged[key] = now
+                if len(self._failures_logged) > 100:
+                    self._failures_logged = {key: now}
+                logger.opt(exception=exc).error(f"{what} failed; the skald carries on: {type(exc).__name__}: {exc}")
+            return False
 
     def _poll_once(self, timeout: float) -> None:
         wanted = {
@@ -267,7 +288,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             f"(registered: {', '.join(self.registry.names()) or 'none'})"
         )
         logger.error(f"task {task.id}: {message}")
-        self._write_status(task.id, S.FAILED, None, exception=message)
+        self._record_end(UnwrittenEnd(task.id, S.FAILED.value, None, exception=message))
         self.backends.with_state("error", lambda v: v.task_ended(task.id, HEARTBEAT_FAILED, message))
 
     def _on_worker_message(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
@@ -400,14 +421,13 @@ class SkaldAgent(EdgeMode, NodeMode):
             task = self._restart_after_exit.pop(handle.task_id, None)
             if task is not None:
                 self.start_worker(task, None)
-        elif reason == "pause":
-            self._write_status(handle.task_id, S.PAUSED, handle.epoch, only_from=tuple(LIVE_STATUSES), ran=ran)
-            self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, HEARTBEAT_CANCELLED))
-        elif reason in ("cancel", "removed"):
-            self._write_status(handle.task_id, S.CANCELLED, handle.epoch, only_from=tuple(LIVE_STATUSES), ran=ran)
+        elif reason in ("pause", "cancel", "removed"):
+            status = S.PAUSED if reason == "pause" else S.CANCELLED
+            live = tuple(s.value for s in LIVE_STATUSES)
+            self._record_end(UnwrittenEnd(handle.task_id, status.value, handle.epoch, only_from=live, ran=ran))
             self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, HEARTBEAT_CANCELLED))
         else:
-            self._write_status(handle.task_id, outcome, handle.epoch, exception=exception, ran=ran)
+            self._record_end(UnwrittenEnd(handle.task_id, outcome.value, handle.epoch, exception=exception, ran=ran))
             value = _END_VALUE.get(outcome, HEARTBEAT_FAILED)
             self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, value, exception))
         if self.edge is not None:
@@ -422,9 +442,12 @@ class SkaldAgent(EdgeMode, NodeMode):
         exception: str | None = None,
         only_from: tuple[TaskLifecycleStatus, ...] | None = None,
         ran: bool = False,
-    ) -> None:
+    ) -> bool:
         """Write ``status`` fenced on this skald and ``epoch``; with ``ran``, Running first (the
-        worker's start not recorded yet), both in one store write."""
+        worker's start not recorded yet), both in one store write.
+
+        True when the store took the write or decided against it (a fence lost: the task is no
+        longer ours to write); False when the store could not be reached (or could not write)."""
         fields: dict[str, Any] = {}
         if exception is not None:
             fields["exception"] = exception
@@ -443,9 +466,38 @@ class SkaldAgent(EdgeMode, NodeMode):
             )
             changes.insert(0, running)
         try:
-            self.backends.with_store("status", lambda s: s.modify_in_turn(task_id, changes))
+            done = self.backends.with_store("status", lambda s: s.modify_in_turn(task_id, changes) is not None)
         except (Conflict, IllegalTransition, TaskNotFound) as exc:
             logger.debug(f"task {task_id}: status {status.value} not written: {exc}")
+            return True
+        return done is not None
+
+    # ---- task ends the store could not take yet (skalds.node.outcomes) ---------------------
+    def _record_end(self, end: UnwrittenEnd) -> None:
+        """Write a task's end; if the store cannot take it now, keep it until it can."""
+        if self._write_end(end):
+            self.unwritten.discard(end.task_id)
+        else:
+            self.unwritten.add(end)
+
+    def _write_end(self, end: UnwrittenEnd) -> bool:
+        return self._write_status(
+            end.task_id,
+            end.lifecycle_status,
+            end.epoch,
+            exception=end.exception,
+            only_from=end.expect_statuses,
+            ran=end.ran,
+        )
+
+    def _flush_unwritten(self, task_id: str | None = None) -> None:
+        """Write the kept ends (or only ``task_id``'s); stop at the first the store cannot take."""
+        ends = self.unwritten.all() if task_id is None else [e for e in self.unwritten.all() if e.task_id == task_id]
+        for end in ends:
+            if not self._write_end(end):
+                return
+            self.unwritten.discard(end.task_id)
+            logger.info(f"task {end.task_id}: its end ({end.status}) is written now that the store is back")
 
     # ---- log lines (SPEC §9; skalds.worker.logtail) ---------------------------------------
     def _flush_logs(self) -> None:
@@ -474,19 +526,26 @@ class SkaldAgent(EdgeMode, NodeMode):
         self._skald_beat = (self._skald_beat + 1) % 200
         tasks = self.supervisor.task_ids()
         classes = self.registry.names()
-        view = self.backends.state()
-        if view is not None and not view.skald_alive(self.skald_id):
-            self._register_only(view)
+        # Our lease is gone (the cache restarted or expired it while unreachable): register again.
+        if self.backends.with_state("skald lease", lambda v: v.skald_alive(self.skald_id)) is False:
+            self._register_only()
         self.backends.with_state(
             "skald heartbeat", lambda v: v.skald_heartbeat(self.skald_id, self._skald_beat, tasks, classes)
         )
 
-    def _register_only(self, view: Any) -> None:
+    def _register_only(self) -> None:
         mode = "edge" if self.mode == SkaldModeEnum.EDGE else "node"
         self.backends.with_state(
             "register",
             lambda v: v.register_skald(self.skald_id, mode, self.registry.names(), self.registry.json_schemas()),
         )
+
+
+def _wait_readable(sock: socket.socket, timeout: float) -> None:
+    try:
+        select.select([sock], [], [], timeout)
+    except (OSError, ValueError):
+        pass
 
 
 def _drain(sock: socket.socket) -> None:

@@ -23,11 +23,34 @@ class MalformedEvent(ValueError):
     """A bus message that cannot be understood."""
 
 
+#: Deepest nesting of objects and arrays accepted in an event (attachments included): deeper
+#: payloads are refused as malformed long before Python's recursion limit is near.
+MAX_EVENT_DEPTH = 64
+
+
 def parse_message(message: Message) -> Command:
+    """The command a bus message carries; :class:`MalformedEvent` for anything else (never
+    another exception: a message is outside input, and one bad message must not stop a skald)."""
     try:
-        payload = json.loads(message.value) if message.value else None
+        return _parse(message)
+    except MalformedEvent:
+        raise
+    except RecursionError:
+        raise MalformedEvent(f"nested deeper than {MAX_EVENT_DEPTH} levels") from None
+    except Exception as exc:
+        raise MalformedEvent(f"{type(exc).__name__}: {exc}") from None
+
+
+def _parse(message: Message) -> Command:
+    value = message.value
+    if isinstance(value, str):
+        value = value.encode("utf-8", "replace")
+    try:
+        payload = json.loads(value) if value else None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEvent(f"not JSON: {exc}") from None
+    if _depth(payload) > MAX_EVENT_DEPTH:
+        raise MalformedEvent(f"nested deeper than {MAX_EVENT_DEPTH} levels")
     topic = message.topic
     if topic == Topic.TASKWORKER_UPDATE.value:
         return _update_for_key(message.key, payload)
@@ -60,3 +83,22 @@ def _update_for_key(key: str | None, payload: Any) -> Command:
     if not isinstance(payload, dict) or not isinstance(payload.get("attachments"), dict):
         raise MalformedEvent('an update must be {"attachments": {...}}')
     return Command("update", (key,), attachments=payload["attachments"])
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (iterative: safe on any input)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_EVENT_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

@@ -136,6 +136,11 @@ class EdgeMode(_AgentParts):
                     self.supervisor.stop(task.id, "pause")
                 elif status == S.CANCELLED:
                     self.supervisor.stop(task.id, "cancel")
-            elif handle is None and status in (S.CREATED, S.ASSIGNING) and not self.edge.recently_ended(task.id):
+            elif (
+                handle is None
+                and status in (S.CREATED, S.ASSIGNING)
+                and not self.edge.recently_ended(task.id)
+                and task.id not in self.unwritten
+            ):
                 self.start_worker(task, None)
         self._edge_record()

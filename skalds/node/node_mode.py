@@ -59,8 +59,8 @@ class NodeMode(_AgentParts):
                 command = parse_message(message)
             except MalformedEvent as exc:
                 logger.warning(
-                    f"skipped a malformed event on {message.topic} (key {message.key!r}, "
-                    f"offset {message.offset}): {exc}"
+                    f"skipped a malformed event on {message.topic} (key {str(message.key)[:100]!r}, "
+                    f"offset {message.offset}): {str(exc)[:500]}"
                 )
                 continue
             try:
@@ -136,6 +136,11 @@ class NodeMode(_AgentParts):
         within three heartbeat intervals, or is removed at once when that copy stops; until then
         we wait, so one task never runs twice.
         """
+        if task.id in self.unwritten:
+            # It ended here while the store could not take its end: write that end, never run it
+            # again. (The next reconcile reads the task afresh, should the store disagree.)
+            self._flush_unwritten(task.id)
+            return
         limit = self._class_limit(task.class_name)
         busy = self.supervisor.count(task.class_name) >= limit if limit is not None else False
         if limit is not None and (busy or (not waited and self._waiting.get(task.class_name))):
@@ -208,6 +213,8 @@ class NodeMode(_AgentParts):
 
     # ---- reconciliation ------------------------------------------------------------------
     def _reconcile(self) -> None:
+        if len(self.unwritten):
+            self._flush_unwritten()
         if self.edge is not None:
             self._edge_reconcile()
             return

@@ -38,6 +38,10 @@ SKALDS_MODE_HASH = "skalds:mode:hash"
 HEARTBEAT_FINISHED = 200
 HEARTBEAT_FAILED = -1
 HEARTBEAT_CANCELLED = -2
+#: How long a skald's last-activity time in ``skalds:hash`` outlives its last heartbeat. Much
+#: longer than the lease on purpose: the monitor counts a dead skald's offline time from it, so it
+#: must still be there when the lease has gone (the monitor prunes older fields itself).
+SKALD_ACTIVITY_TTL = 3600.0
 #: How long the final heartbeat value and errors of an ended task stay readable.
 ENDED_TASK_TTL = 3600.0
 #: The recent log lines kept per task, and how long they stay after the last one.
@@ -114,7 +118,7 @@ class StateView:
 
     def skald_heartbeat(self, skald_id: str, beat: int, task_ids: list[str], classes: list[str]) -> None:
         ttl = self.key_ttl
-        self.cache.hset(SKALDS_HASH, {skald_id: str(now_ms())}, field_ttl=ttl)
+        self.cache.hset(SKALDS_HASH, {skald_id: str(now_ms())}, field_ttl=max(ttl, SKALD_ACTIVITY_TTL))
         self.cache.set(skald_heartbeat_key(skald_id), str(beat), ttl=ttl)
         self.cache.list_replace(skald_tasks_key(skald_id), task_ids, ttl=ttl)
         self.cache.expire(skald_classes_key(skald_id), ttl)
