@@ -7,7 +7,8 @@ defined in ``__main__`` included). A start costs a fork (~2 ms), not an interpre
 Protocol over one ``SOCK_SEQPACKET`` socket pair (one JSON message per packet):
 
 - skald → server: ``{"t": "spawn", "req": n, "spec": {...}}`` with the worker's end of its channel
-  socket attached (``SCM_RIGHTS``).
+  socket attached (``SCM_RIGHTS``). A spec too large for one datagram (large attachments) travels
+  in a memfd attached after the channel (:mod:`skalds.worker.packets`).
 - server → skald: ``{"t": "spawned", "req": n, "pid": p}`` with a pidfd of the child attached (so the
   skald signals the right process even after pid reuse), or ``{"t": "error", "req": n, "error": s}``;
   and, whenever a child is reaped, ``{"t": "exit", "pid": p, "code": c}`` (negative c: killed by
@@ -21,7 +22,6 @@ so a terminal's Ctrl-C reaches only the skald, which then stops its workers once
 
 from __future__ import annotations
 
-import array
 import ctypes
 import gc
 import json
@@ -37,10 +37,10 @@ from collections.abc import Callable
 from typing import Any
 
 from skalds.errors import ForkServerError
+from skalds.worker import packets
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
-MAX_PACKET = 1 << 22
 
 #: Runs in the forked child: (spec, channel socket) -> exit code. Never returns into the server.
 ChildMain = Callable[[dict[str, Any], socket.socket], int]
@@ -69,24 +69,20 @@ def set_process_name(name: str) -> None:
 
 
 def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    data = json.dumps(message).encode()
-    if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    else:
-        sock.send(data)
+    packets.send(sock, json.dumps(message).encode(), fds or ())
 
 
 def _recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
-    fds = array.array("i")
-    data, ancdata, _flags, _addr = sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(4 * fds.itemsize))
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+    data, fds = packets.recv(sock)
     if not data:
         for fd in fds:
             os.close(fd)
         return None, []
-    return json.loads(data), list(fds)
+    try:
+        message = json.loads(data)
+    except ValueError:
+        message = None
+    return (message if isinstance(message, dict) else {}), fds
 
 
 class ForkServer:
@@ -139,8 +135,8 @@ class ForkServer:
         req = self._req
         try:
             _send(self._sock, {"t": "spawn", "req": req, "spec": spec}, [channel.fileno()])
-        except OSError as exc:
-            raise ForkServerError(f"the fork server is gone: {exc}") from exc
+        except OSError as exc:  # the server is gone, or no memory / descriptor for a large spec
+            raise ForkServerError(f"could not send the spawn request to the fork server: {exc}") from exc
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()

@@ -41,11 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 from skalds.model.task import now_ms
 from skalds.utils.logging import logger
+from skalds.worker import packets
 from skalds.worker.logtail import LogTail, encode_batches
 
 if TYPE_CHECKING:
     from skalds.worker.baseclass import BaseTaskWorker
 
+#: A report longer than this that carries a ``text`` (an exception's traceback) is cut to its end.
 MAX_MESSAGE = 1 << 20
 #: A self-fenced worker is SIGKILLed at ``FENCE_FACTOR * fence_after`` after its last ack.
 FENCE_FACTOR = 1.5
@@ -163,12 +165,13 @@ class ChannelLink(NullLink):
     def report(self, message: dict[str, Any], *, block: bool = True) -> None:
         """Send one message; with ``block=False`` drop it when the channel has no room."""
         data = json.dumps(message, default=str).encode()
-        if len(data) > MAX_MESSAGE:
-            data = json.dumps({**message, "text": str(message.get("text", ""))[-4000:]}).encode()
+        if len(data) > MAX_MESSAGE and "text" in message:
+            data = json.dumps({**message, "text": str(message.get("text", ""))[-4000:]}, default=str).encode()
         if not self._send_lock.acquire(timeout=-1 if block else self._interval):
             return
         try:
-            self._sock.send(data, 0 if block else socket.MSG_DONTWAIT)
+            # Any size: an update_ok carries the worker's whole attachments.
+            packets.send(self._sock, data, flags=0 if block else socket.MSG_DONTWAIT)
         except OSError:
             pass  # no room (block=False), or the skald is gone: the fork server or PDEATHSIG ends us
         finally:
@@ -233,7 +236,7 @@ class ChannelLink(NullLink):
         if not self._send_lock.acquire(timeout=self._interval):
             return _FULL
         try:
-            self._sock.send(data, socket.MSG_DONTWAIT)
+            packets.send(self._sock, data, flags=socket.MSG_DONTWAIT)
             return _SENT
         except (BlockingIOError, InterruptedError):
             return _FULL
@@ -347,9 +350,11 @@ class ChannelLink(NullLink):
             if self._stop.is_set() or fd not in ready:
                 continue
             try:
-                data = self._sock.recv(MAX_MESSAGE)
+                data, fds = packets.recv(self._sock)
             except OSError:
-                data = b""
+                data, fds = b"", []
+            for stray in fds:  # the skald sends none: never leak one
+                os.close(stray)
             if not data:
                 # The skald went away: end gracefully (release still runs once).
                 self._signal_self(signal.SIGTERM)

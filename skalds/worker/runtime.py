@@ -11,6 +11,7 @@ them after their idle timeout.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 from types import FrameType
@@ -19,9 +20,10 @@ from typing import Any
 from skalds.errors import SkaldsError
 from skalds.model.task import TaskLifecycleStatus
 from skalds.utils.logging import configure_worker, logger
+from skalds.worker import packets
 from skalds.worker.baseclass import EXIT_FAILED, EXIT_FINISHED, PENDING_SIGNALS
 from skalds.worker.forkserver import set_process_name
-from skalds.worker.link import MAX_MESSAGE, ChannelLink, decode
+from skalds.worker.link import ChannelLink, decode
 from skalds.worker.logtail import LogTail
 from skalds.worker.registry import WorkerRegistry
 
@@ -123,9 +125,11 @@ def make_child_main(registry: WorkerRegistry) -> Any:
             channel.settimeout(idle * IDLE_SAFETY_FACTOR + 60.0)
             while True:
                 try:
-                    data = channel.recv(MAX_MESSAGE)
+                    data, fds = packets.recv(channel)  # a run message may carry a large spec
                 except OSError:  # the safety timeout, or the skald is gone
                     return None
+                for stray in fds:
+                    os.close(stray)
                 if not data:
                     return None
                 message = decode(data)

@@ -21,8 +21,8 @@ from typing import Any
 from skalds.errors import ForkServerError
 from skalds.model.task import Task, now_ms
 from skalds.utils.logging import logger
+from skalds.worker import packets
 from skalds.worker.forkserver import ForkServer
-from skalds.worker.link import MAX_MESSAGE
 from skalds.worker.logtail import parse_lines
 
 
@@ -186,9 +186,15 @@ class Supervisor:
             pid, pidfd, ours = idle.pid, idle.pidfd, idle.channel
             self.reused += 1
         else:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            except OSError as exc:  # out of descriptors: a later attempt may succeed
+                raise ForkServerError(f"no channel for a new worker: {exc}") from exc
             try:
                 pid, pidfd = self._fs.spawn(spec, theirs)
+            except BaseException:
+                ours.close()  # a start retried every reconcile pass must not leak a descriptor each time
+                raise
             finally:
                 theirs.close()
             ours.setblocking(False)
@@ -229,7 +235,7 @@ class Supervisor:
             idle = pool.pop()
             self._idle_by_pid.pop(idle.pid, None)
             try:
-                idle.channel.send(data)
+                packets.send(idle.channel, data)
             except OSError as exc:  # gone meanwhile, or no room: a fresh process it is
                 logger.debug(f"idle worker process {idle.pid} did not take a task ({exc}); retiring it")
                 self._retire(idle)
@@ -300,7 +306,7 @@ class Supervisor:
     def _flush(self, handle: WorkerHandle) -> None:
         while handle.outbox:
             try:
-                handle.channel.send(handle.outbox[0])
+                packets.send(handle.channel, handle.outbox[0])
             except (BlockingIOError, InterruptedError):
                 return  # the loop polls for room and calls on_channel_writable
             except OSError as exc:
@@ -358,7 +364,7 @@ class Supervisor:
             return
         while True:
             try:
-                data = handle.channel.recv(MAX_MESSAGE)
+                data, fds = packets.recv(handle.channel)
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionResetError:
@@ -366,7 +372,9 @@ class Supervisor:
                 # once, *before* what the worker sent last. Read on, or its final report is lost.
                 continue
             except OSError:
-                data = b""
+                data, fds = b"", []
+            for fd in fds:  # workers send none: never leak one
+                os.close(fd)
             if not data:
                 self._close_channel(handle)
                 return

@@ -93,7 +93,14 @@ def test_broker_and_redis_restarts_leave_workers_untouched(
     wait_for(lambda: raw.exists("skalds:n1:heartbeat"), timeout=15, what="skald re-registered")
     wait_for(lambda: raw.get("task:r2:heartbeat") is not None, timeout=15, what="task lease back")
     classes = raw.lrange("skalds:n1:allow-task-class-name", 0, -1)
-    assert sorted(classes) == [b"PooledRecorder", b"Recorder", b"ReusedRecorder", b"Stubborn"]
+    assert sorted(classes) == [
+        b"Digest",
+        b"PooledRecorder",
+        b"Recorder",
+        b"ReusedDigest",
+        b"ReusedRecorder",
+        b"Stubborn",
+    ]
 
     # And a cancel after both recoveries stops exactly its worker
     client.cancel("r2")

@@ -3,7 +3,7 @@
 import sys
 
 from skalds import SkaldConfig, Skalds
-from tests.support.workers import PooledRecorder, Recorder, ReusedRecorder, Stubborn
+from tests.support.workers import Digest, PooledRecorder, Recorder, ReusedDigest, ReusedRecorder, Stubborn
 
 mode, skald_id = sys.argv[1], sys.argv[2]
 settings = {"skald_mode": mode, "skald_id": skald_id}
@@ -14,4 +14,6 @@ app.register_task_worker(Recorder)
 app.register_task_worker(Stubborn)
 app.register_task_worker(ReusedRecorder)
 app.register_task_worker(PooledRecorder)
+app.register_task_worker(Digest)
+app.register_task_worker(ReusedDigest)
 app.run()

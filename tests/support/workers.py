@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -107,6 +108,42 @@ class Stubborn(BaseTaskWorker[RecorderModel]):
         record(self.task_id, "release")
         while True:
             time.sleep(0.05)
+
+
+class DigestModel(BaseModel):
+    duration: float = Field(30.0, ge=0)
+    blob: str = ""
+
+
+class Digest(BaseTaskWorker[DigestModel]):
+    """Records the SHA-256 and length of its ``blob`` attachment (large attachments arrive whole)."""
+
+    def initialize(self, data: DigestModel) -> None:
+        self.duration = data.duration
+        self.blob = data.blob
+
+    @run_main_handler
+    def main(self) -> None:
+        record(self.task_id, "main", sha256=_sha256(self.blob), size=len(self.blob))
+        deadline = time.monotonic() + self.duration
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    @update_event_handler
+    def update(self, data: DigestModel) -> None:
+        self.blob = data.blob
+        record(self.task_id, "update", sha256=_sha256(data.blob), size=len(data.blob))
+
+
+class ReusedDigest(Digest):
+    """A Digest whose processes run up to three tasks each."""
+
+    max_tasks_per_process = 3
+    idle_process_timeout = 5.0
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_events(path: str) -> list[dict[str, Any]]:
