@@ -175,7 +175,7 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
     app.state.events = hub
     install_error_handlers(app)
     # Outermost last. Requests pass: headers, (open mode) Host check, metrics, token, content type, size.
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, read_timeout=config.request_timeout)
     app.add_middleware(JsonBodiesOnly)  # 415 before the body is read
     app.add_middleware(TokenAuth, token=auth.token, throttle=throttle)  # before the body is read: 401 costs nothing
     app.add_middleware(HttpMetrics, metrics=metrics)  # counts 401 / 413 / 415 too

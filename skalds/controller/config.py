@@ -84,6 +84,11 @@ class ControllerConfig(SkaldConfig):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, validation_alias=AliasChoices("max_body_bytes", "SKALDS_MAX_BODY_BYTES")
     )
+    #: Seconds a client has to send a request's headers, and at most between two parts of its body;
+    #: a connection that takes longer is closed (headers) or answered 408 (body).
+    request_timeout: float = Field(
+        10.0, gt=0, le=3600, validation_alias=AliasChoices("request_timeout", "SKALDS_REQUEST_TIMEOUT")
+    )
 
     @field_validator("system_controller_mode", mode="before")
     @classmethod

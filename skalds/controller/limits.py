@@ -2,10 +2,13 @@
 
 A pure ASGI middleware: it checks ``Content-Length`` first, then counts the bytes actually
 received (chunked uploads have no length), buffering at most the limit. The app then reads the
-buffered body as usual.
+buffered body as usual. A client that stops sending its body for ``read_timeout`` seconds gets
+408 and its connection is closed: a half-sent body must not hold a connection forever.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,9 +16,10 @@ from skalds.controller.errors import error_response
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
@@ -40,7 +44,17 @@ class BodySizeLimit:
         size = 0
         first: Message | None = None
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                response = error_response(
+                    408,
+                    "request_timeout",
+                    f"the request body stalled for {self.read_timeout:g} s (SKALDS_REQUEST_TIMEOUT); send it whole",
+                )
+                response.headers["Connection"] = "close"
+                await response(scope, receive, send)
+                return
             if message["type"] != "http.request":
                 first = message  # a disconnect: hand it on as is
                 break

@@ -8,6 +8,7 @@ import uvicorn
 
 from skalds.controller.app import create_app
 from skalds.controller.config import ControllerConfig
+from skalds.controller.server import MAX_HEADER_BYTES, protocol_with_header_timeout
 from skalds.utils.logging import configure, logger, register_secret
 
 _UVICORN_LEVELS = {"TRACE": "trace", "DEBUG": "debug", "WARNING": "warning", "ERROR": "error", "CRITICAL": "critical"}
@@ -34,6 +35,8 @@ def main(config: ControllerConfig | None = None) -> None:
         # The client address is the TCP peer's: X-Forwarded-For is written by the client, and the
         # token throttle must not be reset by a header (see auth.py).
         proxy_headers=False,
+        http=protocol_with_header_timeout(config.request_timeout),  # uvicorn has no header deadline
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
 
 
