@@ -11,7 +11,7 @@ SkaldsError
 │   ├── TaskNotFound            no task with that id
 │   ├── TaskExists              a task with that id is already stored
 │   └── Conflict                a compare-and-set lost against a concurrent write
-├── BackendUnavailable          a backend server cannot be reached right now
+├── BackendUnavailable          a backend cannot serve right now (unreachable, timeout, disk full)
 ├── MissingDriver               an optional driver package is not installed
 └── ForkServerError             the worker fork server died or refused a request
 """
@@ -75,7 +75,15 @@ class Conflict(StoreError):
 
 
 class BackendUnavailable(SkaldsError):
-    """A backend server cannot be reached right now; callers retry later."""
+    """A backend cannot serve right now (server unreachable, timed out, disk full); callers retry
+    later. Every driver raises it for its own connection / timeout / disk errors
+    (:mod:`skalds.backends.guard`), with the driver's error as ``__cause__``; ``backend`` names
+    which one ("task store", "state cache", "event bus") when known. The API answers it with 503
+    ``backend_unavailable``."""
+
+    def __init__(self, message: str, *, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
 
 
 class MissingDriver(SkaldsError):

@@ -11,11 +11,19 @@ opens one connection per thread on first use and opens a fresh one when ``os.get
 a connection inherited from the parent is parked forever in :data:`_FORK_ORPHANS` (never used,
 never closed) because SQLite forbids touching a connection in a forked child. Nothing is opened at
 import time.
+
+A full disk: SQLite refuses the write (``SQLITE_FULL``) and rolls the transaction back, so nothing
+stored is lost; the drivers report it as :class:`BackendUnavailable` naming the file
+(:func:`unavailable_message`). The write-ahead log must not keep the space once some is freed, so
+it is checkpointed every :data:`WAL_AUTOCHECKPOINT_PAGES` pages (not SQLite's 4 MiB), kept to
+:data:`JOURNAL_SIZE_LIMIT` once emptied, and checkpointed and truncated right after a disk-full
+error and every :data:`CHECKPOINT_INTERVAL` seconds by each process that writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import threading
@@ -24,6 +32,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from skalds.backends.guard import describe_unavailable
 from skalds.errors import BackendUnavailable, ConfigError
 
 T = TypeVar("T")
@@ -101,6 +110,21 @@ _SCHEMA: tuple[str, ...] = (
 BUSY_TIMEOUT_MS = 10_000
 #: Attempts of :func:`write_tx` before it gives up with BackendUnavailable.
 LOCK_ATTEMPTS = 5
+#: Pages in the write-ahead log after which a commit checkpoints it (SQLite's default is 1,000:
+#: 4 MiB that a nearly full disk may not have).
+WAL_AUTOCHECKPOINT_PAGES = 200
+#: Bytes the write-ahead log keeps after a checkpoint emptied it (SQLite truncates it to this).
+JOURNAL_SIZE_LIMIT = 1024 * 1024
+#: Seconds between two truncating checkpoints of one database by one process (after a commit).
+CHECKPOINT_INTERVAL = 10.0
+#: How long a checkpoint waits for other connections' read snapshots, in milliseconds: it is
+#: housekeeping and must never hold a write up for long.
+CHECKPOINT_BUSY_MS = 100
+#: Free bytes below which the disk of a database counts as full (health checks).
+MIN_FREE_BYTES = 256 * 1024
+#: The driver errors that mean "cannot serve right now" (locked, disk full, I/O error, no file).
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, OSError)
+_SQLITE_FULL = 13
 
 
 def sqlite_path_from_url(url: str) -> str:
@@ -132,9 +156,14 @@ def open_db(path: str) -> sqlite3.Connection:
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False, factory=_Connection
+    )
+    conn.db_path = path
     try:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
         conn.execute("PRAGMA synchronous=NORMAL")
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -146,6 +175,73 @@ def open_db(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database's disk (or the database's size limit) is full."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "full" in str(exc).lower()
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def unavailable_message(kind: str, path: str, exc: BaseException) -> str:
+    """The ``BackendUnavailable`` message of an embedded backend: a full disk is named as such."""
+    if is_disk_full(exc):
+        return f"the {kind}'s disk is full ({path}); free some space there and writes resume"
+    return describe_unavailable(kind, exc).replace("right now (", f"right now ({path}: ", 1)
+
+
+def check_free_space(kind: str, path: str) -> None:
+    """Raise :class:`BackendUnavailable` when the disk of ``path`` has almost no free space left
+    (reads still work there, so a read probe alone would call it healthy)."""
+    try:
+        stat = os.statvfs(os.path.dirname(path) or ".")
+    except OSError:
+        return  # nothing to measure (e.g. the directory is gone): the read probe reports that
+    free = stat.f_bavail * stat.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise BackendUnavailable(
+            f"the {kind}'s disk is full ({path}: {free // 1024} KiB free); free some space there and writes resume",
+            backend=kind,
+        )
+
+
+def checkpoint(conn: sqlite3.Connection) -> bool:
+    """Copy the write-ahead log into the database and truncate it, waiting only briefly for other
+    connections; True if the log is now empty. Never raises (it is housekeeping)."""
+    if conn.in_transaction:
+        return False
+    try:
+        conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+        try:
+            busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    except sqlite3.Error:
+        return False
+    return not busy
+
+
+#: Monotonic time of the next periodic checkpoint, per database file (in this process).
+_next_checkpoint: dict[str, float] = {}
+
+
+def _checkpoint_now_and_then(conn: sqlite3.Connection) -> None:
+    """After a commit: a truncating checkpoint every :data:`CHECKPOINT_INTERVAL` seconds, so the
+    log never grows into space freed after a full disk (SQLite's own automatic checkpoints start
+    only at 1,000 pages and never shrink the file)."""
+    now = time.monotonic()
+    name = getattr(conn, "db_path", "")
+    if _next_checkpoint.get(name, 0.0) > now:
+        return
+    _next_checkpoint[name] = now + CHECKPOINT_INTERVAL
+    checkpoint(conn)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that knows its file (for per-file housekeeping)."""
+
+    db_path = ""
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -183,16 +279,18 @@ def write_tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             time.sleep(0.05 * (attempt + 1))
     try:
         yield conn
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    try:
         _retry_locked(lambda: conn.execute("COMMIT"))
-    except BaseException:
+    except BaseException as exc:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # the error that matters is exc
+                conn.execute("ROLLBACK")
+        if is_disk_full(exc):
+            # Give the log's space back (it may be what filled the disk); if that needs space
+            # too, the first commit that succeeds (once space is freed) does it.
+            if not checkpoint(conn):
+                _next_checkpoint[getattr(conn, "db_path", "")] = 0.0
         raise
+    _checkpoint_now_and_then(conn)
 
 
 @contextlib.contextmanager

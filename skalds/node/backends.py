@@ -21,7 +21,7 @@ from skalds.backends.cache.state import StateView
 from skalds.backends.factory import bus_options, open_bus, open_cache, open_store, store_options
 from skalds.backends.store.base import TaskStore
 from skalds.config.skald_config import SkaldConfig
-from skalds.errors import ConfigError, MissingDriver, SkaldsError, StoreError
+from skalds.errors import BackendUnavailable, ConfigError, MissingDriver, SkaldsError, StoreError
 from skalds.utils.logging import logger, mask_secrets
 
 R = TypeVar("R")
@@ -188,6 +188,10 @@ class Backends:
             return fn(store)
         except StoreError:
             raise
+        except BackendUnavailable as exc:  # the driver's own errors, named (skalds.backends.guard)
+            logger.debug(f"store: {what} failed: {exc!r}")
+            self._store.failed(exc)
+            return None
         except SkaldsError as exc:
             if isinstance(exc, MissingDriver):
                 self._store.failed(exc)

@@ -116,6 +116,13 @@ def _encode(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+class _SeedCache(RedisStateCache):
+    """The state cache driver with redis-py's own exceptions (code written for 0.3.x catches
+    ``redis.ConnectionError``), not :class:`~skalds.errors.BackendUnavailable`."""
+
+    unavailable_errors = ()
+
+
 class RedisProxy:
     """The seed's Redis facade over the state cache driver (see the module docstring)."""
 
@@ -129,7 +136,7 @@ class RedisProxy:
         connect_timeout: float = 0.5,
     ) -> None:
         self.config = redis_config
-        self.cache = RedisStateCache(redis_config.url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
+        self.cache = _SeedCache(redis_config.url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
         if is_block:
             self.wait_until_ready(connect_wait)
 

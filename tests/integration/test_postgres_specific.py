@@ -21,7 +21,7 @@ import pytest
 from skalds.backends.factory import open_store
 from skalds.backends.store.base import TaskQuery
 from skalds.backends.store.postgres import INDEXES, PostgresTaskStore
-from skalds.errors import ConfigError
+from skalds.errors import BackendUnavailable, ConfigError
 from skalds.model.task import Task
 from skalds.model.task import TaskLifecycleStatus as S
 from tests.support.servers import PostgresServer, free_port, running
@@ -207,18 +207,19 @@ def test_store_reconnects_after_server_restart(private_server: PostgresServer) -
     private_server.kill()
     private_server.start()
     # Then the first call fails on the dead connection, as "backend down"
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(BackendUnavailable) as down:
         store.get("r")
+    assert isinstance(down.value.__cause__, psycopg.OperationalError) and down.value.backend == "task store"
     # And the same store object works again from the next call on, reads and writes
     assert store.require("r").name == "before"
     assert store.modify("r", lambda t: {"name": "after"}).version == 2
 
-    # When the server is down / Then calls fail fast with OperationalError
+    # When the server is down / Then calls fail fast with BackendUnavailable
     checkpoint(private_server)
     private_server.kill()
     started = time.monotonic()
     for _ in range(2):
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(BackendUnavailable):
             store.get("r")
     assert time.monotonic() - started < 10
     # And once it is back, the next call succeeds
@@ -236,7 +237,7 @@ def test_password_never_appears_when_the_server_is_unreachable() -> None:
     # Given a store whose URL carries a password, on a port where nothing listens
     store = PostgresTaskStore(f"postgresql://skalds:{SECRET}@127.0.0.1:{free_port()}/skalds")
     # When it is used / Then the error does not contain the password, nor does the store's repr
-    with pytest.raises(psycopg.OperationalError) as caught:
+    with pytest.raises(BackendUnavailable) as caught:
         store.get("x")
     assert SECRET not in _full_text(caught.value)
     assert SECRET not in repr(store)
@@ -247,7 +248,7 @@ def test_password_never_appears_when_the_server_refuses(postgres_server: Postgre
     # Given a URL with a password naming a database that does not exist
     store = PostgresTaskStore(f"postgresql://postgres:{SECRET}@127.0.0.1:{postgres_server.port}/no_such_db")
     # When it is used / Then the server's refusal is reported without the password
-    with pytest.raises(psycopg.OperationalError, match="no_such_db") as caught:
+    with pytest.raises(BackendUnavailable, match="no_such_db") as caught:
         store.get("x")
     assert SECRET not in _full_text(caught.value)
 

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from skalds.backends.guard import Guarded
+
 
 class Topic(str, Enum):
     """The shared topics (one per kind of command, never one per task)."""
@@ -57,9 +59,10 @@ class Consumer(ABC):
         """Stop consuming and release resources."""
 
 
-class EventBus(ABC):
+class EventBus(Guarded, ABC):
     """Publish to topics; subscribe a consumer group."""
 
+    backend_kind = "event bus"
     url: str = ""
 
     @abstractmethod
@@ -82,5 +85,5 @@ class EventBus(ABC):
         that time. Where it starts is committed at once: a group that received nothing still
         resumes there."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:  # optional hook
         """Release connections."""

@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 
 from skalds.backends.bus.base import Consumer, EventBus, Message
-from skalds.backends.sqlite_db import ConnectionPool, write_tx
+from skalds.backends.sqlite_db import UNAVAILABLE_ERRORS, ConnectionPool, unavailable_message, write_tx
 from skalds.model.task import now_ms
 
 #: Most messages one ``poll`` returns.
@@ -192,6 +192,11 @@ class SqliteConsumer(Consumer):
 
 class SqliteEventBus(EventBus):
     """Topics in the SQLite database at ``path`` (created if missing). Thread- and process-safe."""
+
+    unavailable_errors = UNAVAILABLE_ERRORS
+
+    def unavailable_message(self, exc: BaseException) -> str:
+        return unavailable_message(self.backend_kind, self.path, exc)
 
     def __init__(self, path: str, *, max_events: int = 10_000, retention_s: float = 3600.0) -> None:
         self._pool = ConnectionPool(path)

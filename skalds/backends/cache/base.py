@@ -10,8 +10,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
+from skalds.backends.guard import Guarded
 
-class StateCache(ABC):
+
+class StateCache(Guarded, ABC):
+    backend_kind = "state cache"
     url: str = ""
 
     @abstractmethod
@@ -87,5 +90,10 @@ class StateCache(ABC):
         renews or releases its lease, never someone else's."""
         raise NotImplementedError(f"{type(self).__name__} has no atomic compare-and-expire")
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:  # optional hook
         """Release connections."""
+
+    def health(self) -> None:
+        """Return if the cache can serve now, else raise (BackendUnavailable): one cheap read;
+        drivers add what a read cannot see (a full disk)."""
+        self.get("skalds:health:probe")

@@ -129,8 +129,18 @@ class RedisStateCache(StateCache):
     ``unix://``; redis-py URL options such as ``?socket_timeout=`` override the keyword defaults).
 
     Thread-safe (one connection pool per process) and fork-safe (see the module docstring).
-    Server errors propagate as redis-py exceptions; a malformed URL raises ``ConfigError``.
+    A server that cannot serve (unreachable, timed out, loading, read-only replica, out of
+    memory) raises ``BackendUnavailable``; a malformed URL raises ``ConfigError``.
     """
+
+    unavailable_errors: tuple[type[BaseException], ...] = (
+        redis.exceptions.ConnectionError,  # also BusyLoadingError
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ReadOnlyError,
+        redis.exceptions.OutOfMemoryError,
+        redis.exceptions.TryAgainError,
+        OSError,
+    )
 
     def __init__(self, url: str, *, socket_timeout: float = 1.0, connect_timeout: float = 0.5) -> None:
         _check_url(url)

@@ -17,7 +17,14 @@ import time
 from collections.abc import Mapping, Sequence
 
 from skalds.backends.cache.base import StateCache
-from skalds.backends.sqlite_db import ConnectionPool, read_tx, write_tx
+from skalds.backends.sqlite_db import (
+    UNAVAILABLE_ERRORS,
+    ConnectionPool,
+    check_free_space,
+    read_tx,
+    unavailable_message,
+    write_tx,
+)
 
 #: Purge all expired rows after this many writes (per cache object).
 PURGE_EVERY = 200
@@ -38,6 +45,11 @@ class SqliteStateCache(StateCache):
     """A state cache in the SQLite database at ``path`` (created if missing). Thread- and
     process-safe."""
 
+    unavailable_errors = UNAVAILABLE_ERRORS
+
+    def unavailable_message(self, exc: BaseException) -> str:
+        return unavailable_message(self.backend_kind, self.path, exc)
+
     def __init__(self, path: str) -> None:
         self._pool = ConnectionPool(path)
         self.path = self._pool.path
@@ -47,6 +59,10 @@ class SqliteStateCache(StateCache):
     # ---- helpers -----------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         return self._pool.get()
+
+    def health(self) -> None:
+        super().health()
+        check_free_space(self.backend_kind, self.path)
 
     def _kind(self, conn: sqlite3.Connection, key: str, now: float) -> str | None:
         row = conn.execute(f"SELECT kind FROM kv WHERE key = ? AND {_LIVE}", (key, now)).fetchone()

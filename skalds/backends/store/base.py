@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skalds.backends.guard import Guarded
 from skalds.errors import Conflict, IllegalTransition, SkaldsError, TaskExists, TaskNotFound
 from skalds.model.task import (
     LIVE_STATUSES,
@@ -55,9 +56,10 @@ class TaskPage:
     total: int = 0
 
 
-class TaskStore(ABC):
+class TaskStore(Guarded, ABC):
     """Durable task records. Safe to use from many processes at once."""
 
+    backend_kind = "task store"
     url: str = ""
     #: Seconds a read-modify-write keeps retrying against concurrent writers.
     _CAS_PATIENCE = 10.0
@@ -131,8 +133,13 @@ class TaskStore(ABC):
     def _delete(self, task_id: str) -> bool:
         """Delete one task; True if it existed."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:  # optional hook
         """Release connections."""
+
+    def health(self) -> None:
+        """Return if the store can serve now, else raise (BackendUnavailable): one cheap read;
+        drivers add what a read cannot see (a full disk)."""
+        self._query(TaskQuery(limit=0))
 
     # ---- public API --------------------------------------------------------------------
     def create(self, task: Task) -> Task:

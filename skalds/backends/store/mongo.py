@@ -28,7 +28,14 @@ from typing import Any
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import ConfigurationError, DuplicateKeyError, OperationFailure
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    WTimeoutError,
+)
 
 from skalds.backends.store._docs import SEARCH_FIELDS, conditions, page, sort_keys
 from skalds.backends.store.base import TaskQuery, TaskStore
@@ -119,6 +126,9 @@ class MongoTaskStore(TaskStore):
     ``timeout_ms`` bounds server selection and connecting, so a server that is down is reported
     quickly. Thread-, process- and fork-safe.
     """
+
+    #: Unreachable (ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout) or timed out.
+    unavailable_errors = (ConnectionFailure, ExecutionTimeout, WTimeoutError, OSError)
 
     def __init__(self, url: str, *, db_name: str = "skalds", timeout_ms: int = 2000) -> None:
         self.url = url

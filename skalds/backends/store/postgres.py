@@ -106,6 +106,12 @@ class PostgresTaskStore(TaskStore):
     server that is down is reported quickly. Thread-, process- and fork-safe.
     """
 
+    #: Unreachable, restarted, shutting down, out of disk, statement timeout: all OperationalError.
+    unavailable_errors = (psycopg.OperationalError, OSError)
+
+    def unavailable_message(self, exc: BaseException) -> str:
+        return self._mask(super().unavailable_message(exc))
+
     def __init__(self, url: str, *, connect_timeout: float = 2.0) -> None:
         self.url = url
         try:

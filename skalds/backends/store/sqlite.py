@@ -14,7 +14,14 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from skalds.backends.sqlite_db import ConnectionPool, read_tx, write_tx
+from skalds.backends.sqlite_db import (
+    UNAVAILABLE_ERRORS,
+    ConnectionPool,
+    check_free_space,
+    read_tx,
+    unavailable_message,
+    write_tx,
+)
 from skalds.backends.store.base import TaskQuery, TaskStore
 from skalds.errors import TaskExists
 
@@ -43,6 +50,11 @@ def _row(doc: dict[str, Any]) -> tuple[Any, ...]:
 class SqliteTaskStore(TaskStore):
     """Tasks in the SQLite database at ``path`` (created if missing). Thread- and process-safe."""
 
+    unavailable_errors = UNAVAILABLE_ERRORS
+
+    def unavailable_message(self, exc: BaseException) -> str:
+        return unavailable_message(self.backend_kind, self.path, exc)
+
     def __init__(self, path: str) -> None:
         self._pool = ConnectionPool(path)
         self.path = self._pool.path
@@ -50,6 +62,10 @@ class SqliteTaskStore(TaskStore):
 
     def _conn(self) -> sqlite3.Connection:
         return self._pool.get()
+
+    def health(self) -> None:
+        super().health()
+        check_free_space(self.backend_kind, self.path)
 
     # ---- driver primitives -------------------------------------------------------------
     def _insert(self, doc: dict[str, Any]) -> None:
