@@ -284,11 +284,10 @@ def write_tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):  # the error that matters is exc
                 conn.execute("ROLLBACK")
-        if is_disk_full(exc):
-            # Give the log's space back (it may be what filled the disk); if that needs space
-            # too, the first commit that succeeds (once space is freed) does it.
-            if not checkpoint(conn):
-                _next_checkpoint[getattr(conn, "db_path", "")] = 0.0
+        # A full disk: give the log's space back (it may be what filled the disk); if that needs
+        # space too, the first commit that succeeds (once space is freed) does it.
+        if is_disk_full(exc) and not checkpoint(conn):
+            _next_checkpoint[getattr(conn, "db_path", "")] = 0.0
         raise
     _checkpoint_now_and_then(conn)
 
