@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from skalds.backends.bus.base import Consumer, EventBus, Message
 from skalds.backends.sqlite_db import UNAVAILABLE_ERRORS, ConnectionPool, unavailable_message, write_tx
 from skalds.model.task import now_ms
+from skalds.utils.logging import logger
 
 #: Most messages one ``poll`` returns.
 BATCH = 500
@@ -48,6 +49,26 @@ TRIM_EVERY = 500
 _PUBLISHED = b"p"
 _WAKEUP = b"w"
 _counter = itertools.count(1)
+
+
+def _row_message(seq: int, topic: str, key: object, value: object, ts: object) -> Message | None:
+    """A row of ``events`` as a message, tolerating what SQLite's loose typing lets in (a value
+    stored as TEXT, a key stored as a number, a timestamp that is not a number). None for a row
+    that cannot be a message at all (its value is neither bytes nor text)."""
+    if isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+    elif value is None:
+        data = b""
+    else:
+        logger.warning(f"event bus: skipped row {seq} on {topic}: its value is a {type(value).__name__}, not bytes")
+        return None
+    try:
+        stamp = int(ts)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        stamp = 0
+    return Message(topic=topic, key=None if key is None else str(key), value=data, offset=seq, timestamp_ms=stamp)
 
 
 def _waker_prefix(path: str) -> str:
@@ -153,7 +174,16 @@ class SqliteConsumer(Consumer):
             )
             .fetchall()
         )
-        return [Message(topic=t, key=k, value=bytes(v), offset=int(s), timestamp_ms=int(ts)) for s, t, k, v, ts in rows]
+        messages = []
+        for seq, topic, key, value, ts in rows:
+            message = _row_message(int(seq), topic, key, value, ts)
+            if message is None:
+                # Not a message any producer of ours writes: step over it (and commit that), so
+                # one foreign or damaged row never blocks the topic.
+                self._positions[topic] = self._pending[topic] = int(seq)
+                continue
+            messages.append(message)
+        return messages
 
     def _commit(self) -> None:
         if not self._pending:
