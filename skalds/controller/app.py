@@ -40,7 +40,7 @@ from skalds.controller.routes import auth as auth_routes
 from skalds.controller.routes import dashboard, events, skalds, system, tasks
 from skalds.controller.service import ControllerService
 from skalds.model.task import now_ms
-from skalds.utils.logging import logger
+from skalds.utils.logging import logger, mask_secrets
 
 
 async def _every(interval: float, name: str, fn: Callable[[], object], status: dict[str, Any]) -> None:
@@ -54,7 +54,7 @@ async def _every(interval: float, name: str, fn: Callable[[], object], status: d
                 logger.info(f"{name} works again")
             last_error = None
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = mask_secrets(f"{type(exc).__name__}: {exc}")  # shown by /api/system/status
             status.update(lastRun=now_ms(), lastError=error)
             if error != last_error:  # say it once per distinct failure, not every interval
                 logger.opt(exception=exc).warning(f"{name} failed: {error}")

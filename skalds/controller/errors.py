@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skalds.controller.schemas import MAX_ATTACHMENT_DEPTH
 from skalds.errors import BackendUnavailable, Conflict, IllegalTransition, TaskExists, TaskNotFound
-from skalds.utils.logging import logger
+from skalds.utils.logging import logger, mask_secrets
 
 
 class ApiError(Exception):
@@ -65,9 +65,12 @@ def unprocessable(code: str, message: str, details: list[dict[str, Any]] | None 
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+    # Messages can quote exception text, and exception text can quote a DSN with its password.
+    error: dict[str, Any] = {"code": code, "message": mask_secrets(message)}
     if details is not None:
-        error["details"] = details
+        error["details"] = [
+            {**d, "message": mask_secrets(d["message"])} if isinstance(d.get("message"), str) else d for d in details
+        ]
     return {"error": error}
 
 

@@ -46,7 +46,7 @@ from skalds.controller.live import NOT_RUNNING, NewTasks
 from skalds.controller.metrics import ControllerMetrics
 from skalds.controller.service import ControllerService
 from skalds.model.task import FINAL_STATUSES, Task, now_ms
-from skalds.utils.logging import logger
+from skalds.utils.logging import logger, masked
 
 _FINAL_VALUES = frozenset(s.value for s in FINAL_STATUSES)
 #: Seconds a shared snapshot of the open tasks may be old for a pass (the pass runs every 0.5 s).
@@ -98,8 +98,9 @@ def task_view(task: Task, live: Mapping[str, Any]) -> dict[str, Any]:
         "createDateTime": task.create_date_time,
         "updateDateTime": task.update_date_time,
         "heartbeat": live.get("heartbeat"),
-        "error": live.get("error"),
-        "exception": live.get("exception") or task.exception,
+        # Exception text can quote a DSN with its password: masked wherever it leaves the controller.
+        "error": masked(live.get("error")),
+        "exception": masked(live.get("exception") or task.exception),
     }
 
 
@@ -274,8 +275,8 @@ class EventHub:
         if (
             before is None
             or before["version"] != task.version
-            or before["error"] != live["error"]
-            or before["exception"] != (live["exception"] or task.exception)
+            or before["error"] != masked(live["error"])
+            or before["exception"] != masked(live["exception"] or task.exception)
         ):
             return task_view(task, live)
         if before["heartbeat"] == live["heartbeat"] or not beats:

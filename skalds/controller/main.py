@@ -8,7 +8,7 @@ import uvicorn
 
 from skalds.controller.app import create_app
 from skalds.controller.config import ControllerConfig
-from skalds.controller.server import MAX_HEADER_BYTES, protocol_with_header_timeout
+from skalds.controller.server import MAX_HEADER_BYTES, install_log_filters, protocol_with_header_timeout
 from skalds.utils.logging import configure, logger, register_secret
 
 _UVICORN_LEVELS = {"TRACE": "trace", "DEBUG": "debug", "WARNING": "warning", "ERROR": "error", "CRITICAL": "critical"}
@@ -26,6 +26,7 @@ def main(config: ControllerConfig | None = None) -> None:
     for secret in (config.api_token, config.redis_password, config.kafka_password):
         register_secret(secret)
     logger.info("configuration:\n  " + "\n  ".join(config.describe()))
+    install_log_filters()
     uvicorn.run(
         create_app(config),
         host=config.system_controller_host,

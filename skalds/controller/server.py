@@ -7,14 +7,20 @@ file descriptors) forever. :func:`protocol_with_header_timeout` gives every requ
 ``SKALDS_REQUEST_TIMEOUT`` seconds from its first byte (or from the connection's opening) to
 complete its headers; a slow body is bounded by :class:`~skalds.controller.limits.BodySizeLimit`.
 Headers are also bounded in size by h11 (``h11_max_incomplete_event_size``, 16 KiB by default).
+
+It also holds the filters of uvicorn's own loggers (:func:`install_log_filters`): no query string
+in the access log, secrets masked in every line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from skalds.utils.logging import mask_secrets
 
 #: Largest request head (request line and headers) accepted, in bytes; h11 answers 400 beyond it.
 MAX_HEADER_BYTES = 16 * 1024
@@ -66,3 +72,35 @@ class HeaderTimeoutH11Protocol(H11Protocol):
 def protocol_with_header_timeout(seconds: float) -> type[H11Protocol]:
     """The protocol class to pass to uvicorn as ``http=``."""
     return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout": seconds})
+
+
+class _AccessLogWithoutQuery(logging.Filter):
+    """uvicorn's access log without query strings: a token or other secret may travel in one
+    (``?token=``), and a URL's path is enough to read the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
+
+
+class _MaskedLog(logging.Filter):
+    """uvicorn's own log lines (and their tracebacks) with secrets masked, like every Skalds line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = mask_secrets(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_secrets(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def install_log_filters() -> None:
+    """Attach the filters above to uvicorn's loggers (before ``uvicorn.run``; its logging setup
+    keeps logger filters)."""
+    access, error = logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _AccessLogWithoutQuery) for f in access.filters):
+        access.addFilter(_AccessLogWithoutQuery())
+        access.addFilter(_MaskedLog())
+    if not any(isinstance(f, _MaskedLog) for f in error.filters):
+        error.addFilter(_MaskedLog())

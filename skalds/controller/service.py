@@ -28,7 +28,7 @@ from skalds.controller.validation import check_attachments, unknown_class
 from skalds.errors import SkaldsError
 from skalds.model.event import TaskEvent
 from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
-from skalds.utils.logging import logger
+from skalds.utils.logging import logger, mask_secrets, masked
 
 S = TaskLifecycleStatus
 MAX_PAGE_SIZE = 100
@@ -104,8 +104,9 @@ class ControllerService(BackendClients):
                 type=task.class_name,
                 status=task.lifecycle_status.value,
                 heartbeat=live["heartbeat"],
-                error=live["error"],
-                exception=live["exception"] or task.exception,
+                # Exception text can quote a DSN with its password: masked wherever it is shown.
+                error=masked(live["error"]),
+                exception=masked(live["exception"] or task.exception),
             )
             items.append(doc)
         return items
@@ -157,8 +158,8 @@ class ControllerService(BackendClients):
             "heartbeat": beat,
             "status": task.lifecycle_status.value,
             "isAlive": beat is not None and 0 <= beat < 200,
-            "error": live["error"],
-            "exception": live["exception"] or task.exception,
+            "error": masked(live["error"]),
+            "exception": masked(live["exception"] or task.exception),
             # When the heartbeat was last seen (sampled), else when the task record last changed.
             "lastUpdate": history[-1]["timestamp"] if history else task.update_date_time,
             "heartbeatHistory": history,
@@ -404,7 +405,7 @@ class ControllerService(BackendClients):
                 probe()
                 checks[name] = "ok"
             except Exception as exc:
-                checks[name] = f"{type(exc).__name__}: {exc}"
+                checks[name] = mask_secrets(f"{type(exc).__name__}: {exc}")
         return checks
 
 

@@ -7,8 +7,10 @@ its own ``<task id>.log``.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +20,9 @@ from loguru import logger as _loguru_logger
 if TYPE_CHECKING:
     from loguru import Message, Record
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# The password runs to the last "@" before the host: passwords may hold "@" unencoded
+# (``redis://:p@ss@host``), host names never do.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]+)@")
 _KV_SECRET = re.compile(
     r"(?P<key>\b[\w.-]*(?:password|passwd|secret|token|api_key)[\w.-]*\b\s*[=:]\s*['\"]?)(?P<val>[^'\"\s,}]+)",
     re.IGNORECASE,
@@ -30,6 +34,7 @@ def register_secret(value: str | None) -> None:
     """Mask this exact value wherever it appears in a log message (passwords from config)."""
     if value and len(value) >= 3:
         _extra_secrets.add(value)
+        _mask_cached.cache_clear()
 
 
 def mask_secrets(text: str) -> str:
@@ -42,8 +47,44 @@ def mask_secrets(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)
+def _mask_cached(text: str) -> str:
+    return mask_secrets(text)
+
+
+def masked(text: str | None) -> str | None:
+    """:func:`mask_secrets` for texts shown again and again (a task's exception on every pass of
+    the API and the SSE poller): remembered, so a repeat costs a lookup. None stays None."""
+    return None if text is None else _mask_cached(text)
+
+
 def _patch(record: Record) -> None:
     record["message"] = mask_secrets(record["message"])
+
+
+def _masked_exception(record: Record) -> str:
+    """The record's traceback as text, secrets masked (an exception's message can quote a DSN)."""
+    extra = record["extra"]
+    if "_masked_exception" not in extra:
+        exc = record["exception"]
+        text = "" if exc is None else "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
+        extra["_masked_exception"] = mask_secrets(text.rstrip("\n"))
+    return str(extra["_masked_exception"])
+
+
+def _with_masked_exception(template: str) -> Callable[[Record], str]:
+    """A loguru format function: ``template``, then the masked traceback when there is one.
+    (A format string would make loguru render the exception itself, unmasked.)"""
+    with_exception = template + "\n{extra[_masked_exception]}\n"
+    plain = template + "\n"
+
+    def format_record(record: Record) -> str:
+        if record["exception"] is None:
+            return plain
+        _masked_exception(record)
+        return with_exception
+
+    return format_record
 
 
 logger = _loguru_logger.patch(_patch)
@@ -68,7 +109,9 @@ def configure(
     """(Re)configure the sinks of this process. Safe to call again in a forked worker."""
     _loguru_logger.remove()
     _loguru_logger.configure(extra={"proc": proc_name})
-    _loguru_logger.add(sys.stderr, level=level.upper(), format=_CONSOLE_FORMAT, backtrace=False, diagnose=False)
+    _loguru_logger.add(
+        sys.stderr, level=level.upper(), format=_with_masked_exception(_CONSOLE_FORMAT), backtrace=False, diagnose=False
+    )
     if log_path:
         folder = Path(log_path)
         folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +119,7 @@ def configure(
         _loguru_logger.add(
             str(folder / _safe_filename(name)),
             level=level.upper(),
-            format=_FILE_FORMAT,
+            format=_with_masked_exception(_FILE_FORMAT),
             rotation=rotation_mb * 1024 * 1024,
             retention=_retention(retention),
             backtrace=False,
@@ -196,6 +239,7 @@ __all__ = [
     "configure_worker",
     "logger",
     "mask_secrets",
+    "masked",
     "register_secret",
     "remove_sink",
 ]

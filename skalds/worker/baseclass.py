@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from skalds.errors import InvalidAttachments, WorkerDefinitionError
 from skalds.model.event import UpdateTaskWorkerEvent
 from skalds.model.task import TaskLifecycleStatus
-from skalds.utils.logging import logger
+from skalds.utils.logging import logger, mask_secrets
 from skalds.worker.hooks import (
     HOOK_ATTR,
     HOOK_KINDS,
@@ -244,7 +244,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
             self._skalds_stopping = True
             status = TaskLifecycleStatus.FAILED
             exit_code = EXIT_FAILED
-            exception_text = "".join(traceback.format_exception(exc))
+            exception_text = mask_secrets("".join(traceback.format_exception(exc)))  # stored, shown by the API
             try:
                 self._error_handler(exc)
             except Exception as inner:
@@ -283,7 +283,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
 
     def _error_handler(self, exc: BaseException) -> None:
         logger.opt(exception=exc).error(f"worker {self.task_id} ({self.task_type}) failed: {exc!r}")
-        self._skalds_link.report({"t": "exception", "text": "".join(traceback.format_exception(exc))})
+        self._skalds_link.report({"t": "exception", "text": mask_secrets("".join(traceback.format_exception(exc)))})
 
     def _release(self, *args: Any) -> None:
         for hook in self._hooks("release"):

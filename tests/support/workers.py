@@ -57,8 +57,8 @@ class Recorder(BaseTaskWorker[RecorderModel]):
         deadline = time.monotonic() + self.duration
         while time.monotonic() < deadline:
             time.sleep(0.02)
-        if self.fail:
-            raise RuntimeError("boom from main")
+        if self.fail:  # the label in the message: tests check what becomes of exception text
+            raise RuntimeError("boom from main" + ("" if self.label == "x" else f": {self.label}"))
 
     @run_after_handler
     def after(self) -> None:
