@@ -34,6 +34,7 @@ from skalds.node.edge_mode import EdgeMode
 from skalds.node.listener import BusListener
 from skalds.node.node_mode import NodeMode
 from skalds.node.outcomes import UnwrittenEnd, UnwrittenEnds, journal_path
+from skalds.node.waiting import WaitingQueue
 from skalds.utils.logging import logger
 from skalds.worker.forkserver import ForkServer
 from skalds.worker.registry import WorkerRegistry
@@ -86,7 +87,7 @@ class SkaldAgent(EdgeMode, NodeMode):
         #: Tasks waiting for a previous copy's heartbeat lease to end.
         self._deferred: set[str] = set()
         self._stashed: dict[str, list[tuple[float, dict[str, Any]]]] = {}
-        self._waiting: dict[str, dict[str, Task]] = {}
+        self._waiting: dict[str, WaitingQueue] = {}
         #: Ends of tasks the store could not take yet (kept, retried, never re-run).
         self.unwritten = UnwrittenEnds(journal_path(config.skalds_home, self.skald_id))
         #: Last time each distinct loop failure was logged (so a persistent one is not logged every pass).

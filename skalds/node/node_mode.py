@@ -17,6 +17,7 @@ from skalds.config.skald_config import SkaldModeEnum
 from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus
 from skalds.node._parts import _AgentParts
 from skalds.node.commands import Command, MalformedEvent, parse_message
+from skalds.node.waiting import WaitingQueue
 from skalds.utils.logging import logger
 from skalds.worker.registry import WorkerRegistry
 
@@ -31,8 +32,8 @@ class NodeMode(_AgentParts):
     _commands: queue.SimpleQueue[Message]
     _cmd_w: socket.socket
     _stashed: dict[str, list[tuple[float, dict[str, Any]]]]
-    #: Tasks waiting for their class to be under its limit, by class, oldest first.
-    _waiting: dict[str, dict[str, Task]]
+    #: Tasks waiting for their class to be under its limit, by class (highest priority, then oldest, first).
+    _waiting: dict[str, WaitingQueue]
     _stop_requested: int
     registry: WorkerRegistry
 
@@ -146,9 +147,8 @@ class NodeMode(_AgentParts):
         if limit is not None and (busy or (not waited and self._waiting.get(task.class_name))):
             # At the class's limit (or others came first): wait, Assigning, for a free slot. The
             # lease is checked when it is its turn.
-            waiting = self._waiting.setdefault(task.class_name, {})
-            if task.id not in waiting:
-                waiting[task.id] = task
+            waiting = self._waiting.setdefault(task.class_name, WaitingQueue())
+            if waiting.add(task):
                 logger.debug(f"task {task.id}: {task.class_name} runs {limit} at once here; waiting ({len(waiting)})")
             return
         state = self.backends.with_state("lease", lambda v: v.task_state(task.id))
@@ -170,20 +170,22 @@ class NodeMode(_AgentParts):
         return limit
 
     def _start_waiting(self, class_name: str) -> None:
-        """Start waiting tasks of ``class_name`` while it is under its limit, oldest first;
-        each is read again first (it may have been cancelled or moved while it waited)."""
+        """Start waiting tasks of ``class_name`` while it is under its limit, highest priority
+        first, then oldest; each is read again first (it may have been cancelled or moved while it
+        waited)."""
         waiting = self._waiting.get(class_name)
         limit = self._class_limit(class_name)
         while waiting and not self._stop_requested and (limit is None or self.supervisor.count(class_name) < limit):
-            task_id = next(iter(waiting))
-            del waiting[task_id]
+            task_id = waiting.pop()
             if not waiting:
                 self._waiting.pop(class_name, None)
+            if task_id is None:
+                return
             self._ensure_owned_running(task_id, waited=True)
 
     def _drop_waiting(self, task_id: str) -> None:
         for class_name, waiting in list(self._waiting.items()):
-            if waiting.pop(task_id, None) is not None and not waiting:
+            if waiting.discard(task_id) and not waiting:
                 del self._waiting[class_name]
 
     def _verify_ownership(self, task_id: str) -> None:

@@ -213,3 +213,24 @@ def test_bad_reuse_settings_are_refused_when_the_class_is_registered(attrs, mess
     bad = type("BadReuse", (Recorder,), attrs)
     with pytest.raises(WorkerDefinitionError, match=message):
         WorkerRegistry().register(bad)
+
+
+def test_waiting_tasks_start_highest_priority_first_then_oldest(procs, home, tmp_path, client):
+    # Given a pooled class (2 at once per node) whose two slots are taken by long tasks
+    start_node(procs, home, tmp_path)
+    for blocker in ("b1", "b2"):
+        client.create_task(
+            Task(id=blocker, className="PooledRecorder", attachments={"duration": 300}), executor="node-a"
+        )
+    wait_for(lambda: events(tmp_path, "b1", "main") and events(tmp_path, "b2", "main"), what="slots taken")
+    # When tasks of priority 0, 5, 10 and another 5 arrive in that order, and wait
+    for task_id, priority in (("p0", 0), ("p5", 5), ("p10", 10), ("p5b", 5)):
+        task = Task(id=task_id, className="PooledRecorder", priority=priority, attachments={"duration": 0.05})
+        client.create_task(task, executor="node-a")
+    wait_for(lambda: all(client.get(t).lifecycle_status == S.ASSIGNING for t in ("p0", "p5", "p10", "p5b")))
+    # And one slot frees
+    client.cancel("b1")
+    # Then they run one at a time, highest priority first, the older of equal priorities first
+    wait_for(lambda: all(events(tmp_path, t, "after") for t in ("p0", "p5", "p10", "p5b")), timeout=20, what="all ran")
+    mains = sorted((e["t"], e["task"]) for t in ("p0", "p5", "p10", "p5b") for e in events(tmp_path, t, "main"))
+    assert [t for _, t in mains] == ["p10", "p5", "p5b", "p0"]
