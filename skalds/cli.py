@@ -183,7 +183,14 @@ def k8s(
     yaml: Annotated[str, typer.Option("--yaml", help="YAML task file")],
     image: Annotated[str, typer.Option("--image", help="Container image that has skalds and your workers")],
     task: Annotated[str | None, typer.Option("--task", help="Task id (default: the first)")] = None,
-    module: Annotated[str | None, typer.Option("--module", help="Module with the worker classes")] = None,
+    module: Annotated[
+        str | None,
+        typer.Option(
+            "--module",
+            help="Module with the worker classes; the pod runs `skalds run --module M`. Without it the "
+            "pod runs the image's own entrypoint (your program calling Skalds(...).run()).",
+        ),
+    ] = None,
     namespace: Annotated[str | None, typer.Option("--namespace")] = None,
 ) -> None:
     """Print a Deployment (isPersistent: true) or Job (false) plus a ConfigMap for one YAML task."""

@@ -55,7 +55,10 @@ def render_manifests(
 
     ``yaml_text`` is the task file the pod gets, normally
     :func:`skalds.node.yaml_tasks.single_entry_yaml` of the entry. ``module`` is the Python
-    module that registers the worker class (``--module``). Raises :class:`ConfigError` for an
+    module that defines the worker class (``--module``): the container then runs
+    ``skalds run --module``. Without it the container runs the image's own entrypoint — a program
+    that registers its classes and calls ``Skalds(SkaldConfig()).run()`` — with ``SKALD_MODE`` and
+    ``YAML_FILE`` in its environment (a ``skalds run`` without a module could not find the class). Raises :class:`ConfigError` for an
     empty image or module, an invalid namespace or a negative ``backoff_limit``.
     """
     if not image.strip():
@@ -85,20 +88,24 @@ def render_manifests(
         "data": {TASK_FILE: _block_text(yaml_text)},
     }
 
-    command = ["skalds", "run", "--mode", "single_process", "--yaml", f"{CONFIG_DIR}/{TASK_FILE}"]
+    container: dict[str, Any] = {"name": "skald", "image": image}
     if module is not None:
-        command += ["--module", module]
+        # The image has skalds and the module: `skalds run` imports the module's worker classes.
+        container["command"] = [
+            *("skalds", "run", "--mode", "single_process", "--yaml", f"{CONFIG_DIR}/{TASK_FILE}"),
+            *("--module", module),
+        ]
+    # Without a module the image's own entrypoint runs (a program that registers its classes and
+    # calls Skalds(SkaldConfig()).run(), as in the seed's examples); these settings reach it
+    # through the environment.
+    container["env"] = [
+        {"name": "SKALD_MODE", "value": "single_process"},
+        {"name": "YAML_FILE", "value": f"{CONFIG_DIR}/{TASK_FILE}"},
+    ]
+    container["volumeMounts"] = [{"name": "tasks", "mountPath": CONFIG_DIR, "readOnly": True}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Always" if entry.is_persistent else "Never",
-        "containers": [
-            {
-                "name": "skald",
-                "image": image,
-                "command": command,
-                "env": [{"name": "SKALD_MODE", "value": "single_process"}],
-                "volumeMounts": [{"name": "tasks", "mountPath": CONFIG_DIR, "readOnly": True}],
-            }
-        ],
+        "containers": [container],
         "volumes": [{"name": "tasks", "configMap": {"name": config_map_name}}],
     }
     template = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec}

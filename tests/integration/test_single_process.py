@@ -102,3 +102,39 @@ def test_k8s_prints_a_job_or_a_deployment(tmp_path):
         check=True,
     ).stdout
     assert sorted(d["kind"] for d in pyyaml.safe_load_all(out) if d) == ["ConfigMap", "Deployment"]
+
+
+def test_a_manifest_without_module_runs_the_images_own_program(tmp_path, home, procs):
+    # Given manifests rendered without --module for a one-shot task
+    yml = task_file(tmp_path, "{duration: 0}")
+    out = subprocess.run(
+        [*SKALDS, "k8s", "--yaml", str(yml), "--image", "me/workers:1"], capture_output=True, text=True, check=True
+    )
+    job = next(d for d in pyyaml.safe_load_all(out.stdout) if d["kind"] == "Job")
+    config_map = next(d for d in pyyaml.safe_load_all(out.stdout) if d["kind"] == "ConfigMap")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in container
+    # When the image's program (registers its classes, then Skalds(SkaldConfig()).run()) starts
+    # with the container's environment and the ConfigMap's file where the pod would mount it
+    mounted = tmp_path / "etc-skalds"
+    mounted.mkdir()
+    (mounted / "tasks.yml").write_text(config_map["data"]["tasks.yml"])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env["YAML_FILE"] = env["YAML_FILE"].replace("/etc/skalds", str(mounted))
+    program = tmp_path / "program.py"
+    program.write_text(
+        "from skalds import Skalds, SkaldConfig\n"
+        "from tests.support.workers import Recorder\n"
+        "app = Skalds(SkaldConfig())\n"
+        "app.register_task_worker(Recorder)\n"
+        "app.run()\n"
+    )
+    p = Proc(
+        [sys.executable, str(program)],
+        base_env(home, EVENTS_FILE=str(tmp_path / "ev.jsonl"), **env),
+        tmp_path / "p.log",
+    )
+    procs.append(p)
+    # Then it runs the entry as a Job would and exits 0
+    assert p.wait(30) == 0, p.output()
+    assert kinds(tmp_path) == ["before", "main", "after", "release"]

@@ -147,14 +147,14 @@ def test_one_shot_task_becomes_a_job(tmp_path: Path) -> None:
     assert job["spec"]["backoffLimit"] == 3
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert docs["ConfigMap"]["metadata"]["name"] == "count-once-2-tasks"
-    assert container_of(job)["command"] == [
-        "skalds",
-        "run",
-        "--mode",
-        "single_process",
-        "--yaml",
-        "/etc/skalds/tasks.yml",
-    ]
+    # And, without a module, the image's own entrypoint runs (no command that would need one),
+    # told where the task file is and which mode to run
+    container = container_of(job)
+    assert "command" not in container
+    assert {e["name"]: e["value"] for e in container["env"]} == {
+        "SKALD_MODE": "single_process",
+        "YAML_FILE": "/etc/skalds/tasks.yml",
+    }
 
 
 def test_job_backoff_limit_is_a_parameter(tmp_path: Path) -> None:
