@@ -20,12 +20,15 @@ code                         status  when
                                     task id outside ``[A-Za-z0-9._:@-]{1,128}``, a NUL character
                                     in a string field or anywhere in the URL
 ``unknown_class``            422     no online skald advertises the task's className
-``invalid_attachments``      422     attachments fail the class's JSON schema
+``invalid_attachments``      422     attachments fail the class's JSON schema, nest deeper than
+                                    64 levels or hold a NUL character
 ``payload_too_large``        413     the body is larger than ``SKALDS_MAX_BODY_BYTES``
 ``unsupported_media_type``   415     a body sent to ``/api`` without ``Content-Type: application/json``
 ``host_not_allowed``         403     no token is set and the Host header is not a loopback name
                                     (DNS rebinding; see ``docs/security.md``)
-``too_many_requests``        429     too many wrong tokens at ``/api/auth/login`` (``Retry-After``)
+``too_many_requests``        429     too many wrong tokens from this client address, as bearer,
+                                    cookie or at ``/api/auth/login`` (``Retry-After``)
+``request_timeout``          408     the request body stalled longer than ``SKALDS_REQUEST_TIMEOUT``
 ``backend_unavailable``      503     a backend server cannot be reached
 ``internal_error``           500     a bug; the message is generic, details go to the log
 ===========================  ======  ==========================================================

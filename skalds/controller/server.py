@@ -6,7 +6,8 @@ deadline at all, so a few hundred clients that trickle or stop mid-header hold t
 file descriptors) forever. :func:`protocol_with_header_timeout` gives every request
 ``SKALDS_REQUEST_TIMEOUT`` seconds from its first byte (or from the connection's opening) to
 complete its headers; a slow body is bounded by :class:`~skalds.controller.limits.BodySizeLimit`.
-Headers are also bounded in size by h11 (``h11_max_incomplete_event_size``, 16 KiB by default).
+And h11 refuses (400) a request head still incomplete after ``h11_max_incomplete_event_size``
+bytes (16 KiB), so such a client cannot make the server buffer more meanwhile.
 
 It also holds the filters of uvicorn's own loggers (:func:`install_log_filters`): no query string
 in the access log, secrets masked in every line.
@@ -22,7 +23,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from skalds.utils.logging import mask_secrets
 
-#: Largest request head (request line and headers) accepted, in bytes; h11 answers 400 beyond it.
+#: Bytes of an incomplete request head h11 buffers before it answers 400.
 MAX_HEADER_BYTES = 16 * 1024
 
 
