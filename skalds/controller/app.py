@@ -27,7 +27,7 @@ from skalds.controller.auth import (
     decide_token,
 )
 from skalds.controller.config import ControllerConfig
-from skalds.controller.dispatcher import Dispatcher
+from skalds.controller.dispatcher import WANTED_POLL, Dispatcher
 from skalds.controller.errors import install_error_handlers
 from skalds.controller.events import EventHub
 from skalds.controller.hardening import JsonBodiesOnly, LoopbackHostOnly, SecurityHeaders
@@ -139,6 +139,10 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
             status = app.state.loops.setdefault("dispatcher", {"interval": config.dispatcher_interval})
             sweep = _every(config.dispatcher_interval, "dispatcher", dispatcher.sweep, status)
             loops.append(asyncio.create_task(sweep))
+            # what other controllers created or resumed: assigned within WANTED_POLL, not at the sweep
+            status = app.state.loops.setdefault("dispatchWanted", {"interval": WANTED_POLL})
+            wanted = _every(WANTED_POLL, "dispatch wanted", dispatcher.dispatch_wanted, status)
+            loops.append(asyncio.create_task(wanted))
         logger.info(
             f"system controller {__version__} in {config.system_controller_mode.value} mode"
             + (f", dispatching by {dispatcher.strategy.value}" if dispatcher else "")

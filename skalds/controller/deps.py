@@ -7,13 +7,13 @@ in anyio's worker threads; the event loop only ever awaits (DESIGN principle 9).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import anyio.to_thread
 from fastapi import Request
 
-from skalds.controller.dispatcher import Dispatcher
+from skalds.controller.dispatcher import Dispatcher, want_dispatch
 from skalds.controller.service import ControllerService
 from skalds.utils.logging import logger
 
@@ -33,13 +33,16 @@ def get_dispatcher(request: Request) -> Dispatcher | None:
     return cast("Dispatcher | None", request.app.state.dispatcher)
 
 
-def dispatch_now(dispatcher: Dispatcher | None) -> None:
-    """Assign pending tasks at once (blocking). A failure here never fails the request: the
-    periodic sweep assigns whatever this pass missed."""
-    if dispatcher is None:
-        return
+def dispatch_now(service: ControllerService, dispatcher: Dispatcher | None, task_ids: Sequence[str]) -> None:
+    """Assign ``task_ids`` (and the head of the queue) at once (blocking) — or, on a controller
+    that may not dispatch (a standby, CONTROLLER mode), ask the leader to. A failure here never
+    fails the request: the periodic sweep assigns whatever this pass missed."""
     try:
-        dispatcher.dispatch_pending()
+        if dispatcher is not None and dispatcher.may_dispatch():
+            dispatcher.dispatch_pending(task_ids)
+        else:
+            want_dispatch(service, task_ids)
     except Exception as exc:
-        dispatcher.last_error = f"{type(exc).__name__}: {exc}"
-        logger.opt(exception=exc).warning("dispatch after a task change failed; the sweep will retry")
+        if dispatcher is not None:
+            dispatcher.last_error = f"{type(exc).__name__}: {exc}"
+        logger.warning(f"dispatch after a task change failed ({exc}); the sweep will retry")

@@ -3,7 +3,9 @@
 Level-triggered (DESIGN principle 1): every pass reads the store and acts on what it finds, so it
 is correct however often it runs and whatever events were lost. The app runs it right after a
 create / resume / retry (a task starts within milliseconds) and on a sweep every
-``DISPATCHER_INTERVAL`` seconds.
+``DISPATCHER_INTERVAL`` seconds. A pass after a create looks only at the tasks just created and at
+the head of the queue (:data:`QUEUE_HEAD`), so its cost does not grow with a backlog of tasks that
+cannot be placed yet; the sweep looks at all of them.
 
 One owner per task (principle 2): an assignment is a compare-and-set in the store, fenced on the
 status (Created) and epoch the dispatcher read, so two dispatchers — or a dispatcher and an
@@ -19,7 +21,11 @@ exception text "deadline passed".
 
 Leadership: with several dispatching controllers only the holder of the leader lease
 (:mod:`skalds.controller.leader`) assigns; the app sets :attr:`Dispatcher.may_dispatch` to its
-lease check, and every pass of a standby does nothing.
+lease check, and every pass of a standby does nothing. A controller that may not dispatch (a
+standby, or one in CONTROLLER mode) appends the ids of the tasks it made runnable to the cache list
+:data:`DISPATCH_WANTED`; the leader looks at it every :data:`WANTED_POLL` seconds
+(:meth:`Dispatcher.dispatch_wanted`), so such a task is assigned within about that, not at the
+next sweep.
 
 Everything here is synchronous (blocking driver calls); the app calls it in a worker thread.
 """
@@ -46,6 +52,15 @@ DEADLINE_PASSED = "deadline passed"
 #: Longest wait between two retries of a task, however many it has had.
 MAX_BACKOFF_S = 300.0
 _LOST = (Conflict, IllegalTransition, TaskNotFound)
+#: Cache list of task ids other controllers want dispatched now (read and emptied by the leader).
+DISPATCH_WANTED = "skalds:controller:dispatch-wanted"
+#: Seconds between the leader's looks at :data:`DISPATCH_WANTED`.
+WANTED_POLL = 0.2
+#: Ids the list keeps at most, and its lifetime in seconds (the sweep covers anything it drops).
+WANTED_MAX, WANTED_TTL = 10_000, 60.0
+#: Waiting tasks (highest priority, then oldest first) a pass for given tasks also considers, so
+#: the queue's head keeps its place before newer tasks, at a cost that does not grow with the queue.
+QUEUE_HEAD = 16
 
 
 @dataclass
@@ -82,6 +97,8 @@ class Dispatcher:
         self.assigned_total = 0
         #: Whether this process may dispatch now (the leader lease; always, when used alone).
         self.may_dispatch: Callable[[], bool] = lambda: True
+        #: How many waiting tasks the last dispatch pass read (for status and tests).
+        self.last_considered = 0
 
     # ---- passes --------------------------------------------------------------------------
     def sweep(self) -> SweepResult:
@@ -94,13 +111,15 @@ class Dispatcher:
             self.last_sweep_ms = now_ms()
             return result
 
-    def dispatch_pending(self) -> list[tuple[str, str]]:
-        """Assign every dispatchable Created task; returns ``(task id, skald id)`` per assignment."""
+    def dispatch_pending(self, task_ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """Assign every dispatchable Created task — or, given ``task_ids``, those of them still
+        waiting and the :data:`QUEUE_HEAD` first of the queue; returns ``(task id, skald id)`` per
+        assignment."""
         if not self.may_dispatch():
             return []
         with self._lock:
-            store = self.service.store
-            pending = store.list(TaskQuery(statuses=(S.CREATED,), mode=ModeEnum.PASSIVE.value, order="-priority")).items
+            pending = self._pending(task_ids)
+            self.last_considered = len(pending)
             if not pending:
                 return []
             nodes = [s for s in self.service.fleet.online() if s.type == "node"]
@@ -125,6 +144,29 @@ class Dispatcher:
             assigned = self._assign_many(choices)
             self.assigned_total += len(assigned)
             return assigned
+
+    def _pending(self, task_ids: Sequence[str] | None) -> list[Task]:
+        """The waiting Passive tasks to consider, by priority then age."""
+        queue = TaskQuery(statuses=(S.CREATED,), mode=ModeEnum.PASSIVE.value, order="-priority")
+        store = self.service.store
+        if task_ids is None:
+            return store.list(queue).items
+        head = store.list(TaskQuery(**{**queue.__dict__, "limit": QUEUE_HEAD})).items
+        given = store.list(TaskQuery(**{**queue.__dict__, "ids": tuple(task_ids)})).items if task_ids else []
+        merged = {t.id: t for t in (*head, *given)}
+        return sorted(merged.values(), key=lambda t: (-t.priority, t.create_date_time, t.id))
+
+    def dispatch_wanted(self) -> list[tuple[str, str]]:
+        """Dispatch the tasks other controllers asked for (:data:`DISPATCH_WANTED`), if we lead.
+        An id appended between the read and the delete waits for the sweep."""
+        if not self.may_dispatch():
+            return []
+        cache = self.service.state.cache
+        wanted = cache.lrange(DISPATCH_WANTED)
+        if not wanted:
+            return []
+        cache.delete(DISPATCH_WANTED)
+        return self.dispatch_pending(list(dict.fromkeys(wanted)))
 
     def retry_failed(self) -> list[str]:
         """Put failed Passive tasks whose backoff has passed back to Created, within the budget."""
@@ -251,4 +293,10 @@ class Dispatcher:
         }
 
 
-__all__ = ["DEADLINE_PASSED", "Dispatcher", "SweepResult"]
+def want_dispatch(service: ControllerService, task_ids: Sequence[str]) -> None:
+    """Ask the leading controller to dispatch ``task_ids`` now (see :meth:`Dispatcher.dispatch_wanted`)."""
+    if task_ids:
+        service.state.cache.extend_list(DISPATCH_WANTED, list(task_ids), max_len=WANTED_MAX, ttl=WANTED_TTL)
+
+
+__all__ = ["DEADLINE_PASSED", "DISPATCH_WANTED", "Dispatcher", "SweepResult", "want_dispatch"]

@@ -8,11 +8,21 @@ Every error response of the controller is::
 path). Bad input is never a 500: domain errors raised by the service (:class:`ApiError`), the
 store's errors (:mod:`skalds.errors`) and FastAPI's request validation all land here.
 
+A backend that cannot serve is never a 500 either: every driver turns its own connection, timeout
+and disk errors (psycopg / sqlite3 ``OperationalError``, redis ``ConnectionError`` /
+``TimeoutError``, pymongo ``ConnectionFailure``, ``KafkaException``, ``OSError``) into
+:class:`~skalds.errors.BackendUnavailable` (:mod:`skalds.backends.guard`), which
+:func:`from_exception` maps to 503 ``backend_unavailable`` with a ``Retry-After`` header; the
+message names the backend (and, for a full disk, the file). A 503 from a create means nothing was
+stored — unless the request carried an ``Idempotency-Key`` or an ``id``, a retry is then safe
+either way (see ``docs/outages.md``).
+
 ===========================  ======  ==========================================================
 code                         status  when
 ===========================  ======  ==========================================================
 ``not_found``                404     no such task / skald / route
-``task_exists``              409     ``POST /api/tasks`` with an id that is taken
+``task_exists``              409     ``POST /api/tasks`` with an id that is taken (a retry of a
+                                    create with a client-chosen id)
 ``illegal_transition``       409     the state machine forbids the status change
 ``conflict``                 409     a concurrent writer won (retry)
 ``invalid_request``          422     body / query / path fail validation (malformed JSON too),
@@ -22,6 +32,7 @@ code                         status  when
 ``unknown_class``            422     no online skald advertises the task's className
 ``invalid_attachments``      422     attachments fail the class's JSON schema, nest deeper than
                                     64 levels or hold a NUL character
+``idempotency_key_reused``   422     an ``Idempotency-Key`` sent again with a different body
 ``payload_too_large``        413     the body is larger than ``SKALDS_MAX_BODY_BYTES``
 ``unsupported_media_type``   415     a body sent to ``/api`` without ``Content-Type: application/json``
 ``host_not_allowed``         403     no token is set and the Host header is not a loopback name
@@ -29,13 +40,15 @@ code                         status  when
 ``too_many_requests``        429     too many wrong tokens from this client address, as bearer,
                                     cookie or at ``/api/auth/login`` (``Retry-After``)
 ``request_timeout``          408     the request body stalled longer than ``SKALDS_REQUEST_TIMEOUT``
-``backend_unavailable``      503     a backend server cannot be reached
+``backend_unavailable``      503     a backend cannot serve right now: server unreachable or
+                                    timed out, disk full (``Retry-After: 1``)
 ``internal_error``           500     a bug; the message is generic, details go to the log
 ===========================  ======  ==========================================================
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -78,7 +91,29 @@ def error_body(code: str, message: str, details: list[dict[str, Any]] | None = N
 
 
 def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message, details), status_code=status)
+    response = JSONResponse(error_body(code, message, details), status_code=status)
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+#: Seconds a client is asked to wait before retrying after a 503.
+RETRY_AFTER_S = 1
+#: Seconds between two log lines about the same unavailable backend.
+_LOG_EVERY_S = 10.0
+_logged: dict[str, float] = {}
+
+
+def _log_unavailable(request: Request, message: str) -> None:
+    """Log a 503's cause, once per distinct message every :data:`_LOG_EVERY_S` (an outage answers
+    many requests the same way)."""
+    now = time.monotonic()
+    if _logged.get(message, 0.0) > now:
+        return
+    if len(_logged) > 100:
+        _logged.clear()
+    _logged[message] = now + _LOG_EVERY_S
+    logger.warning(f"{request.method} {request.url.path}: 503 backend_unavailable: {message}")
 
 
 def from_exception(exc: Exception) -> ApiError | None:
@@ -131,6 +166,8 @@ def install_error_handlers(app: FastAPI) -> None:
         err = from_exception(exc)
         if err is None:  # pragma: no cover - only registered for known types
             return await on_unexpected(request, exc)
+        if err.status == 503:
+            _log_unavailable(request, err.message)
         return error_response(err.status, err.code, err.message, err.details)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import anyio.to_thread
@@ -144,8 +144,8 @@ def instrument_dispatcher(dispatcher: Dispatcher, metrics: ControllerMetrics) ->
     original = dispatcher.dispatch_pending
 
     @functools.wraps(original)
-    def dispatch_pending() -> list[tuple[str, str]]:
-        assigned = original()
+    def dispatch_pending(task_ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        assigned = original(task_ids)
         try:
             metrics.observe_assignments(dispatcher.service, assigned)
         except Exception as exc:  # metrics never break dispatch

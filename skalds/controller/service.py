@@ -11,6 +11,9 @@ skald reconciles against the store (DESIGN principle 1).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -23,9 +26,10 @@ from skalds.controller.errors import ApiError, not_found, unprocessable
 from skalds.controller.fleet import Fleet
 from skalds.controller.history import HeartbeatHistory
 from skalds.controller.live import LiveTasks
+from skalds.controller.publisher import Publisher
 from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
 from skalds.controller.validation import check_attachments, unknown_class
-from skalds.errors import SkaldsError
+from skalds.errors import SkaldsError, TaskExists
 from skalds.model.event import TaskEvent
 from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
 from skalds.utils.logging import logger, mask_secrets, masked
@@ -37,6 +41,8 @@ MAX_PAGE_SIZE = 100
 SHARED_SNAPSHOT_AGE = 0.5
 #: The same for API reads that look on demand (activity, timeline).
 ON_DEMAND_SNAPSHOT_AGE = 1.0
+#: What an ``Idempotency-Key`` may be: 1 to 200 visible ASCII characters (a UUID is a good key).
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 class ControllerService(BackendClients):
@@ -53,6 +59,8 @@ class ControllerService(BackendClients):
         self._parsed_schemas: dict[str, dict[str, Any]] = {}
         #: Called with (topic, published?) after every publish (the app counts them in /metrics).
         self.on_publish: Callable[[str, bool], None] | None = None
+        #: Sends the events in the background; a request waits for one only briefly.
+        self.publisher = Publisher()
 
     @property
     def fleet(self) -> Fleet:
@@ -60,45 +68,47 @@ class ControllerService(BackendClients):
 
     def publish(self, topic: Topic, task_id: str, recipient: str | None = None) -> None:
         """Announce a change (a hint: on failure the skalds still find it by reconciling)."""
-        event = TaskEvent(title=topic.value, initiator=self.initiator, recipient=recipient, taskIds=[task_id])
-        try:
-            self.bus.publish(topic.value, task_id, event.to_json())
-        except SkaldsError as exc:
-            logger.warning(f"task {task_id}: {topic.value} not published ({exc}); skalds will reconcile")
-            if self.on_publish is not None:
-                self.on_publish(topic.value, False)
-        else:
-            if self.on_publish is not None:
-                self.on_publish(topic.value, True)
+        self.publish_many(topic, [task_id], recipient)
 
     def publish_many(self, topic: Topic, task_ids: list[str], recipient: str | None = None) -> None:
-        """:meth:`publish` for several tasks (one message each, keyed by its id) in one go."""
+        """:meth:`publish` for several tasks (one message each, keyed by its id) in one go. Runs on
+        the publisher's thread; waits for it only briefly (:mod:`skalds.controller.publisher`)."""
         if not task_ids:
             return
         messages: list[tuple[str | None, bytes | str]] = [
             (i, TaskEvent(title=topic.value, initiator=self.initiator, recipient=recipient, taskIds=[i]).to_json())
             for i in task_ids
         ]
-        try:
-            self.bus.publish_many(topic.value, messages)
-        except SkaldsError as exc:
-            logger.warning(f"{len(task_ids)} {topic.value} events not all published ({exc}); skalds will reconcile")
-            ok = False
-        else:
-            ok = True
-        if self.on_publish is not None:
-            for _ in task_ids:
-                self.on_publish(topic.value, ok)
+        what = f"task {task_ids[0]}: {topic.value}" if len(task_ids) == 1 else f"{len(task_ids)} {topic.value} events"
+
+        def counted(ok: bool) -> None:
+            if self.on_publish is not None:
+                for _ in task_ids:
+                    self.on_publish(topic.value, ok)
+
+        self.publisher.submit(lambda: self.bus.publish_many(topic.value, messages), what, counted)
+
+    def close(self) -> None:
+        self.publisher.close()  # the publish in flight ends before the bus closes
+        super().close()
 
     # ---- tasks: reads --------------------------------------------------------------------
     def task_item(self, task: Task) -> dict[str, Any]:
         """The SPEC §7 task item: 0.3.x names plus every Task field by alias."""
         return self._items([task])[0]
 
-    def _items(self, tasks: list[Task]) -> list[dict[str, Any]]:
-        """:meth:`task_item` of each task, with one batched cache read for all of them."""
+    def _items(self, tasks: list[Task], *, best_effort: bool = False) -> list[dict[str, Any]]:
+        """:meth:`task_item` of each task, with one batched cache read for all of them. With
+        ``best_effort`` an unreadable cache leaves the live fields (heartbeat, error) empty."""
+        try:
+            states = self.state.task_states([t.id for t in tasks])
+        except Exception as exc:
+            if not best_effort:
+                raise
+            logger.warning(f"live state of {len(tasks)} task(s) not read ({exc}); answered without it")
+            states = [{"heartbeat": None, "error": None, "exception": None} for _ in tasks]
         items = []
-        for task, live in zip(tasks, self.state.task_states([t.id for t in tasks]), strict=True):
+        for task, live in zip(tasks, states, strict=True):
             doc = task.to_json_dict()
             doc.update(
                 type=task.class_name,
@@ -220,23 +230,76 @@ class ControllerService(BackendClients):
 
     def create_task(self, body: TaskCreate) -> Task:
         """Validate and store a new Passive task (Created); the dispatcher assigns it."""
+        return self.create_task_keyed(body)[0]
+
+    def create_tasks(self, bodies: list[TaskCreate]) -> list[Task]:
+        """:meth:`create_tasks_keyed` without a key."""
+        return self.create_tasks_keyed(bodies)[0]
+
+    def create_task_keyed(self, body: TaskCreate, idempotency_key: str | None = None) -> tuple[Task, bool]:
+        """:meth:`create_task`, answering a retried request again instead of storing a copy.
+
+        Returns the task and whether it was created now: False when ``idempotency_key`` names a
+        task an earlier request with the same key and body created (that task is returned). The
+        key is stored on the task; without an id in the body the task's id is derived from the
+        key, so the store's unique id makes a retry find the first task, on any controller.
+        """
+        digest = _check_key(idempotency_key, body.model_dump(mode="json")) if idempotency_key else None
         self._validate(body.className, body.attachments)
-        task_id = body.id or uuid.uuid4().hex
+        task_id = body.id or (_keyed_id(idempotency_key) if idempotency_key else uuid.uuid4().hex)
         dependencies = list(dict.fromkeys(body.dependencies)) if body.dependencies else None
         found: set[str] = set()
         if dependencies:
             found = {t.id for t in self.store.list(TaskQuery(ids=tuple(dependencies))).items}
         task = self._build_task(body, task_id, found)
-        stored = self.store.create(task)
+        if idempotency_key:
+            task = task.model_copy(update={"idempotency_key": idempotency_key, "request_digest": digest})
+        try:
+            stored = self.store.create(task)
+        except TaskExists:
+            if not idempotency_key:
+                raise
+            earlier = self._replay(idempotency_key, digest, [task_id])
+            if not earlier:
+                raise
+            logger.info(f"task {task_id}: the request with this Idempotency-Key was answered again")
+            return earlier[0], False
         logger.info(f"task {task_id} ({body.className}, priority {body.priority}) created")
-        return stored
+        return stored, True
 
-    def create_tasks(self, bodies: list[TaskCreate]) -> list[Task]:
+    def _replay(self, key: str, digest: str | None, task_ids: list[str]) -> list[Task]:
+        """The tasks an earlier request with ``key`` created among ``task_ids`` (the request is
+        being retried), or [] when none of them carries the key (their ids are simply taken).
+        Raises 422 ``idempotency_key_reused`` when the key came with another body."""
+        found = self.store.list(TaskQuery(ids=tuple(task_ids))).items
+        mine = [t for t in found if t.idempotency_key == key]
+        if any(t.request_digest != digest for t in mine):
+            raise unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a request with another body; "
+                "send the same body to get its result again, or use a new key for a new request",
+                [{"field": "header.Idempotency-Key", "message": "already used with another body"}],
+            )
+        if len(mine) != len(found):
+            return []  # some ids are taken by tasks of other requests: a plain conflict
+        order = {i: n for n, i in enumerate(task_ids)}
+        return sorted(mine, key=lambda t: order[t.id])
+
+    def create_tasks_keyed(
+        self, bodies: list[TaskCreate], idempotency_key: str | None = None
+    ) -> tuple[list[Task], bool]:
         """Validate and store several new tasks at once: all of them, or none and the first error
         (its fields prefixed with ``tasks[i].``). A task may depend on one created before it in the
-        same batch."""
+        same batch. ``idempotency_key`` works as for :meth:`create_task` (the ids of tasks without
+        one derive from the key and their place in the batch)."""
+        digest = None
+        if idempotency_key:
+            digest = _check_key(idempotency_key, [b.model_dump(mode="json") for b in bodies])
         classes = self.class_schemas()  # once for the batch
-        ids = [b.id or uuid.uuid4().hex for b in bodies]
+        ids = [
+            b.id or (_keyed_id(idempotency_key, n) if idempotency_key else uuid.uuid4().hex)
+            for n, b in enumerate(bodies)
+        ]
         first_at: dict[str, int] = {}
         for n, task_id in enumerate(ids):
             if task_id in first_at:
@@ -256,9 +319,20 @@ class ControllerService(BackendClients):
             except ApiError as exc:
                 raise _in_batch(exc, n) from None
             found.add(task_id)  # the tasks after it may depend on it
-        stored = self.store.create_many(tasks)
+        if idempotency_key:
+            tasks = [t.model_copy(update={"idempotency_key": idempotency_key, "request_digest": digest}) for t in tasks]
+        try:
+            stored = self.store.create_many(tasks)
+        except TaskExists:
+            if not idempotency_key:
+                raise
+            earlier = self._replay(idempotency_key, digest, ids)
+            if not earlier:
+                raise
+            logger.info(f"batch of {len(ids)}: the request with this Idempotency-Key was answered again")
+            return earlier, False
         logger.info(f"{len(stored)} tasks created in one batch")
-        return stored
+        return stored, True
 
     def _build_task(self, body: TaskCreate, task_id: str, existing: set[str]) -> Task:
         """The task record of ``body``; its dependencies must be among ``existing`` task ids."""
@@ -294,6 +368,18 @@ class ControllerService(BackendClients):
         """:meth:`task_item` of several tasks, in the order given (two store/cache round trips)."""
         tasks = {t.id: t for t in self.store.list(TaskQuery(ids=tuple(task_ids))).items}
         return self._items([tasks[i] for i in task_ids if i in tasks])
+
+    def stored_items(self, tasks: list[Task]) -> list[dict[str, Any]]:
+        """The items of tasks just written, as they are now (a dispatch may have assigned them) —
+        or, when the store or cache cannot be read at this moment, as they were written. Never
+        raises for a backend: the write happened, and the answer must say so (a client that gets
+        an error retries, and a retry must not be what creates a second task)."""
+        try:
+            fresh = {t.id: t for t in self.store.list(TaskQuery(ids=tuple(t.id for t in tasks))).items}
+        except Exception as exc:
+            logger.warning(f"{len(tasks)} task(s) written but not read back ({exc}); answered as written")
+            fresh = {}
+        return self._items([fresh.get(t.id, t) for t in tasks], best_effort=True)
 
     def update_attachments(self, task_id: str, attachments: dict[str, Any]) -> Task:
         """Merge onto the stored attachments, validate the result, store, tell the owner."""
@@ -395,18 +481,43 @@ class ControllerService(BackendClients):
         }
 
     def check_backends(self) -> dict[str, str]:
-        """``"ok"`` or the error text for the store and the cache (the bus has no cheap probe)."""
+        """``"ok"`` or what is wrong, for the store and the cache (a cheap read, and the free disk
+        space of an embedded database: reads still work on a full disk) and the bus."""
         checks: dict[str, str] = {}
-        for name, probe in (
-            ("store", lambda: self.store.list(TaskQuery(limit=0))),
-            ("cache", lambda: self.state.cache.get("skalds:controller:probe")),
-        ):
+        probes: list[tuple[str, Callable[[], None]]] = [
+            ("store", lambda: self.store.health()),
+            ("cache", lambda: self.state.cache.health()),
+        ]
+        for name, probe in probes:
             try:
                 probe()
                 checks[name] = "ok"
+            except SkaldsError as exc:
+                checks[name] = mask_secrets(str(exc))
             except Exception as exc:
                 checks[name] = mask_secrets(f"{type(exc).__name__}: {exc}")
+        # The bus has no cheap probe: what the last publishes met (a failure is reported for 30 s).
+        checks["bus"] = mask_secrets(self.publisher.problem() or "ok")
         return checks
+
+
+def _check_key(key: str, body: Any) -> str:
+    """The digest of a request body sent with Idempotency-Key ``key`` (422 for a malformed key)."""
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise unprocessable(
+            "invalid_request",
+            "Idempotency-Key must be 1 to 200 visible ASCII characters, no spaces (a UUID is a good key)",
+            [{"field": "header.Idempotency-Key", "message": "1 to 200 visible ASCII characters"}],
+        )
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _keyed_id(key: str, n: int | None = None) -> str:
+    """The id of a task created with Idempotency-Key ``key`` and no id of its own (``n``: its place
+    in a batch): the same for every retry, so the store's unique id decides."""
+    seed = key if n is None else f"{key}\n{n}"
+    return "idem-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
 def _in_batch(exc: ApiError, n: int) -> ApiError:

@@ -123,6 +123,10 @@ class Task(BaseModel):
     #: Every status change, oldest first (the last :data:`STATUS_HISTORY_LIMIT`), written by the
     #: store together with the change itself.
     status_history: list[StatusChange] = Field(default_factory=list, alias="statusHistory")
+    #: The ``Idempotency-Key`` of the API request that created the task and a digest of that
+    #: request's body: a retry with the same key is answered with this task, never a copy.
+    idempotency_key: str | None = Field(None, alias="idempotencyKey")
+    request_digest: str | None = Field(None, alias="requestDigest")
 
     @field_validator("attachments", mode="before")
     @classmethod

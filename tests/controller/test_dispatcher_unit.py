@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from skalds.controller.app import create_app
 from skalds.controller.config import ControllerConfig, DispatcherStrategyEnum, SystemControllerModeEnum
-from skalds.controller.dispatcher import Dispatcher
+from skalds.controller.dispatcher import QUEUE_HEAD, Dispatcher
 from skalds.controller.errors import ApiError
 from skalds.controller.schemas import TaskCreate
 from skalds.controller.service import ControllerService
@@ -205,3 +205,19 @@ def test_modes_decide_which_loops_run(home, monkeypatch):
     monkeypatch.setenv("SYSTEM_CONTROLLER_MODE", "everything")
     with pytest.raises(ValidationError, match="SYSTEM_CONTROLLER_MODE must be one of"):
         ControllerConfig()
+
+
+def test_a_pass_for_new_tasks_reads_them_and_the_queue_head_not_the_whole_backlog(service):
+    # Given 300 waiting tasks no node can run (their class has no node) and a node for Job
+    register(service, "a")
+    service.store.create_many([Task(id=f"wait-{i}", className="Other", mode=ModeEnum.PASSIVE) for i in range(300)])
+    dispatcher = Dispatcher(service)
+    # When a Job task is created and the pass for it runs
+    create(service, "new")
+    assigned = dispatcher.dispatch_pending(["new"])
+    # Then it is assigned, and the pass read it and at most the queue's head, not the backlog
+    assert assigned == [("new", "a")]
+    assert dispatcher.last_considered <= QUEUE_HEAD + 1
+    # While the sweep still looks at every waiting task
+    dispatcher.sweep()
+    assert dispatcher.last_considered == 300

@@ -3,6 +3,11 @@
 Each handler does its blocking work in one worker-thread call (:func:`blocking`). After a change
 that makes a task runnable (create, resume, retry) the same call runs a dispatch pass, so the task
 is assigned before the response is sent instead of at the next sweep.
+
+Creates are safe to retry: with an ``Idempotency-Key`` header a retry is answered with the task(s)
+the first request created (200, ``Idempotent-Replayed: true``), and a client-chosen ``id`` makes a
+retry a 409 ``task_exists``. Once a create is stored it answers 201 whatever fails after it (the
+dispatch, a publish, the read-back): the sweep dispatches the task later.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 
 from skalds.controller.deps import blocking, dispatch_now, get_dispatcher, get_service
 from skalds.controller.dispatcher import Dispatcher
@@ -33,7 +38,13 @@ from skalds.model.task import TaskLifecycleStatus
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
-    for code, text in ((404, "Not found"), (409, "Conflict"), (413, "Body too large"), (422, "Invalid input"))
+    for code, text in (
+        (404, "Not found"),
+        (409, "Conflict"),
+        (413, "Body too large"),
+        (422, "Invalid input"),
+        (503, "A backend cannot serve right now (retry later; nothing was changed)"),
+    )
 }
 
 
@@ -49,6 +60,16 @@ MAX_PAGE = 1_000_000
 router = APIRouter(prefix="/api/tasks", tags=["tasks"], responses=_ERRORS)
 Service = Depends(get_service)
 MaybeDispatcher = Depends(get_dispatcher)
+IdempotencyKey = Header(
+    None,
+    alias="Idempotency-Key",
+    description="Any unique string (a UUID): a retry with the same key and body is answered with the "
+    "task(s) the first request created (200) instead of creating more; the same key with another "
+    "body is a 422 `idempotency_key_reused`.",
+)
+#: The header that tells a client its retry was answered from the first request's result.
+REPLAYED = "Idempotent-Replayed"
+_REPLAY_DOC: dict[int | str, dict[str, Any]] = {200: {"description": "A retry with the same Idempotency-Key"}}
 
 
 @router.get("", response_model=TaskPage, summary="List tasks (paginated, filtered)")
@@ -77,19 +98,30 @@ async def get_task(task_id: str, service: ControllerService = Service) -> dict[s
     return await blocking(service.get_task, task_id)
 
 
-@router.post("", status_code=201, response_model=TaskItem, summary="Create a task (dispatched at once)")
+@router.post(
+    "",
+    status_code=201,
+    response_model=TaskItem,
+    summary="Create a task (dispatched at once)",
+    responses=_REPLAY_DOC,
+)
 async def create_task(
     body: TaskCreate,
     response: Response,
     service: ControllerService = Service,
     dispatcher: Dispatcher | None = MaybeDispatcher,
+    idempotency_key: str | None = IdempotencyKey,
 ) -> dict[str, Any]:
-    def work() -> dict[str, Any]:
-        task = service.create_task(body)
-        dispatch_now(dispatcher)
-        return service.get_task(task.id)
+    def work() -> tuple[dict[str, Any], bool]:
+        task, created = service.create_task_keyed(body, idempotency_key)
+        if created:
+            dispatch_now(service, dispatcher, [task.id])
+        return service.stored_items([task])[0], created
 
-    item = await blocking(work)
+    item, created = await blocking(work)
+    if not created:
+        response.status_code = 200
+        response.headers[REPLAYED] = "true"
     response.headers["Location"] = f"/api/tasks/{item['id']}"
     return item
 
@@ -99,19 +131,27 @@ async def create_task(
     status_code=201,
     response_model=TaskBatchResult,
     summary="Create several tasks at once (all or none; dispatched at once)",
+    responses=_REPLAY_DOC,
 )
 async def create_tasks(
     body: TaskBatch,
+    response: Response,
     service: ControllerService = Service,
     dispatcher: Dispatcher | None = MaybeDispatcher,
+    idempotency_key: str | None = IdempotencyKey,
 ) -> dict[str, Any]:
-    def work() -> dict[str, Any]:
-        tasks = service.create_tasks(body.tasks)
-        dispatch_now(dispatcher)
-        items = service.task_items([t.id for t in tasks])
-        return {"items": items, "total": len(items)}
+    def work() -> tuple[dict[str, Any], bool]:
+        tasks, created = service.create_tasks_keyed(body.tasks, idempotency_key)
+        if created:
+            dispatch_now(service, dispatcher, [t.id for t in tasks])
+        items = service.stored_items(tasks)
+        return {"items": items, "total": len(items)}, created
 
-    return await blocking(work)
+    result, created = await blocking(work)
+    if not created:
+        response.status_code = 200
+        response.headers[REPLAYED] = "true"
+    return result
 
 
 @router.put("/{task_id}/attachments", response_model=TaskItem, summary="Update a task's attachments")
@@ -140,7 +180,7 @@ async def set_status(
     def work() -> dict[str, Any]:
         task = service.set_status(task_id, body.status)
         if task.lifecycle_status == TaskLifecycleStatus.CREATED:
-            dispatch_now(dispatcher)
+            dispatch_now(service, dispatcher, [task_id])
         return service.get_task(task_id)
 
     return await blocking(work)
