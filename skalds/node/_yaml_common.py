@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +82,120 @@ def _read_exact(path: Path) -> str:
 
 
 def _load(yaml: YAML, path: Path, text: str) -> Any:
+    """The file's document; a :class:`TaskSourceError` when it is not valid YAML or its aliases
+    would expand too far (:func:`_check_aliases`)."""
     try:
-        return yaml.load(text)
+        doc = yaml.load(text)
     except MarkedYAMLError as exc:
         raise _parse_problem(path, exc) from exc
     except Exception as exc:
         raise _problem(path, f"not valid YAML: {exc}") from exc
+    _check_aliases(path, doc)
+    return doc
+
+
+# --------------------------------------------------------------------------------------------
+# Alias expansion
+
+#: Aliases (``*name``) may repeat at most this many values in all, a string counting once per
+#: :data:`ALIAS_TEXT_UNIT` characters begun. Loading keeps an alias as a reference to the one
+#: value it names, but validation, the task records and every message to a worker expand it: a
+#: few hundred bytes of nested aliases (the "billion laughs") would take gigabytes and minutes.
+MAX_ALIAS_EXPANSION = 100_000
+ALIAS_TEXT_UNIT = 100
+
+
+def _weight(value: Any) -> int:
+    return 1 + len(value) // ALIAS_TEXT_UNIT if isinstance(value, str) else 1
+
+
+def _check_aliases(path: Path, doc: Any) -> None:
+    """Refuse a document whose aliases repeat more than :data:`MAX_ALIAS_EXPANSION` values.
+
+    One pass over the loaded document, each value visited once however often it is repeated
+    (sizes are remembered per object), no recursion: milliseconds and no memory to speak of,
+    whatever the aliases would expand to. Only containers and long strings can be repeated for a
+    price, so only they are told apart by identity.
+    """
+    if not isinstance(doc, Mapping) and not _is_sequence(doc):
+        return
+    sizes: dict[int, int] = {}  # id -> expanded weight, for every container and long string done
+    on_path: set[int] = set()
+    written = 0  # the weight of every value once, as the file spells it
+    worst: tuple[int, int | None] = (0, None)  # the largest alias use: (weight, line)
+    # Frames: [container, its children (key, value), expanded weight so far, its key in its parent].
+    stack: list[list[Any]] = [[doc, _children(doc), 1, None]]
+    on_path.add(id(doc))
+    written += 1
+    while stack:
+        frame = stack[-1]
+        descend = None
+        for key, child, key_weight in frame[1]:
+            frame[2] += key_weight
+            written += key_weight
+            shared = (
+                isinstance(child, Mapping)
+                or _is_sequence(child)
+                or (isinstance(child, str) and len(child) >= ALIAS_TEXT_UNIT)
+            )
+            if not shared:
+                frame[2] += _weight(child)
+                written += _weight(child)
+                continue
+            known = sizes.get(id(child))
+            if known is not None:  # an alias: the whole value again
+                frame[2] += known
+                if known > worst[0]:
+                    worst = (known, _line_in(stack, key))
+                continue
+            if id(child) in on_path:  # an alias inside what it names
+                what = "an alias (*name) refers to a value that contains it"
+                raise _problem(path, what, line=_line_in(stack, key))
+            if isinstance(child, str):
+                sizes[id(child)] = _weight(child)
+                frame[2] += sizes[id(child)]
+                written += sizes[id(child)]
+                continue
+            descend = child
+            break
+        if descend is not None:
+            on_path.add(id(descend))
+            written += 1
+            stack.append([descend, _children(descend), 1, key])
+            continue
+        stack.pop()
+        on_path.discard(id(frame[0]))
+        sizes[id(frame[0])] = frame[2]
+        if stack:
+            stack[-1][2] += frame[2]
+    repeated = sizes[id(doc)] - written
+    if repeated > MAX_ALIAS_EXPANSION:
+        size, line = worst
+        where = "on this line" if line else "in the file"
+        raise _problem(
+            path,
+            f"not loaded: its aliases (*name) repeat {repeated:,} values, more than the "
+            f"{MAX_ALIAS_EXPANSION:,} allowed (a string counts once per {ALIAS_TEXT_UNIT} characters); "
+            f"the largest use, of {size:,} values, is {where}. Write such values out, or repeat less",
+            line=line,
+        )
+
+
+def _children(node: Any) -> Iterator[tuple[Any, Any, int]]:
+    """``(key, value, weight of the key)`` of a mapping's items (merged ones too) or a list's items."""
+    if isinstance(node, Mapping):
+        return ((key, value, _weight(key)) for key, value in node.items())
+    return ((index, value, 0) for index, value in enumerate(node))
+
+
+def _line_in(stack: list[list[Any]], key: Any) -> int | None:
+    """The line of ``key`` in the container on top of ``stack`` — or, inside lists, of the nearest
+    mapping key around it (ruamel gives an alias in a list the line of its anchor)."""
+    for depth in range(len(stack) - 1, -1, -1):
+        if isinstance(stack[depth][0], Mapping):
+            return _key_line(stack[depth][0], key)
+        key = stack[depth][3]
+    return None
 
 
 def _dump(yaml: YAML, doc: Any, newline: str) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml.error import MarkedYAMLError
 
 from skalds.errors import TaskSourceError
 from skalds.model.ids import MAX_TASK_ID_LENGTH, task_id_problem
@@ -29,8 +28,8 @@ from skalds.node._yaml_common import (
     _item_line,
     _key_line,
     _kind,
+    _load,
     _new_yaml,
-    _parse_problem,
     _plain,
     _problem,
     _show,
@@ -93,11 +92,9 @@ def load_task_file(
     except (OSError, UnicodeDecodeError) as exc:
         return {}, [_problem(path, f"cannot read the file: {exc}")]
     try:
-        doc = _new_yaml().load(text)
-    except MarkedYAMLError as exc:
-        return {}, [_parse_problem(path, exc)]
-    except Exception as exc:  # a constructor can fail in odd ways (bad dates...): still bad content
-        return {}, [_problem(path, f"not valid YAML: {exc}")]
+        doc = _load(_new_yaml(), path, text)
+    except TaskSourceError as exc:  # not YAML, or aliases that would expand too far
+        return {}, [exc]
 
     if doc is None:
         return {}, [_problem(path, f"the file is empty; expected a top-level {ROOT_KEY!r} mapping")]

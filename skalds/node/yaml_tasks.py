@@ -5,7 +5,9 @@ is reported with the file, task id, field and line so it can be fixed where it w
 the good entries still run. Because workers may also *update* their attachments at run time,
 the file is edited the way a careful person would: only the values that changed are touched,
 comments, key order, blank lines and quoting stay as they were, and the write is atomic so a
-crash or a concurrent reader never sees half a file.
+crash or a concurrent reader never sees half a file. Because a few hundred bytes of nested YAML
+aliases can stand for billions of values, every reader refuses a file whose aliases repeat more
+than :data:`MAX_ALIAS_EXPANSION` values, before expanding anything.
 
 The implementation is split by concern; this module is the public face and re-exports the API:
 :mod:`._yaml_load` (loading and validation, :class:`YamlTaskEntry`), :mod:`._yaml_writeback`
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from skalds.node._yaml_common import ROOT_KEY
+from skalds.node._yaml_common import ALIAS_TEXT_UNIT, MAX_ALIAS_EXPANSION, ROOT_KEY
 from skalds.node._yaml_extract import single_entry_yaml
 from skalds.node._yaml_load import (
     ENTRY_KEYS,
@@ -31,7 +33,9 @@ from skalds.node._yaml_load import (
 from skalds.node._yaml_writeback import write_back_attachments
 
 __all__ = [
+    "ALIAS_TEXT_UNIT",
     "ENTRY_KEYS",
+    "MAX_ALIAS_EXPANSION",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "ROOT_KEY",

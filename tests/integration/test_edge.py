@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
+
 from skalds.model.task import ModeEnum, TaskLifecycleStatus
 from tests.support.procs import ROOT, Proc, alive, base_env, wait_for
 from tests.support.workers import read_events
@@ -141,6 +143,34 @@ def test_broken_yaml_edit_keeps_workers_running(procs, home, tmp_path):
     wait_for(lambda: events(tmp_path, "cam3", "main"), what="cam3 after fix")
 
 
+def test_an_alias_bomb_written_into_the_file_is_refused_and_workers_keep_running(procs, home, tmp_path):
+    # Given an edge skald running two tasks
+    p = edge(procs, home, tmp_path)
+    yml = tmp_path / "tasks.yml"
+    wait_for(lambda: events(tmp_path, "cam1", "main") and events(tmp_path, "cam2", "main"), what="both run")
+    pids = [events(tmp_path, cam, "main")[0]["pid"] for cam in ("cam1", "cam2")]
+    skald = psutil.Process(p.pid)
+    cpu = sum(skald.cpu_times()[:2])
+
+    # When an alias bomb (a billion values from a few hundred bytes) is written into its file
+    anchors = ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    anchors += [f"l{n}: &l{n} [" + ",".join([f"*l{n - 1}"] * 9) + "]" for n in range(1, 9)]
+    yml.write_text("\n".join(anchors) + "\n" + YAML.replace("label: front", "label: *l8"))
+
+    # Then the file is refused at once, naming the file and line, in little CPU and memory
+    p.wait_output(r"not applied")
+    out = p.output()
+    assert "tasks.yml, line 16" in out and "aliases" in out
+    assert sum(skald.cpu_times()[:2]) - cpu < 2.0 and skald.memory_info().rss < 200 * 1024 * 1024
+    # and the running tasks are untouched
+    assert all(alive(pid) for pid in pids)
+    assert not events(tmp_path, "cam1", "release") and not events(tmp_path, "cam2", "release")
+    # and fixing the file applies the change
+    yml.write_text(YAML + "  cam3:\n    className: Recorder\n")
+    wait_for(lambda: events(tmp_path, "cam3", "main"), what="cam3 after fix")
+    assert not events(tmp_path, "cam1", "release")
+
+
 def test_edge_obeys_cancel_and_remembers_it_across_restart(procs, home, tmp_path, client):
     p = edge(procs, home, tmp_path)
     wait_for(lambda: events(tmp_path, "cam1", "main"), what="cam1 main")
@@ -152,3 +182,22 @@ def test_edge_obeys_cancel_and_remembers_it_across_restart(procs, home, tmp_path
     edge(procs, home, tmp_path)
     wait_for(lambda: len(events(tmp_path, "cam2", "main")) == 2, what="cam2 restarted")
     assert len(events(tmp_path, "cam1", "main")) == 1
+
+
+def test_a_cancel_replayed_from_before_a_restart_does_not_stop_a_resumed_task(procs, home, tmp_path, client):
+    # Given an edge task that was cancelled and then resumed
+    first = edge(procs, home, tmp_path, skald_id="edge-a")
+    wait_for(lambda: events(tmp_path, "cam1", "main"), what="cam1 main")
+    client.cancel("cam1")
+    wait_for(lambda: events(tmp_path, "cam1", "release"), what="cancel stops it")
+    client.resume("cam1")
+    wait_for(lambda: len(events(tmp_path, "cam1", "main")) == 2, what="resumed")
+    # When the edge restarts under a new id (a new consumer group looks back and reads that cancel again)
+    first.stop()
+    second = edge(procs, home, tmp_path, skald_id="edge-b")
+    wait_for(lambda: len(events(tmp_path, "cam1", "main")) == 3, what="running again after the restart")
+    # Then the stale cancel is ignored: the store says the task runs
+    second.wait_output(r"task cam1: ignored a cancel from before this skald started")
+    assert len(events(tmp_path, "cam1", "release")) == 2  # the cancel, the first skald's stop
+    wait_for(lambda: client.get("cam1").lifecycle_status == S.RUNNING, what="recorded Running")
+    assert len(events(tmp_path, "cam1", "release")) == 2

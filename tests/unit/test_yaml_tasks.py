@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import resource
 import stat
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -967,3 +969,107 @@ def test_single_entry_of_an_unknown_task_raises(tmp_path: Path) -> None:
     # Then a TaskSourceError names the file and the task
     with pytest.raises(TaskSourceError, match=r"tasks.yml: task 'Nope'"):
         single_entry_yaml(path, "Nope")
+
+
+# --------------------------------------------------------------------------------------------
+# Alias expansion is bounded
+
+
+class AnyModel(BaseModel):
+    """Takes any attachments, as ``skalds k8s`` does (no classes imported)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """The "billion laughs": each anchor is a list of nine aliases of the previous one."""
+    lines = ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for n in range(1, levels):
+        lines.append(f"l{n}: &l{n} [" + ",".join([f"*l{n - 1}"] * 9) + "]")
+    lines += ["TaskWorkers:", "  cam1:", "    className: Any", "    attachments:", f"      frames: *l{levels - 1}"]
+    return "\n".join(lines) + "\n"
+
+
+class Budget:
+    """CPU seconds and peak Python memory of a block (resource counters, not wall-clock time)."""
+
+    def __enter__(self) -> Budget:
+        tracemalloc.start()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self._cpu = usage.ru_utime + usage.ru_stime
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu = usage.ru_utime + usage.ru_stime - self._cpu
+        self.peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+
+def test_an_alias_bomb_is_refused_at_once_naming_file_and_line(tmp_path: Path) -> None:
+    # Given a task file of under 700 bytes whose aliases expand to a billion values
+    text = alias_bomb()
+    assert len(text) < 700
+    path = write(tmp_path, text)
+
+    # When it is loaded
+    with Budget() as spent:
+        entries, errors = load_task_file(path, {"Any": AnyModel})
+
+    # Then it is refused as a whole, in a few milliseconds of CPU and little memory
+    assert entries == {}
+    message = only_error(errors)
+    assert message.startswith(f"{path}, line 14: ") and "aliases" in message and "100,000" in message
+    assert errors[0].task_id is None  # a file-level error: an edge skald keeps what it runs
+    assert spent.cpu < 0.5 and spent.peak < 5 * 1024 * 1024, (spent.cpu, spent.peak)
+
+
+def test_every_reader_of_the_file_refuses_an_alias_bomb(tmp_path: Path) -> None:
+    # Given the bomb in a task file
+    path = write(tmp_path, alias_bomb())
+
+    # When one entry is extracted (skalds k8s) or an update written back (edge)
+    # Then each refuses it before expanding anything
+    with Budget() as spent:
+        with pytest.raises(TaskSourceError, match=r"tasks.yml, line 14: .*aliases"):
+            single_entry_yaml(path, "cam1")
+        with pytest.raises(TaskSourceError, match=r"tasks.yml, line 14: .*aliases"):
+            write_back_attachments(path, "cam1", {"frames": 1})
+    assert spent.cpu < 0.5 and spent.peak < 5 * 1024 * 1024, (spent.cpu, spent.peak)
+    assert path.read_text() == alias_bomb()
+
+
+def shared_list(values: int, uses: int) -> str:
+    items = ", ".join(["1"] * values)
+    text = f"base: &base [{items}]\nTaskWorkers:\n"
+    for n in range(uses):
+        text += f"  t{n}:\n    className: Any\n    attachments: {{items: *base}}\n"
+    return text
+
+
+def test_aliases_load_up_to_the_documented_limit(tmp_path: Path) -> None:
+    # Given a list of 999 values (1,000 with the list) used 100 times through an alias: 100,000
+    path = write(tmp_path, shared_list(999, 100))
+    entries, errors = load_task_file(path, {"Any": AnyModel})
+    assert errors == [] and len(entries) == 100
+    assert entries["t99"].attachments["items"] == [1] * 999
+
+    # When it is used once more
+    path = write(tmp_path, shared_list(999, 101))
+    entries, errors = load_task_file(path, {"Any": AnyModel})
+
+    # Then the file is refused, on the line of the alias
+    assert entries == {}
+    assert "repeat 101,000 values" in only_error(errors) and "line 5:" in only_error(errors)
+
+
+def test_a_long_string_repeated_by_aliases_counts_by_its_length(tmp_path: Path) -> None:
+    # Given a 10,000-character string (101 values) used 1,000 times: 101,000
+    text = 'text: &text "' + "x" * 10_000 + '"\nTaskWorkers:\n  t:\n    className: Any\n    attachments:\n'
+    text += "      copies: [" + ", ".join(["*text"] * 1_000) + "]\n"
+    path = write(tmp_path, text)
+
+    entries, errors = load_task_file(path, {"Any": AnyModel})
+
+    assert entries == {}
+    assert "repeat 101,000 values" in only_error(errors) and "line 6:" in only_error(errors)
