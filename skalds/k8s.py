@@ -58,8 +58,9 @@ def render_manifests(
     module that defines the worker class (``--module``): the container then runs
     ``skalds run --module``. Without it the container runs the image's own entrypoint — a program
     that registers its classes and calls ``Skalds(SkaldConfig()).run()`` — with ``SKALD_MODE`` and
-    ``YAML_FILE`` in its environment (a ``skalds run`` without a module could not find the class). Raises :class:`ConfigError` for an
-    empty image or module, an invalid namespace or a negative ``backoff_limit``.
+    ``YAML_FILE`` in its environment (a ``skalds run`` without a module could not find the class).
+    Raises :class:`ConfigError` for an empty image or module, an invalid namespace or a negative
+    ``backoff_limit``.
     """
     if not image.strip():
         raise ConfigError("image: must name the container image that has skalds and the worker installed")

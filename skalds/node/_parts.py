@@ -28,6 +28,7 @@ class _AgentParts:
         _deferred: set[str]
         _next_reconcile: float
         unwritten: UnwrittenEnds
+        started_ms: int
 
         def start_worker(self, task: Task, epoch: int | None) -> WorkerHandle | None: ...
 

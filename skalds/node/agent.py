@@ -27,7 +27,7 @@ from skalds.backends.cache.state import HEARTBEAT_CANCELLED, HEARTBEAT_FAILED, H
 from skalds.backends.store.base import status_change
 from skalds.config.skald_config import SkaldConfig, SkaldModeEnum
 from skalds.errors import Conflict, IllegalTransition, SkaldsError, TaskNotFound
-from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus
+from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus, now_ms
 from skalds.node.backends import Backends
 from skalds.node.edge import EdgeTasks
 from skalds.node.edge_mode import EdgeMode
@@ -93,6 +93,8 @@ class SkaldAgent(EdgeMode, NodeMode):
         #: Last time each distinct loop failure was logged (so a persistent one is not logged every pass).
         self._failures_logged: dict[str, float] = {}
         self.started = threading.Event()
+        #: When this skald started (ms): commands published before it may be replays.
+        self.started_ms = now_ms()
 
     # ---- public --------------------------------------------------------------------------
     def run(self) -> None:
@@ -389,8 +391,10 @@ class SkaldAgent(EdgeMode, NodeMode):
             outcome = S.FAILED
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             exception = exception or f"worker process died without reporting ({how})"
+        # A paused task's worker was stopped like a cancelled one; what it is now is Paused.
+        shown = S.PAUSED if reason == "pause" and outcome == S.CANCELLED else outcome
         logger.info(
-            f"worker {handle.task_id} exited ({outcome.value}, code {code}"
+            f"worker {handle.task_id} exited ({shown.value}, code {code}"
             f"{', ' + reason if reason else ''}) after {time.monotonic() - handle.started_at:.2f} s"
         )
         if not handle.self_fenced and reason != "fenced":
@@ -399,7 +403,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             level = "ERROR" if outcome == S.FAILED else "INFO"
             self.supervisor.add_log_line(
-                handle, level, f"worker process exited: {outcome.value} ({how}{', ' + reason if reason else ''})"
+                handle, level, f"worker process exited: {shown.value} ({how}{', ' + reason if reason else ''})"
             )
         self._flush_logs()
         if reason == "shutdown":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ class Command:
     recipient: str | None = None
     #: For updates: the new attachments when the message carries them, else None (read the store).
     attachments: dict[str, Any] | None = None
+    #: When the message was published (ms; 0 when the bus does not say).
+    published_ms: int = 0
 
 
 class MalformedEvent(ValueError):
@@ -32,7 +35,7 @@ def parse_message(message: Message) -> Command:
     """The command a bus message carries; :class:`MalformedEvent` for anything else (never
     another exception: a message is outside input, and one bad message must not stop a skald)."""
     try:
-        return _parse(message)
+        return dataclasses.replace(_parse(message), published_ms=int(message.timestamp_ms or 0))
     except MalformedEvent:
         raise
     except RecursionError:

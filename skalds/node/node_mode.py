@@ -83,8 +83,19 @@ class NodeMode(_AgentParts):
         elif command.kind == "cancel":
             for task_id in command.task_ids:
                 self._drop_waiting(task_id)
-                if self.supervisor.stop(task_id, "cancel"):
-                    logger.info(f"task {task_id}: cancel received, stopping its worker")
+                if self.supervisor.get(task_id) is None:
+                    continue
+                # Pause travels as a cancel event too: the store says which it is.
+                task = self.backends.with_store("read", lambda s, t=task_id: s.get(t))  # type: ignore[misc]
+                status = None if task is None else task.lifecycle_status
+                if status in LIVE_STATUSES and 0 < command.published_ms < self.started_ms:
+                    # Replayed from before this skald started (a new consumer group looks back a
+                    # little): the task was resumed or retried since, as the store says.
+                    logger.info(f"task {task_id}: ignored a cancel from before this skald started (now {status})")
+                    continue
+                reason = "pause" if status == S.PAUSED else "cancel"
+                if self.supervisor.stop(task_id, reason):
+                    logger.info(f"task {task_id}: {reason} received, stopping its worker")
         elif command.kind == "update":
             for task_id in command.task_ids:
                 self._forward_update(task_id, command.attachments)

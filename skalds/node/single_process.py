@@ -205,6 +205,8 @@ def _start_listener(
 ) -> _Listener:
     """Consume the bus for commands about this task id (cancel → SIGTERM to self; update → handler)."""
 
+    started_ms = now_ms()
+
     def run() -> None:
         consumer = None
         while not stop.is_set():
@@ -214,7 +216,9 @@ def _start_listener(
                     stop.wait(1.0)
                     continue
                 try:
-                    consumer = bus.subscribe(f"sp-{config.skald_id}", ALL_TOPICS)
+                    # From this process's start: a command sent while it starts is not lost,
+                    # and no cancel of a previous run (a restarted pod) is replayed.
+                    consumer = bus.subscribe(f"sp-{config.skald_id}", ALL_TOPICS, since_ms=started_ms)
                 except Exception:
                     stop.wait(2.0)
                     continue

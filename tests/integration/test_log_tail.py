@@ -102,6 +102,19 @@ def test_node_worker_lines_reach_the_sqlite_cache(procs, home, tmp_path, client,
     check_lines_arrive(client, view, tmp_path)
 
 
+def test_a_paused_task_says_paused_in_its_log_and_the_skalds(procs, home, tmp_path, client, view):
+    # Given a running task
+    node = start_node(procs, home, tmp_path)
+    client.create_task(Task(id="p1", className="Chatty", attachments={"lines": 0, "duration": 30}), executor="node-1")
+    wait_for(lambda: client.get("p1").lifecycle_status == TaskLifecycleStatus.RUNNING, what="running")
+    # When it is paused
+    client.pause("p1")
+    # Then both its log tail and the skald's log call it Paused, not Cancelled
+    wait_line(view, "p1", "worker process exited: Paused (exit code 143, pause)")
+    node.wait_output(r"worker p1 exited \(Paused, code 143, pause\)")
+    assert client.get("p1").lifecycle_status == TaskLifecycleStatus.PAUSED
+
+
 def test_node_worker_lines_reach_redis(procs, home, tmp_path, client, redis_server: RedisServer):
     redis.Redis.from_url(redis_server.url).flushdb()
     start_node(procs, home, tmp_path, SKALDS_CACHE_URL=redis_server.url)
