@@ -37,7 +37,7 @@ from skalds.errors import BackendUnavailable, ConfigError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA: tuple[str, ...] = (
     # ---- task store: the whole document as JSON, plus the columns queries filter/sort on ----
@@ -54,7 +54,10 @@ _SCHEMA: tuple[str, ...] = (
         doc TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS tasks_executor_status ON tasks (executor, lifecycleStatus)",
-    "CREATE INDEX IF NOT EXISTS tasks_status_priority ON tasks (lifecycleStatus, priority, createDateTime)",
+    # The dispatcher's queue in its exact order, so "the first N waiting" reads N entries however
+    # long the queue is (the index it replaces could not give priority DESC, age ASC).
+    "DROP INDEX IF EXISTS tasks_status_priority",
+    "CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (lifecycleStatus, mode, priority DESC, createDateTime, id)",
     "CREATE INDEX IF NOT EXISTS tasks_class ON tasks (className)",
     "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (createDateTime)",
     # ---- event bus ----

@@ -133,8 +133,11 @@ class SqliteTaskStore(TaskStore):
         conn = self._conn()
         with read_tx(conn):
             total = conn.execute(f"SELECT COUNT(*) FROM tasks {clause}", args).fetchone()[0]
+            # The page is chosen on the sort columns alone, then only its documents are read:
+            # sorting whole documents would cost as much as the matching rows (a long queue).
             rows = conn.execute(
-                f"SELECT doc FROM tasks {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                f"SELECT doc FROM tasks WHERE rowid IN "
+                f"(SELECT rowid FROM tasks {clause} ORDER BY {order} LIMIT ? OFFSET ?) ORDER BY {order}",
                 [*args, limit, max(query.offset, 0)],
             ).fetchall()
         return [_load(r[0]) for r in rows], int(total)
