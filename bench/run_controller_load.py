@@ -12,7 +12,7 @@ with their executor spread over the ``--skalds`` simulated skalds, 10 % Finished
 retry budget spent, 5 % Created that can never be dispatched (half of a class no skald advertises,
 half waiting on a dependency that is not Finished), so every dispatcher sweep scans them again.
 
-One helper process (this file with ``--helper``) plays the skalds as ``NodeMode`` does: every second,
+One helper process (this file with ``--helper``) plays the skalds as ``NodePolicy`` does: every second,
 for each skald, ``StateView.skald_alive`` (re-register when the lease is gone) and
 ``StateView.skald_heartbeat`` with its task ids, then one ``StateView.task_heartbeats`` with a
 beat counter (0–199, +1 per second) for every Running task, lease 3 s (``heartbeat_interval × 3``).

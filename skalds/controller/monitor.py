@@ -24,7 +24,7 @@ Why the old owner cannot keep running a failed-over task (SPEC §5 fencing): its
 themselves once their skald stops acknowledging heartbeats for ``fence_after`` (= the skald's
 ``REDIS_KEY_TTL``; see :mod:`skalds.worker.link`), which is below the timeout
 (:class:`~skalds.controller.config.ControllerConfig` checks it); and a skald that returns compares
-its copies with the store before it writes anything for them (``NodeMode._reconcile``).
+its copies with the store before it writes anything for them (``NodePolicy.reconcile``).
 
 **Blind spells.** Offline and missing-lease durations are counted only over time this monitor
 could see the cache: from its first pass, and again from the first pass that reads the cache

@@ -1,14 +1,18 @@
-"""The skald agent loop for ``edge`` and ``node`` modes.
+"""The skald agent loop, the same for ``edge`` and ``node`` modes.
 
 One thread owns everything here: a ``poll()`` over the fork server socket, every worker's channel,
 a wake-up socket for signals and one for bus commands (a listener thread consumes the bus and hands
-messages over). Timers drive the skald heartbeat, reconciliation against the store and, in edge
-mode, the YAML file check.
+messages over). Timers drive the skald heartbeat, reconciliation against the store and the mode's
+own timer (edge: the YAML file check).
 
-Ownership (DESIGN principles 1–2): a node runs exactly the tasks the store says it owns
-(executor = this skald, status Assigning/Running) at the epoch it was given; events only make that
-happen sooner. Every status write by the agent is fenced on executor (and epoch), so a skald that
-lost a task cannot overwrite its new owner's state.
+Which tasks run is the mode policy's decision (:class:`~skalds.node.policy.ModePolicy`:
+:class:`~skalds.node.node_mode.NodePolicy` runs what the store assigns to this skald,
+:class:`~skalds.node.edge_mode.EdgePolicy` what its YAML file lists); the policy reaches the agent
+only through its :class:`~skalds.node.port.AgentPort`. The agent does what every mode shares:
+starting workers, their messages and exits, status writes, heartbeats, log lines, and the task
+ends the store could not take yet. Every status write is fenced on this skald as executor (and the
+epoch it was given), so a skald that lost a task cannot overwrite its new owner's state (see
+docs/architecture.md, "Never two live executions").
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from skalds.config.skald_config import SkaldConfig, SkaldModeEnum
 from skalds.errors import Conflict, IllegalTransition, SkaldsError, TaskNotFound
 from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus, now_ms
 from skalds.node.backends import Backends
+from skalds.node.commands import MalformedEvent, parse_message
 from skalds.node.edge import EdgeTasks
-from skalds.node.edge_mode import EdgeMode
+from skalds.node.edge_mode import EdgePolicy
 from skalds.node.listener import BusListener
-from skalds.node.node_mode import NodeMode
+from skalds.node.node_mode import NodePolicy
 from skalds.node.outcomes import UnwrittenEnd, UnwrittenEnds, journal_path
-from skalds.node.waiting import WaitingQueue
+from skalds.node.policy import ModePolicy
 from skalds.utils.logging import logger
 from skalds.worker.forkserver import ForkServer
 from skalds.worker.registry import WorkerRegistry
@@ -47,7 +52,7 @@ RUNNING_WRITE_DELAY = 0.05
 _END_VALUE = {S.FINISHED: HEARTBEAT_FINISHED, S.FAILED: HEARTBEAT_FAILED, S.CANCELLED: HEARTBEAT_CANCELLED}
 
 
-class SkaldAgent(EdgeMode, NodeMode):
+class SkaldAgent:
     """Runs workers for one skald in edge or node mode until stopped."""
 
     def __init__(self, config: SkaldConfig, registry: WorkerRegistry, forkserver: ForkServer) -> None:
@@ -57,17 +62,19 @@ class SkaldAgent(EdgeMode, NodeMode):
         self.registry = registry
         self.forkserver = forkserver
         self.backends = Backends(config)
+        self.policy: ModePolicy = (
+            EdgePolicy(self, EdgeTasks(config.yaml_file, registry))
+            if self.mode == SkaldModeEnum.EDGE
+            else NodePolicy(self)
+        )
         self.supervisor = Supervisor(
             forkserver,
             heartbeat_interval=config.heartbeat_interval,
             grace_period=config.stop_grace_period,
             on_message=self._on_worker_message,
             on_exit=self._on_worker_exit,
-            # Node workers fence themselves when this skald stops answering for as long as its
-            # own lease lives (see skalds.worker.link); edge tasks are never failed over.
-            fence_after=config.redis_key_ttl if self.mode == SkaldModeEnum.NODE else None,
+            fence_after=self.policy.fence_after,
         )
-        self.edge = EdgeTasks(config.yaml_file, registry) if self.mode == SkaldModeEnum.EDGE else None
         self._stop_requested = 0
         self._signal_r, self._signal_w = socket.socketpair()
         self._cmd_r, self._cmd_w = socket.socketpair()
@@ -79,15 +86,10 @@ class SkaldAgent(EdgeMode, NodeMode):
         self._poller = select.poll()
         self._polled: set[int] = set()
         self._masks: dict[int, int] = {}
-        self._restart_after_exit: dict[str, Task] = {}
         #: Workers that reported running this pass; Running is written at its end (or with theirs).
         self._running_pending: dict[str, tuple[WorkerHandle, float]] = {}
         self._listener: BusListener | None = None
         self._next_reconcile = 0.0
-        #: Tasks waiting for a previous copy's heartbeat lease to end.
-        self._deferred: set[str] = set()
-        self._stashed: dict[str, list[tuple[float, dict[str, Any]]]] = {}
-        self._waiting: dict[str, WaitingQueue] = {}
         #: Ends of tasks the store could not take yet (kept, retried, never re-run).
         self.unwritten = UnwrittenEnds(journal_path(config.skalds_home, self.skald_id))
         #: Last time each distinct loop failure was logged (so a persistent one is not logged every pass).
@@ -115,6 +117,14 @@ class SkaldAgent(EdgeMode, NodeMode):
         except OSError:
             pass
 
+    # ---- the port policies use (skalds.node.port.AgentPort) -----------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested > 0
+
+    def reconcile_soon(self, delay: float) -> None:
+        self._next_reconcile = min(self._next_reconcile, time.monotonic() + delay)
+
     # ---- startup / shutdown --------------------------------------------------------------
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -141,13 +151,11 @@ class SkaldAgent(EdgeMode, NodeMode):
             f"skald {self.skald_id} starting in {self.mode.value} mode with classes: "
             f"{', '.join(self.registry.names()) or 'none'}"
         )
-        if self.edge is not None:
-            self._edge_start()
+        self.policy.start()
         self._register()
         self._listener = BusListener(self.backends, f"skald-{self.skald_id}", self._deliver)
         self._listener.start()
-        if self.mode == SkaldModeEnum.NODE:
-            self._reconcile()
+        self.policy.started()
 
     def _shutdown(self) -> None:
         if self._listener is not None:
@@ -160,7 +168,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             self.supervisor.wait_all_exited(grace + 5.0, self._poll_once)
         self.supervisor.retire_idle(float("inf"))
         if len(self.unwritten):
-            self._guard("write kept task ends", self._flush_unwritten)
+            self._guard("write kept task ends", self.flush_unwritten)
         self._flush_beats()
         self._flush_logs()
         self.backends.with_state("unregister", lambda v: v.unregister_skald(self.skald_id))
@@ -179,18 +187,10 @@ class SkaldAgent(EdgeMode, NodeMode):
         now = time.monotonic()
         next_beat = now + self.config.redis_sync_period
         self._next_reconcile = now + self.config.reconcile_interval
-        next_yaml = now + self.config.yaml_poll_interval
         while not self._stop_requested:
             now = time.monotonic()
-            deadlines = [next_beat, self._next_reconcile]
-            if self.edge is not None:
-                deadlines.append(next_yaml)
-            kill_at = self.supervisor.next_deadline()
-            if kill_at is not None:
-                deadlines.append(kill_at)
-            running_at = self._running_due()
-            if running_at is not None:
-                deadlines.append(running_at)
+            due = (self.policy.next_deadline(), self.supervisor.next_deadline(), self._running_due())
+            deadlines = [next_beat, self._next_reconcile, *(d for d in due if d is not None)]
             if not self._guard("poll", self._poll_once, max(0.0, min(deadlines) - now)):
                 _wait_readable(self._signal_r, 0.1)  # do not spin on a failure that repeats
             now = time.monotonic()
@@ -198,12 +198,45 @@ class SkaldAgent(EdgeMode, NodeMode):
             if now >= next_beat:
                 next_beat = now + self.config.redis_sync_period
                 self._guard("skald heartbeat", self._skald_heartbeat)
-            if self.edge is not None and now >= next_yaml:
-                next_yaml = now + self.config.yaml_poll_interval
-                self._guard("YAML check", self._edge_check_file)
+            policy_at = self.policy.next_deadline()
+            if policy_at is not None and now >= policy_at:
+                self._guard(f"{self.policy.name} timer", self.policy.on_deadline, now)
             if now >= self._next_reconcile:
                 self._next_reconcile = now + self.config.reconcile_interval
                 self._guard("reconcile", self._reconcile)
+
+    def _reconcile(self) -> None:
+        if len(self.unwritten):
+            self.flush_unwritten()
+        self.policy.reconcile()
+
+    # ---- commands from the bus (the listener thread hands them over) ------------------------
+    def _deliver(self, messages: list[Message]) -> None:
+        for m in messages:
+            self._commands.put(m)
+        try:
+            self._cmd_w.send(b"x")
+        except OSError:
+            pass
+
+    def _handle_commands(self) -> None:
+        while True:
+            try:
+                message = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                command = parse_message(message)
+            except MalformedEvent as exc:
+                logger.warning(
+                    f"skipped a malformed event on {message.topic} (key {str(message.key)[:100]!r}, "
+                    f"offset {message.offset}): {str(exc)[:500]}"
+                )
+                continue
+            try:
+                self.policy.apply(command)
+            except Exception as exc:
+                logger.opt(exception=exc).error(f"command {command.kind} {list(command.task_ids)} failed")
 
     def _guard(self, what: str, fn: Any, *args: Any) -> bool:
         """Run one step of the loop; an error is logged (once a minute per distinct error) and the
@@ -282,7 +315,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             return None
         how = "reused process" if handle.reused else "pid"
         logger.info(f"started worker {task.id} ({task.class_name}) {how} {handle.pid}")
-        self._flush_stash(task.id)
+        self.policy.worker_started(handle)
         return handle
 
     def _fail_unknown_class(self, task: Task) -> None:
@@ -343,9 +376,7 @@ class SkaldAgent(EdgeMode, NodeMode):
                 ),
             )
         except (Conflict, IllegalTransition, TaskNotFound) as exc:
-            if self.edge is None:
-                logger.warning(f"task {handle.task_id} is no longer ours ({exc}); stopping its worker")
-                self.supervisor.stop(handle.task_id, "fenced")
+            self.policy.ownership_lost(handle, str(exc))
 
     def _on_update_applied(self, handle: WorkerHandle, attachments: Any, origin: str) -> None:
         """Record an applied update where it did not come from.
@@ -371,46 +402,53 @@ class SkaldAgent(EdgeMode, NodeMode):
             else:
                 if stored is not None and stored.attachments == attachments:
                     handle.sent_attachments = attachments  # the store now matches the worker
-        if self.edge is not None and origin != "yaml" and isinstance(attachments, dict):
-            self.edge.write_back(handle.task_id, attachments)
+        self.policy.update_applied(handle, attachments, origin)
 
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
-        if self._waiting and self.edge is None:
-            # A slot of its class is free: the next waiting task starts (in the process this one
-            # may have left idle) while this one's end is written.
-            self._start_waiting(handle.class_name)
-        reason = handle.stop_reason
+        self.policy.slot_freed(handle)
         # It reported running in the pass that saw it end: Running is written with its end.
         pending = self._running_pending.pop(handle.task_id, None)
         ran = pending is not None and pending[0] is handle
-        outcome = S(handle.outcome) if handle.outcome in {s.value for s in S} else None
-        code = handle.exit_code
         self._beats.pop(handle.task_id, None)
+        outcome, exception = self._describe_exit(handle)
+        self._record_exit(handle, outcome, exception, ran)
+        self.policy.worker_exited(handle, outcome)
+
+    def _describe_exit(self, handle: WorkerHandle) -> tuple[TaskLifecycleStatus, str | None]:
+        """The task's outcome (a worker that died without saying is Failed) and exception; logs
+        the exit, and ends the task's log tail with it."""
+        reason, code = handle.stop_reason, handle.exit_code
+        outcome = S(handle.outcome) if handle.outcome in {s.value for s in S} else None
         exception = handle.exception
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         if outcome is None:
             outcome = S.FAILED
-            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             exception = exception or f"worker process died without reporting ({how})"
         # A paused task's worker was stopped like a cancelled one; what it is now is Paused.
         shown = S.PAUSED if reason == "pause" and outcome == S.CANCELLED else outcome
+        because = f", {reason}" if reason else ""
         logger.info(
-            f"worker {handle.task_id} exited ({shown.value}, code {code}"
-            f"{', ' + reason if reason else ''}) after {time.monotonic() - handle.started_at:.2f} s"
+            f"worker {handle.task_id} exited ({shown.value}, code {code}{because}) "
+            f"after {time.monotonic() - handle.started_at:.2f} s"
         )
         if not handle.self_fenced and reason != "fenced":
             # The task's log tail ends with the exit (also when the worker could not say anything,
             # e.g. killed), written before anything that lets another copy of the task start.
-            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             level = "ERROR" if outcome == S.FAILED else "INFO"
-            self.supervisor.add_log_line(
-                handle, level, f"worker process exited: {shown.value} ({how}{', ' + reason if reason else ''})"
-            )
+            self.supervisor.add_log_line(handle, level, f"worker process exited: {shown.value} ({how}{because})")
         self._flush_logs()
+        return outcome, exception
+
+    def _record_exit(
+        self, handle: WorkerHandle, outcome: TaskLifecycleStatus, exception: str | None, ran: bool
+    ) -> None:
+        """Write what the exit means for the task, by why the worker stopped."""
+        task_id, reason = handle.task_id, handle.stop_reason
         if reason == "shutdown":
             # Still ours, just not running: on restart we pick it up again. The process is gone,
             # so its lease goes too (a restarted skald need not wait for it to expire).
-            self._write_status(handle.task_id, S.ASSIGNING, handle.epoch, only_from=(S.RUNNING,))
-            self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id))
+            self.write_status(task_id, S.ASSIGNING, handle.epoch, only_from=(S.RUNNING,))
+            self.backends.with_state("forget", lambda v: v.task_forget(task_id))
         elif handle.self_fenced:
             # It stopped itself while this skald did not answer (frozen): the task may be another
             # skald's by now, so nothing is written for it; the next reconcile decides.
@@ -420,25 +458,20 @@ class SkaldAgent(EdgeMode, NodeMode):
             # still holds our last beat (the new owner may have written its own by now).
             beat = handle.last_beat
             if beat is not None:
-                self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id, only_if=str(beat % 200)))
+                self.backends.with_state("forget", lambda v: v.task_forget(task_id, only_if=str(beat % 200)))
         elif reason == "restart":
-            self.backends.with_state("forget", lambda v: v.task_forget(handle.task_id))
-            task = self._restart_after_exit.pop(handle.task_id, None)
-            if task is not None:
-                self.start_worker(task, None)
+            self.backends.with_state("forget", lambda v: v.task_forget(task_id))
         elif reason in ("pause", "cancel", "removed"):
             status = S.PAUSED if reason == "pause" else S.CANCELLED
             live = tuple(s.value for s in LIVE_STATUSES)
-            self._record_end(UnwrittenEnd(handle.task_id, status.value, handle.epoch, only_from=live, ran=ran))
-            self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, HEARTBEAT_CANCELLED))
+            self._record_end(UnwrittenEnd(task_id, status.value, handle.epoch, only_from=live, ran=ran))
+            self.backends.with_state("ended", lambda v: v.task_ended(task_id, HEARTBEAT_CANCELLED))
         else:
-            self._record_end(UnwrittenEnd(handle.task_id, outcome.value, handle.epoch, exception=exception, ran=ran))
+            self._record_end(UnwrittenEnd(task_id, outcome.value, handle.epoch, exception=exception, ran=ran))
             value = _END_VALUE.get(outcome, HEARTBEAT_FAILED)
-            self.backends.with_state("ended", lambda v: v.task_ended(handle.task_id, value, exception))
-        if self.edge is not None:
-            self.edge.on_exit(handle.task_id, outcome)
+            self.backends.with_state("ended", lambda v: v.task_ended(task_id, value, exception))
 
-    def _write_status(
+    def write_status(
         self,
         task_id: str,
         status: TaskLifecycleStatus,
@@ -486,7 +519,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             self.unwritten.add(end)
 
     def _write_end(self, end: UnwrittenEnd) -> bool:
-        return self._write_status(
+        return self.write_status(
             end.task_id,
             end.lifecycle_status,
             end.epoch,
@@ -495,7 +528,7 @@ class SkaldAgent(EdgeMode, NodeMode):
             ran=end.ran,
         )
 
-    def _flush_unwritten(self, task_id: str | None = None) -> None:
+    def flush_unwritten(self, task_id: str | None = None) -> None:
         """Write the kept ends (or only ``task_id``'s); stop at the first the store cannot take."""
         ends = self.unwritten.all() if task_id is None else [e for e in self.unwritten.all() if e.task_id == task_id]
         for end in ends:

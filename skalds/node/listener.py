@@ -47,15 +47,23 @@ FIRST_RETRY = 0.02
 class BusListener(threading.Thread):
     """Consumes the command topics for one consumer group and hands messages to the loop."""
 
-    def __init__(self, backends: Backends, group: str, deliver: Callable[[list[Message]], None]) -> None:
+    def __init__(
+        self,
+        backends: Backends,
+        group: str,
+        deliver: Callable[[list[Message]], None],
+        *,
+        since_ms: int | None = None,
+    ) -> None:
         super().__init__(name="skalds-bus", daemon=True)
         self._backends = backends
         self._group = group
         self._deliver = deliver
         self._halt = threading.Event()
         self._consumer: Any = None
-        #: Where the group starts when it has no committed offsets (see the module docstring).
-        self.since_ms = now_ms() - int(backends.config.bus_lookback * 1000)
+        #: Where the group starts when it has no committed offsets (see the module docstring):
+        #: by default this process's start less the look-back.
+        self.since_ms = now_ms() - int(backends.config.bus_lookback * 1000) if since_ms is None else since_ms
 
     def run(self) -> None:
         retry = FIRST_RETRY

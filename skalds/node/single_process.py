@@ -17,17 +17,17 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from skalds.backends.bus.base import ALL_TOPICS
+from skalds.backends.bus.base import Message
 from skalds.backends.cache.state import HEARTBEAT_CANCELLED, HEARTBEAT_FAILED, HEARTBEAT_FINISHED
 from skalds.config.skald_config import SkaldConfig
 from skalds.errors import SkaldsError
 from skalds.model.task import ModeEnum, now_ms
 from skalds.node.backends import Backends
 from skalds.node.commands import MalformedEvent, parse_message
+from skalds.node.listener import BusListener
 from skalds.node.yaml_tasks import load_task_file
 from skalds.utils.logging import logger
 from skalds.worker.baseclass import BaseTaskWorker
@@ -179,7 +179,7 @@ def run_single_process(config: SkaldConfig, registry: WorkerRegistry) -> int:
             backoff = min(backoff * 2, BACKOFF_MAX)
     finally:
         if listener is not None:
-            listener.stop.set()
+            listener.stop()
             listener.join(THREAD_JOIN_TIMEOUT)  # out of its driver calls before the backends close
         if logs is not None:
             logs.close()
@@ -194,57 +194,30 @@ def _record_end(backends: Backends | None, task_id: str, code: int) -> None:
     backends.with_state("ended", lambda v: v.task_ended(task_id, value))
 
 
-class _Listener(threading.Thread):
-    def __init__(self, target: Callable[[], None]) -> None:
-        super().__init__(target=target, name="skalds-bus", daemon=True)
-        self.stop = threading.Event()
-
-
 def _start_listener(
     backends: Backends, config: SkaldConfig, task_id: str, current: dict[str, BaseTaskWorker[Any]]
-) -> _Listener:
-    """Consume the bus for commands about this task id (cancel → SIGTERM to self; update → handler)."""
+) -> BusListener:
+    """Consume the bus for commands about this task id (cancel → SIGTERM to self; update → handler).
 
-    started_ms = now_ms()
+    From this process's start: a command sent while it starts is not lost, and no cancel of a
+    previous run (a restarted pod) is replayed."""
 
-    def run() -> None:
-        consumer = None
-        while not stop.is_set():
-            if consumer is None:
-                bus = backends.bus()
-                if bus is None:
-                    stop.wait(1.0)
-                    continue
-                try:
-                    # From this process's start: a command sent while it starts is not lost,
-                    # and no cancel of a previous run (a restarted pod) is replayed.
-                    consumer = bus.subscribe(f"sp-{config.skald_id}", ALL_TOPICS, since_ms=started_ms)
-                except Exception:
-                    stop.wait(2.0)
-                    continue
+    def deliver(messages: list[Message]) -> None:
+        for message in messages:
             try:
-                messages = consumer.poll(0.5)
-            except Exception:
-                consumer = None
+                command = parse_message(message)
+            except MalformedEvent as exc:
+                logger.warning(f"skipped a malformed event on {message.topic}: {exc}")
                 continue
-            for message in messages:
-                try:
-                    command = parse_message(message)
-                except MalformedEvent as exc:
-                    logger.warning(f"skipped a malformed event on {message.topic}: {exc}")
-                    continue
-                if task_id not in command.task_ids:
-                    continue
-                if command.kind == "cancel":
-                    os.kill(os.getpid(), signal.SIGTERM)
-                elif command.kind == "update" and command.attachments is not None:
-                    worker = current.get("worker")
-                    if worker is not None:
-                        worker.handle_update_message({"attachments": command.attachments})
-        if consumer is not None:
-            consumer.close()
+            if task_id not in command.task_ids:
+                continue
+            if command.kind == "cancel":
+                os.kill(os.getpid(), signal.SIGTERM)
+            elif command.kind == "update" and command.attachments is not None:
+                worker = current.get("worker")
+                if worker is not None:
+                    worker.handle_update_message({"attachments": command.attachments})
 
-    listener = _Listener(run)
-    stop = listener.stop
+    listener = BusListener(backends, f"sp-{config.skald_id}", deliver, since_ms=now_ms())
     listener.start()
     return listener
