@@ -722,7 +722,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, list
     elif "prefill_s" in results:
         lines.append(
             f"Prefilled (`--prefill {args.prefill}`): each command topic got {args.prefill} messages before the skald "
-            f"started (in {results['prefill_s']:.1f} s); the skald's new consumer group starts after them."
+            f"started (in {results['prefill_s']:.1f} s); the skald's new consumer group starts after them "
+            f"(`SKALDS_BUS_LOOKBACK=0`)."
         )
     same = all(results["topics_at_end"].get(t) == n for t, n in read.items())
     lines.append(
@@ -822,6 +823,10 @@ def main(argv: list[str] | None = None) -> int:
                 if not k.startswith(("SKALD", "KAFKA_", "REDIS_", "MONGO_", "LOG_", "HEARTBEAT", "RECONCILE", "STOP_"))
             }
             env.update(SKALDS_HOME=home, **urls)
+            if args.prefill:
+                # The prefill measures full topics, not a replay of them: the skald's new group
+                # starts at its own start, not a look-back earlier.
+                env["SKALDS_BUS_LOOKBACK"] = "0"
             recv = Receiver(os.path.join(home, "bench.sock"))
             recv.start()
             client = SkaldsClient(
