@@ -60,6 +60,11 @@ class EdgeTasks:
         self._executor = executor
         return [self._task(e, executor) for e in self.entries.values()]
 
+    def task(self, executor: str, task_id: str) -> Task | None:
+        """The file's task ``task_id`` as it is now, or None when the file no longer lists it."""
+        entry = self.entries.get(task_id)
+        return None if entry is None else self._task(entry, executor)
+
     def initial_tasks(self, executor: str, stored: dict[str, Task] | None) -> list[Task]:
         """Tasks to start now; those an operator paused or cancelled (YAML unchanged since) stay down."""
         out = []

@@ -5,7 +5,9 @@ cannot reach any server still runs its cameras); the store then records them as 
 this skald as executor. The file is checked every ``yaml_poll_interval``: added, changed and
 removed entries start, hot-update and stop workers. Operator pause / cancel written to the store
 are obeyed and remembered until the entry changes in the file; updates that arrive as events are
-written back into the file.
+written back into the file. A persistent entry (``isPersistent: true``) whose worker ends by itself
+— returned, failed or died — starts again with a backoff (:mod:`skalds.node.restarts`), unless an
+operator paused or cancelled it meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from skalds.model.task import Task, TaskLifecycleStatus
 from skalds.node.edge import EdgeTasks
 from skalds.node.policy import ModePolicy
 from skalds.node.port import AgentPort
+from skalds.node.restarts import RestartBackoff
 from skalds.utils.logging import logger
 from skalds.worker.supervisor import WorkerHandle
 
@@ -36,6 +39,9 @@ class EdgePolicy(ModePolicy):
         #: Tasks whose class or settings changed: started again once their old worker exited.
         self._restart_after_exit: dict[str, Task] = {}
         self._next_check = 0.0
+        #: Persistent tasks that ended by themselves: when each starts again.
+        self._restart_due: dict[str, float] = {}
+        self._backoffs: dict[str, RestartBackoff] = {}
 
     # ---- life ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -46,19 +52,48 @@ class EdgePolicy(ModePolicy):
         self._next_check = time.monotonic() + self.port.config.yaml_poll_interval
 
     def next_deadline(self) -> float | None:
-        return self._next_check
+        return min([self._next_check, *self._restart_due.values()])
 
     def on_deadline(self, now: float) -> None:
         if now >= self._next_check:
             self._next_check = now + self.port.config.yaml_poll_interval
             self._check_file()
+        for task_id in [t for t, due in self._restart_due.items() if due <= now]:
+            del self._restart_due[task_id]
+            self._restart_persistent(task_id)
 
     def worker_exited(self, handle: WorkerHandle, outcome: TaskLifecycleStatus) -> None:
         if handle.stop_reason == "restart":
             task = self._restart_after_exit.pop(handle.task_id, None)
             if task is not None:
                 self.port.start_worker(task, None)
+        elif handle.stop_reason is None and outcome in (S.FINISHED, S.FAILED):
+            self._schedule_restart(handle, outcome)
         self.edge.on_exit(handle.task_id, outcome)
+
+    # ---- persistent tasks that ended by themselves ------------------------------------------
+    def _schedule_restart(self, handle: WorkerHandle, outcome: TaskLifecycleStatus) -> None:
+        task = self.edge.task(self.port.skald_id, handle.task_id)
+        if task is None or not task.is_persistent or self.port.stopping:
+            return
+        backoff = self._backoffs.setdefault(task.id, RestartBackoff())
+        delay = backoff.next(time.monotonic() - handle.started_at)
+        self._restart_due[task.id] = time.monotonic() + delay
+        logger.info(f"task {task.id} ended ({outcome.value}); persistent, restarting in {delay:.0f} s")
+
+    def _restart_persistent(self, task_id: str) -> None:
+        port = self.port
+        task = self.edge.task(port.skald_id, task_id)
+        if task is None or port.supervisor.get(task_id) is not None or port.stopping:
+            return
+        stored = port.backends.with_store("read", lambda s: s.get(task_id))
+        if stored is not None and stored.lifecycle_status in (S.PAUSED, S.CANCELLED):
+            logger.info(f"task {task_id} is {stored.lifecycle_status.value} in the store; not restarting it")
+            return
+        # Ended → Assigning first (the state machine has no Finished → Running); a store that is
+        # down does not hold the restart back (edge autonomy): the record pass catches up.
+        port.write_status(task_id, S.ASSIGNING, None, only_from=(S.FINISHED, S.FAILED))
+        port.start_worker(task, None)
 
     def update_applied(self, handle: WorkerHandle, attachments: Any, origin: str) -> None:
         if origin != "yaml" and isinstance(attachments, dict):
@@ -112,8 +147,9 @@ class EdgePolicy(ModePolicy):
         if same:
             if t.lifecycle_status in (S.PAUSED, S.CANCELLED):
                 return None  # an operator stopped it; the YAML did not change since
-            if running is None and t.lifecycle_status in (S.FINISHED, S.FAILED):
-                return None
+            if t.lifecycle_status in (S.FINISHED, S.FAILED):
+                # Ended; a worker running again (a persistent restart) is Assigning first.
+                return None if running is None else {"lifecycle_status": S.ASSIGNING}
             if t.lifecycle_status == status or (t.lifecycle_status == S.RUNNING and running is not None):
                 return None
             return {"lifecycle_status": status}
@@ -137,7 +173,11 @@ class EdgePolicy(ModePolicy):
         if diff is None:
             return
         port = self.port
+        for task in (*diff.added, *diff.updated, *diff.restarted):
+            self._restart_due.pop(task.id, None)  # started below, at once
         for task_id in diff.removed:
+            self._restart_due.pop(task_id, None)
+            self._backoffs.pop(task_id, None)
             logger.info(f"task {task_id} removed from {self.edge.path}; stopping it")
             if not port.supervisor.stop(task_id, "removed"):
                 port.write_status(task_id, S.CANCELLED, None, only_from=(S.CREATED, S.ASSIGNING, S.PAUSED))

@@ -28,6 +28,7 @@ from skalds.model.task import ModeEnum, now_ms
 from skalds.node.backends import Backends
 from skalds.node.commands import MalformedEvent, parse_message
 from skalds.node.listener import BusListener
+from skalds.node.restarts import RestartBackoff
 from skalds.node.yaml_tasks import load_task_file
 from skalds.utils.logging import logger
 from skalds.worker.baseclass import BaseTaskWorker
@@ -36,9 +37,6 @@ from skalds.worker.logtail import LogTail
 from skalds.worker.registry import WorkerRegistry
 
 EXIT_NOTHING_TO_RUN = 2
-BACKOFF_START = 1.0
-BACKOFF_MAX = 60.0
-HEALTHY_RUN = 60.0
 #: Seconds to wait for a background thread to leave its driver call before the backends close.
 THREAD_JOIN_TIMEOUT = 5.0
 
@@ -145,7 +143,7 @@ def run_single_process(config: SkaldConfig, registry: WorkerRegistry) -> int:
         stop.set()
         stop.signum = signum  # type: ignore[attr-defined]
 
-    backoff = BACKOFF_START
+    backoff = RestartBackoff()
     code = 0
     try:
         while True:
@@ -166,17 +164,15 @@ def run_single_process(config: SkaldConfig, registry: WorkerRegistry) -> int:
             _record_end(backends, task.id, code)
             if code >= 128 or not task.is_persistent:
                 return code
-            if time.monotonic() - started >= HEALTHY_RUN:
-                backoff = BACKOFF_START
-            logger.info(f"task {task.id} ended with code {code}; persistent, restarting in {backoff:.0f} s")
+            delay = backoff.next(time.monotonic() - started)
+            logger.info(f"task {task.id} ended with code {code}; persistent, restarting in {delay:.0f} s")
             previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
             try:
-                if stop.wait(backoff):
+                if stop.wait(delay):
                     return 128 + int(getattr(stop, "signum", signal.SIGTERM))
             finally:
                 for s, h in previous.items():
                     signal.signal(s, h)
-            backoff = min(backoff * 2, BACKOFF_MAX)
     finally:
         if listener is not None:
             listener.stop()

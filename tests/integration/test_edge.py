@@ -201,3 +201,34 @@ def test_a_cancel_replayed_from_before_a_restart_does_not_stop_a_resumed_task(pr
     assert len(events(tmp_path, "cam1", "release")) == 2  # the cancel, the first skald's stop
     wait_for(lambda: client.get("cam1").lifecycle_status == S.RUNNING, what="recorded Running")
     assert len(events(tmp_path, "cam1", "release")) == 2
+
+
+PERSISTENT = """\
+TaskWorkers:
+  keeper:
+    className: Recorder
+    isPersistent: true
+    attachments: {duration: 0.1, fail: true}
+  oneshot:
+    className: Recorder
+    isPersistent: false
+    attachments: {duration: 0.1, fail: true}
+"""
+
+
+def test_a_persistent_task_that_ends_is_restarted_with_backoff_until_cancelled(procs, home, tmp_path, client):
+    # Given an edge with a persistent task and a one-shot task that both fail at once
+    p = edge(procs, home, tmp_path, yaml_text=PERSISTENT)
+    # Then the persistent one is started again, after 1 s, then after 2 s; the one-shot one is not
+    wait_for(lambda: len(events(tmp_path, "keeper", "main")) >= 3, timeout=20, what="two restarts")
+    starts = [e["t"] for e in events(tmp_path, "keeper", "main")]
+    assert starts[1] - starts[0] >= 1.0 and starts[2] - starts[1] >= 2.0, starts
+    assert len(events(tmp_path, "oneshot", "main")) == 1
+    assert client.get("oneshot").lifecycle_status == S.FAILED
+    p.wait_output(r"task keeper ended \(Failed\); persistent, restarting in 4 s")
+    # When an operator cancels it while it waits for its next start
+    client.cancel("keeper")
+    # Then it is not started again
+    p.wait_output(r"task keeper is Cancelled in the store; not restarting it", timeout=10)
+    assert len(events(tmp_path, "keeper", "main")) == 3
+    assert client.get("keeper").lifecycle_status == S.CANCELLED
