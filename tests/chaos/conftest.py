@@ -34,9 +34,9 @@ import pytest
 from skalds.client import SkaldsClient
 from skalds.config.skald_config import SkaldConfig
 from skalds.model.task import Task
-from tests.controller.conftest import Controller, free_port
+from tests.controller.conftest import Controller, failover_settings, free_port
 from tests.support.procs import ROOT, Proc, alive, base_env, wait_for
-from tests.support.servers import PostgresServer, RedisServer, TansuServer, running
+from tests.support.servers import PostgresServer, RedisServer, TansuServer, postgres_schema_url, running
 from tests.support.workers import read_events
 
 RUNNER = ROOT / "tests" / "support" / "run_skald.py"
@@ -86,16 +86,7 @@ class Chaos:
 
     def controller(self, **extra: str) -> Controller:
         port = free_port()
-        env = self.env(
-            SYSTEM_CONTROLLER_PORT=str(port),
-            MONITOR_HEARTBEAT_TIMEOUT=str(TIMEOUT),
-            MONITOR_SKALD_INTERVAL="0.5",
-            MONITOR_TASK_INTERVAL="0.5",
-            DISPATCHER_INTERVAL="0.5",
-            SKALDS_LEADER_LEASE_TTL="3",
-            SKALDS_LEADER_RENEW_INTERVAL="1",
-            **extra,
-        )
+        env = self.env(**failover_settings(port, timeout=TIMEOUT, lease_ttl=3.0, renew=1.0), **extra)
         proc = Proc([sys.executable, "-m", "skalds.controller.main"], env, self.tmp / f"controller-{port}.log")
         self.procs.append(proc)
         controller = Controller(proc, port)
@@ -227,13 +218,8 @@ def distributed(
     tmp_path: Path, home: Path, procs: list[Proc], chaos_redis: RedisServer, chaos_kafka: TansuServer, postgres_server
 ) -> Iterator[Chaos]:
     """Redis and Kafka of this test's own (to fault), the session's PostgreSQL (own schema)."""
-    import psycopg
-
-    schema = "chaos_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
     urls = {
-        "SKALDS_STORE_URL": f"{postgres_server.url}?options=-csearch_path%3D{schema}",
+        "SKALDS_STORE_URL": postgres_schema_url(postgres_server, "chaos"),
         "SKALDS_BUS_URL": f"{chaos_kafka.url}?session_timeout_ms=2000",
         "SKALDS_CACHE_URL": chaos_redis.url,
     }

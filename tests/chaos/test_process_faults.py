@@ -4,9 +4,7 @@ under the embedded backend (ends kept, nothing re-run, recovery once space is fr
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.conftest import TIMEOUT, Chaos, report
+from tests.support.disks import fill, tmpfs
 from tests.support.procs import Proc, wait_for
-from tests.support.servers import running
+from tests.support.servers import postgres_schema_url, running
 
 
 @pytest.fixture(params=["embedded", "valkey", "redis-7.0"])
@@ -28,14 +27,10 @@ def fleet(request, tmp_path: Path, home: Path, procs: list[Proc], postgres_serve
         yield chaos
         chaos.close()
         return
-    import psycopg
-
-    schema = "chaosp_" + os.urandom(4).hex()
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
+    store_url = postgres_schema_url(postgres_server, "chaosp")
     with running("valkey" if request.param == "valkey" else "redis") as cache:
         urls = {
-            "SKALDS_STORE_URL": f"{postgres_server.url}?options=-csearch_path%3D{schema}",
+            "SKALDS_STORE_URL": store_url,
             "SKALDS_BUS_URL": f"sqlite:///{db}",
             "SKALDS_CACHE_URL": cache.url,
         }
@@ -97,35 +92,8 @@ def test_killed_node_fails_over_within_timeout_plus_one_second(fleet: Chaos, req
 # ---- a full disk under the embedded backend ---------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MiB tmpfs (root only); lazily unmounted afterwards, whatever still holds it."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "24m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(path: Path) -> None:
-    """Write until the disk is full."""
-    chunk = b"\0" * (1 << 16)
-    with open(path, "wb") as fh:
-        try:
-            while True:
-                fh.write(chunk)
-                fh.flush()
-        except OSError:
-            pass
-    # What a block could not take, a byte may: leave nothing at all.
-    with open(path, "ab", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(b"\0")
-        except OSError:
-            pass
 
 
 def test_full_disk_keeps_ends_runs_nothing_twice_and_recovers(small_disk: Path, tmp_path: Path, procs) -> None:
@@ -141,8 +109,7 @@ def test_full_disk_keeps_ends_runs_nothing_twice_and_recovers(small_disk: Path, 
     wait_for(lambda: all(chaos.events(t, "main") for t in ids), timeout=20, what="tasks running")
 
     # When the disk fills up while they end
-    filler = small_disk / "filler"
-    _fill(filler)
+    filler = fill(small_disk)
     wait_for(lambda: chaos.ended(ids), timeout=20, what="tasks ended")
     node.wait_output(r"could not take the write", timeout=10)
     assert node.popen.poll() is None

@@ -17,6 +17,19 @@ from tests.support.workers import read_events
 RUNNER = ROOT / "tests" / "support" / "run_skald.py"
 
 
+def failover_settings(port: int, *, timeout: float, lease_ttl: float, renew: float) -> dict[str, str]:
+    """A controller's environment for failover tests: fast monitor and dispatcher passes."""
+    return {
+        "SYSTEM_CONTROLLER_PORT": str(port),
+        "MONITOR_HEARTBEAT_TIMEOUT": str(timeout),
+        "MONITOR_SKALD_INTERVAL": "0.5",
+        "MONITOR_TASK_INTERVAL": "0.5",
+        "DISPATCHER_INTERVAL": "0.5",
+        "SKALDS_LEADER_LEASE_TTL": str(lease_ttl),
+        "SKALDS_LEADER_RENEW_INTERVAL": str(renew),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

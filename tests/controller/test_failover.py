@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.controller.conftest import RUNNER, Controller, free_port
+from tests.controller.conftest import RUNNER, Controller, failover_settings, free_port
 from tests.support.procs import Proc, alive, base_env, wait_for
 from tests.support.workers import read_events
 
@@ -59,15 +59,7 @@ class Cluster:
 
     def controller(self) -> Controller:
         port = free_port()
-        env = self.env(
-            SYSTEM_CONTROLLER_PORT=str(port),
-            MONITOR_HEARTBEAT_TIMEOUT=str(TIMEOUT),
-            MONITOR_SKALD_INTERVAL="0.5",
-            MONITOR_TASK_INTERVAL="0.5",
-            DISPATCHER_INTERVAL="0.5",
-            SKALDS_LEADER_LEASE_TTL=str(LEASE_TTL),
-            SKALDS_LEADER_RENEW_INTERVAL=str(RENEW),
-        )
+        env = self.env(**failover_settings(port, timeout=TIMEOUT, lease_ttl=LEASE_TTL, renew=RENEW))
         proc = Proc([sys.executable, "-m", "skalds.controller.main"], env, self.tmp / f"controller-{port}.log")
         self.procs.append(proc)
         controller = Controller(proc, port)

@@ -8,9 +8,7 @@ embedded SQLite file) and takes a server down for real.
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ from fastapi.testclient import TestClient
 from skalds.controller.app import create_app
 from skalds.controller.config import ControllerConfig
 from skalds.controller.service import ControllerService
+from tests.support.disks import fill, tmpfs
 from tests.support.procs import wait_for
 from tests.support.servers import PostgresServer, RedisServer, TansuServer
 
@@ -210,32 +209,8 @@ def test_a_batch_retried_with_the_same_idempotency_key_is_answered_again(
 # ---- a full disk (embedded backend) -------------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, unmounted after the test whatever happens."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        reason = done.stderr.strip() or f"exit status {done.returncode}"
-        pytest.skip(f"a small tmpfs cannot be mounted here ({reason}); the full-disk test needs root")
-    try:
+    with tmpfs(tmp_path / "disk", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file until the disk has no space left; returns it."""
-    filler = disk / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 16384)
-                f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-    return filler
 
 
 def test_a_full_disk_is_503_naming_it_health_degraded_and_creates_work_once_space_is_freed(

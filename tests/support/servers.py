@@ -232,6 +232,18 @@ class PostgresServer(Server):
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
 
+def postgres_schema_url(server: PostgresServer, prefix: str = "t") -> str:
+    """A new, empty schema on ``server`` for one test, and the URL whose connections use it."""
+    import uuid
+
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{server.url}?options=-csearch_path%3D{schema}"
+
+
 def redis_binary() -> str | None:
     return os.environ.get("SKALDS_REDIS_BIN") or shutil.which("redis-server")
 
