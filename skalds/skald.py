@@ -49,7 +49,7 @@ class Skalds:
             if exit_process:
                 sys.exit(code)
             return code
-        # The fork server must exist before any thread or client (DESIGN principle 4).
+        # The fork server must exist before any thread or client (docs/design.md, principle 4).
         from skalds.node.agent import SkaldAgent
         from skalds.worker.forkserver import ForkServer
         from skalds.worker.runtime import make_child_main

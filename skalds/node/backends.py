@@ -1,6 +1,6 @@
 """Backends as the agent sees them: never fatal, never blocking the loop for long.
 
-Edge autonomy (DESIGN principle 6): a backend that cannot be reached is marked *down*; callers get
+Edge autonomy (docs/design.md, principle 6): a backend that cannot be reached is marked *down*; callers get
 ``None`` at once and carry on, workers keep running. While it is down, a background thread probes
 it (open + one cheap read) every ``RETRY_AFTER`` seconds and marks it *up* again when the probe
 succeeds, so the agent's loop never waits on a connect timeout more than once per outage.

@@ -1,4 +1,4 @@
-"""The one bus consumer of a skald (DESIGN principle 5), on its own thread.
+"""The one bus consumer of a skald (docs/design.md, principle 5), on its own thread.
 
 It consumes the command topics for the skald's consumer group and hands messages to the agent's
 loop; it never touches agent state itself. A bus that is down is retried; a broken consumer is

@@ -5,12 +5,13 @@ Programs written for Skalds 0.3.x send commands to skalds with::
     KafkaProxy(KafkaConfig(host, port)).produce(
         KafkaTopic.TASK_ASSIGN, key=task_id, value=TaskEvent(...).model_dump_json(by_alias=True))
 
-This facade keeps that working, on the same wire format (SPEC §4: the shared topics, key = task
-id, camelCase JSON). It wraps the event bus driver (:class:`~skalds.backends.bus.kafka.KafkaEventBus`)
-rather than a second client, so it has the same settings, topic creation, fork safety and error
-behaviour. Unlike 0.3.x, which queued the message and logged failures, :meth:`KafkaProxy.produce`
-returns once the broker has the message and raises :class:`~skalds.errors.BackendUnavailable`
-otherwise — a command that silently went nowhere is the harder failure to debug.
+This facade keeps that working, on the same wire format (the shared topics, key = task id, camelCase
+JSON; see docs/wire-formats.md). It wraps the event bus driver
+(:class:`~skalds.backends.bus.kafka.KafkaEventBus`) rather than a second client, so it has the same
+settings, topic creation, fork safety and error behaviour. Unlike 0.3.x, which queued the message
+and logged failures, :meth:`KafkaProxy.produce` returns once the broker has the message and raises
+:class:`~skalds.errors.BackendUnavailable` otherwise — a command that silently went nowhere is the
+harder failure to debug.
 
 ``is_block=False`` (the default) connects on the first call; ``is_block=True`` waits for a broker
 at construction, up to ``connect_wait`` seconds, then raises ``BackendUnavailable``. With a
@@ -38,7 +39,7 @@ __all__ = ["KafkaConfig", "KafkaProxy", "KafkaTopic", "Message"]
 
 
 class KafkaTopic:
-    """The Kafka topics of Skalds (SPEC §4): one shared topic per kind of command."""
+    """The Kafka topics of Skalds (docs/wire-formats.md): one shared topic per kind of command."""
 
     TASK_ASSIGN = "task.assign"
     TASK_CANCEL = "task.cancel"

@@ -5,7 +5,7 @@ heartbeats and errors Skalds keeps in Redis, or to keep a few keys of their own 
 facade keeps that working on the same data: it wraps the state cache driver
 (:class:`~skalds.backends.cache.redis.RedisStateCache`) instead of opening a second kind of client,
 so it has the same short timeouts, fork safety and error behaviour (redis-py exceptions propagate).
-:class:`RedisKey` names the keys of SPEC §4 with the same functions Skalds writes them with.
+:class:`RedisKey` names the cache keys (docs/wire-formats.md) with the same functions Skalds writes them with.
 
 Values, kept simple on purpose:
 
@@ -19,7 +19,7 @@ the server at construction, up to ``connect_wait`` seconds (10), then raises
 :class:`~skalds.errors.BackendUnavailable`; ``is_block=False`` connects on the first call.
 
 ``RedisConfig`` is always explicit: its ``host`` default only applies when a user builds one; Skalds
-never falls back to it by itself (SPEC §2: no implicit ``localhost`` server).
+never falls back to it by itself (no implicit ``localhost`` server; see docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class RedisConfig:
 
 
 class RedisKey:
-    """The Redis keys of Skalds (SPEC §4), exactly as Skalds 0.3.x names them."""
+    """The Redis keys of Skalds (docs/wire-formats.md), exactly as Skalds 0.3.x names them."""
 
     #: Hash: skald id → its last activity (epoch ms).
     SKALDS_HASH = SKALDS_HASH

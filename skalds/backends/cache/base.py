@@ -1,6 +1,6 @@
 """The state cache contract: a tiny Redis-shaped key/value store with TTLs.
 
-The key layout of Skalds 0.3.x (SPEC §4) is written by :class:`skalds.backends.cache.state.StateView`
+The key layout of Skalds 0.3.x (docs/wire-formats.md) is written by :class:`skalds.backends.cache.state.StateView`
 on top of these primitives, so the Redis driver maps one to one and the embedded driver emulates
 the same data. Values are strings. A TTL of ``None`` means no expiry. Expired keys read as missing.
 """

@@ -1,4 +1,4 @@
-"""The Redis state cache: the Skalds 0.3.x key layout (SPEC §4) on a real Redis or Valkey server.
+"""The Redis state cache: the Skalds 0.3.x key layout (docs/wire-formats.md) on a real Redis or Valkey server.
 
 Why it is built this way:
 

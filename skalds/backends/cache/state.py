@@ -1,4 +1,4 @@
-"""The key layout of Skalds 0.3.x (SPEC §4), written on any :class:`StateCache`.
+"""The key layout of Skalds 0.3.x, written on any :class:`StateCache` (see docs/wire-formats.md).
 
 ==================================  =========================================================
 ``skalds:hash``                     skald id → last activity (ms)
@@ -13,7 +13,7 @@
 ``task:{id}:logs``                  list: the task's recent log lines (last 500, TTL a day)
 ==================================  =========================================================
 
-**Task log lines** (SPEC §9). Each item of ``task:{id}:logs`` is compact JSON
+**Task log lines.** Each item of ``task:{id}:logs`` is compact JSON
 ``{"seq":…,"timestamp":…,"level":…,"message":…}`` (timestamp in ms, message masked and cut to
 ~1,000 chars), oldest first. ``seq`` = *base* + the worker process's own line counter (1, 2, …),
 where *base* is the last seq already in the list when its skald first writes for that worker
@@ -183,7 +183,7 @@ class StateView:
             states.append({"heartbeat": heartbeat, "error": error, "exception": exception})
         return states
 
-    # ---- task log lines (SPEC §9; see the module docstring) -------------------------------
+    # ---- task log lines (see the module docstring) ----------------------------------------
     def last_log_seq(self, task_id: str) -> int:
         """The seq of the newest line in the task's list (0 when there is none)."""
         items = self.cache.lrange(task_logs_key(task_id), -1, -1)
