@@ -1,4 +1,4 @@
-"""The System Controller: REST API, dispatcher and (later) monitor and dashboard (SPEC §7).
+"""The System Controller: REST API, dispatcher, monitor and dashboard.
 
 ``create_app(config)`` builds the FastAPI app; ``python -m skalds.controller.main`` runs it. The
 API's work lives in :class:`ControllerService` (synchronous, testable without HTTP); the

@@ -1,6 +1,6 @@
 """``create_app()``: the System Controller as an asyncio FastAPI application.
 
-The mode decides what runs beside the API (SPEC §1): ``CONTROLLER`` serves the API only (tasks
+The mode decides what runs beside the API (``SYSTEM_CONTROLLER_MODE``): ``CONTROLLER`` serves the API only (tasks
 are stored but another controller dispatches them), ``MONITOR`` adds the heartbeat sampler, and
 ``DISPATCHER`` adds the dispatcher's sweep as well — and dispatches right after create / resume /
 retry. Background loops are asyncio tasks started and stopped by the lifespan; their blocking

@@ -1,4 +1,4 @@
-"""Bearer-token authentication of the controller (SPEC §7), secure by default.
+"""Bearer-token authentication of the controller's API, secure by default.
 
 Why a token at all: the controller can create tasks, i.e. run code paths on every node of the fleet,
 so anyone who can reach its port must prove they may. Why secure by default: a controller bound

@@ -3,7 +3,7 @@
 The controller talks to the same backends as the skalds, so it inherits every backend and logging
 setting (and ``TASK_WORKER_RETRY``, the retry budget the dispatcher enforces) instead of
 duplicating them. Only what is specific to the controller is added here; each field is read from
-the environment variable of the same name in upper case (SPEC §8).
+the environment variable of the same name in upper case (all listed in docs/configuration.md).
 """
 
 from __future__ import annotations

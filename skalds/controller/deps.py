@@ -1,7 +1,7 @@
 """How route handlers reach the service, and the one way they run blocking work.
 
 Every store / bus / cache call is blocking, so handlers pass it to :func:`blocking`, which runs it
-in anyio's worker threads; the event loop only ever awaits (DESIGN principle 9).
+in anyio's worker threads; the event loop only ever awaits (docs/design.md, principle 9).
 """
 
 from __future__ import annotations

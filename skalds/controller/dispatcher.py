@@ -1,13 +1,13 @@
 """``Dispatcher``: gives Created tasks to online node skalds, retries failures, enforces deadlines.
 
-Level-triggered (DESIGN principle 1): every pass reads the store and acts on what it finds, so it
+Level-triggered (docs/design.md, principle 1): every pass reads the store and acts on what it finds, so it
 is correct however often it runs and whatever events were lost. The app runs it right after a
 create / resume / retry (a task starts within milliseconds) and on a sweep every
 ``DISPATCHER_INTERVAL`` seconds. A pass after a create looks only at the tasks just created and at
 the head of the queue (:data:`QUEUE_HEAD`), so its cost does not grow with a backlog of tasks that
 cannot be placed yet; the sweep looks at all of them.
 
-One owner per task (principle 2): an assignment is a compare-and-set in the store, fenced on the
+One owner per task (docs/design.md, principle 2): an assignment is a compare-and-set in the store, fenced on the
 status (Created) and epoch the dispatcher read, so two dispatchers — or a dispatcher and an
 operator — can never both assign a task; the loser sees a Conflict and moves on. Only Passive
 tasks are dispatched: Active tasks belong to their edge skald, PassiveProcess ones to their

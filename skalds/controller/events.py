@@ -1,6 +1,6 @@
 """``EventHub``: live skald and task changes for the SSE streams, from one poller per app.
 
-Why poll instead of subscribing to the bus: the store and the state cache are the truth (DESIGN
+Why poll instead of subscribing to the bus: the store and the state cache are the truth (docs/design.md,
 principle 1) and they are where every change lands — writes of other controllers, of the skalds,
 heartbeats that never travel as events — while bus events are hints that may be lost. So one
 asyncio task reads the fleet and the tasks every ``interval`` seconds (0.5 s: each change reaches

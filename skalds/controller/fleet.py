@@ -1,6 +1,6 @@
 """What the controller knows about skalds, read from the state cache on every call.
 
-Liveness is a lease (DESIGN principle 3): a skald is online exactly while its
+Liveness is a lease (docs/design.md, principle 3): a skald is online exactly while its
 ``skalds:{id}:heartbeat`` key exists; ``skalds:hash`` only says when it was last active. Nothing is
 cached in the controller, so any number of controllers see the same fleet and a skald that stops
 heartbeating drops out of dispatch within one lease.
@@ -37,7 +37,7 @@ class SkaldInfo:
     schemas: dict[str, Any] = field(default_factory=dict)
 
     def item(self) -> dict[str, Any]:
-        """The SPEC §7 skald item."""
+        """The API's skald item (docs/wire-formats.md)."""
         return {
             "id": self.id,
             "type": self.type,
@@ -64,7 +64,7 @@ def int_or_none(value: str | None) -> int | None:
 
 
 class Fleet:
-    """Reads of the skald keys of SPEC §4."""
+    """Reads of the skald keys of the state cache (docs/wire-formats.md)."""
 
     def __init__(self, state: StateView, parsed: dict[str, dict[str, Any]] | None = None) -> None:
         self.state = state

@@ -3,8 +3,8 @@
 Several controllers may serve the API at once (for availability); two of them dispatching would
 still be *safe* — every assignment is a compare-and-set in the store — but they would fight over
 the same tasks and double the store traffic. So the controllers that could dispatch compete for a
-lease in the state cache, ``skalds:controller:leader`` = the holder's id with a TTL (DESIGN
-principle 3: liveness is a lease):
+lease in the state cache, ``skalds:controller:leader`` = the holder's id with a TTL (liveness is
+a lease: docs/design.md, principle 3):
 
 * **Acquire** with :meth:`StateCache.set_if_absent` (``SET NX PX``): only a free key is taken.
 * **Renew** every ``renew_interval`` (about a third of the TTL) with

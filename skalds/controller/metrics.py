@@ -24,7 +24,7 @@ metric                                  type       source
 ======================================  =========  ================================================
 
 Gauges that reflect the store are computed on scrape (a custom collector) rather than kept up to
-date by hand: the store is the truth (DESIGN principle 1), other controllers change it too, and a
+date by hand: the store is the truth (docs/design.md, principle 1), other controllers change it too, and a
 scrape every 15–60 s costs one count per (status, class). The scrape runs in a worker thread, never on the loop.
 
 Dispatch latency is observed by :func:`instrument_dispatcher`, which wraps the dispatcher's

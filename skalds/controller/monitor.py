@@ -1,14 +1,14 @@
 """``Monitor``: fails over the tasks of dead skalds and ends Running tasks nobody runs any more.
 
-SPEC §5 "node loss": a skald whose heartbeat lease expired is offline; its Passive tasks return to
-dispatch and run on another node. Level-triggered (DESIGN principle 1): each :meth:`Monitor.pass_`
+Node loss: a skald whose heartbeat lease expired is offline; its Passive tasks return to
+dispatch and run on another node. Level-triggered (docs/design.md, principle 1): each :meth:`Monitor.pass_`
 reads the store and the cache afresh and acts on what it finds, so it is correct however often it
 runs, after a controller restart, and with several controllers (every write is a fenced
 compare-and-set in the store, so two monitors cannot both fail a task over).
 
 What one pass does, for every task the store says is Assigning / Running on executor X:
 
-* **X offline** (its lease ``skalds:X:heartbeat`` is gone, DESIGN principle 3) for longer than
+* **X offline** (its lease ``skalds:X:heartbeat`` is gone: liveness is a lease) for longer than
   ``monitor_heartbeat_timeout`` — counted from X's last activity in ``skalds:hash`` when there is
   one, else from when this monitor first saw the lease missing — and the task is Passive: back to
   Created with the executor cleared, fenced on executor + epoch + status, so a racing write (the
@@ -20,7 +20,7 @@ What one pass does, for every task the store says is Assigning / Running on exec
   "heartbeat lease expired", fenced the same way; X's next reconcile stops any copy and the
   dispatcher's retry budget decides whether it runs again. So no zombie Running survives.
 
-Why the old owner cannot keep running a failed-over task (SPEC §5 fencing): its workers fence
+Why the old owner cannot keep running a failed-over task (fencing): its workers fence
 themselves once their skald stops acknowledging heartbeats for ``fence_after`` (= the skald's
 ``REDIS_KEY_TTL``; see :mod:`skalds.worker.link`), which is below the timeout
 (:class:`~skalds.controller.config.ControllerConfig` checks it); and a skald that returns compares

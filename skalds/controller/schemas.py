@@ -1,4 +1,4 @@
-"""Request and response bodies of the REST API (SPEC §7), as pydantic models.
+"""Request and response bodies of the REST API, as pydantic models.
 
 They document the API in OpenAPI and validate what comes in. Response models allow extra fields
 ("more fields may be added, none renamed"), so a task item carries every Task field by alias

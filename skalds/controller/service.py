@@ -5,8 +5,8 @@ the bus as a hint so the owning skald reacts within milliseconds — and adds wh
 validation against the schemas the skalds advertise, the 0.3.x response shapes, and a heartbeat
 history. Keeping it synchronous and free of HTTP makes it testable on its own; the FastAPI app
 calls it through a thread pool so no blocking driver call ever runs on the event loop
-(DESIGN principle 9). A failed publish never fails a request: the store write stands and every
-skald reconciles against the store (DESIGN principle 1).
+(docs/design.md, principle 9). A failed publish never fails a request: the store write stands and every
+skald reconciles against the store (docs/design.md, principle 1).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class ControllerService(BackendClients):
 
     # ---- tasks: reads --------------------------------------------------------------------
     def task_item(self, task: Task) -> dict[str, Any]:
-        """The SPEC §7 task item: 0.3.x names plus every Task field by alias."""
+        """The API's task item: 0.3.x names plus every Task field by alias (docs/wire-formats.md)."""
         return self._items([task])[0]
 
     def _items(self, tasks: list[Task], *, best_effort: bool = False) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ const STREAM_QUERY = { tasks: "?types=task_status,task_deleted,task_error,task_e
 
 export class Live {
   constructor() {
-    this.skalds = new Map(); // id -> skald item (SPEC §7 shape)
+    this.skalds = new Map(); // id -> skald item (the API's shape, docs/wire-formats.md)
     this.tasks = new Map(); // id -> task view from the stream
     this.listeners = new Set();
     this.stateListeners = new Set();
