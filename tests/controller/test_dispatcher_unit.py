@@ -192,7 +192,7 @@ def test_modes_decide_which_loops_run(home, monkeypatch):
         config = ControllerConfig(skalds_home=str(home), system_controller_mode=mode)
         assert (create_app(config).state.dispatcher is not None) is dispatches
         assert config.runs_sampler is samples
-    # And the environment names of SPEC §8 are read
+    # And the environment names of docs/configuration.md are read
     monkeypatch.setenv("SYSTEM_CONTROLLER_MODE", "monitor")
     monkeypatch.setenv("DISPATCHER_STRATEGY", "round_robin")
     monkeypatch.setenv("SYSTEM_CONTROLLER_PORT", "9123")

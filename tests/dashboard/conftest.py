@@ -1,4 +1,4 @@
-"""A real ``skalds dev`` and Debian's chromium driven by Playwright (``../shared/INFRA.md``).
+"""A real ``skalds dev`` and Debian's chromium driven by Playwright (``scripts/test`` installs chromium).
 
 The browser and each ``skalds dev`` are started once per module (starting them is most of the
 cost); every test gets a fresh browser context, so cookies and storage never leak between tests.

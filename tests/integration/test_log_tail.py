@@ -1,5 +1,5 @@
-"""A task's recent log lines reach the state cache (SPEC §9): real skald and worker processes, a real
-SQLite file, and a real Redis server."""
+"""A task's recent log lines reach the state cache (docs/wire-formats.md, log lines): real skald
+and worker processes, a real SQLite file, and a real Redis server."""
 
 from __future__ import annotations
 

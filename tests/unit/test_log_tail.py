@@ -1,5 +1,5 @@
 """The log tail's parts on their own: the worker's buffer, its channel messages, the link sending
-them, and the cache list's writer and reader (SPEC §9)."""
+them, and the cache list's writer and reader (docs/wire-formats.md, log lines)."""
 
 from __future__ import annotations
 

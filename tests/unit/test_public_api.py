@@ -1,4 +1,4 @@
-"""The public surface: the import paths of the seed and SPEC §2 stay exactly as they are."""
+"""The public surface: the import paths of Skalds 0.3.x and of this version stay exactly as they are."""
 
 import skalds
 
