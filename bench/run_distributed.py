@@ -339,7 +339,7 @@ def prefill(url: str, bootstrap: str, per_topic: int) -> None:
     finally:
         bus.close()
     # One message per produce request, as skalds publishes: the broker's high watermark is then
-    # exact (Tansu reports the first offset of the last batch + 1, see INFRA.md).
+    # exact (Tansu reports the first offset of the last batch + 1, see bench/README.md).
     producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
     for topic in COMMAND_TOPICS:
         for i in range(per_topic):
@@ -729,7 +729,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, list
     lines.append(
         "End: the watermarks agree with the messages read back from the beginning."
         if same
-        else f"End: watermarks {results['topics_at_end']} differ from the read-back counts {read} (INFRA.md quirk)."
+        else f"End: watermarks {results['topics_at_end']} differ from the read-back counts {read} "
+        "(Tansu's watermark quirk, see bench/README.md)."
     )
     lines.append("")
 
