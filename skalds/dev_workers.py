@@ -3,7 +3,7 @@
 ``Counter`` counts up, one step per tick, and finishes after ``ticks`` ticks; an update changes
 its step, interval or ticks on the fly. It logs its attachment values when it starts and when an
 update changes them (``step=3 interval=1 ticks=60``), so the log tail shows them. ``Camera`` is
-the seed's MyWorker shape: it "reads" a stream until stopped.
+the MyWorker shape of the README: it "reads" a stream until stopped.
 """
 
 from __future__ import annotations

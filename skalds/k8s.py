@@ -97,7 +97,7 @@ def render_manifests(
             *("--module", module),
         ]
     # Without a module the image's own entrypoint runs (a program that registers its classes and
-    # calls Skalds(SkaldConfig()).run(), as in the seed's examples); these settings reach it
+    # calls Skalds(SkaldConfig()).run(), as in the README's example); these settings reach it
     # through the environment.
     container["env"] = [
         {"name": "SKALD_MODE", "value": "single_process"},

@@ -66,5 +66,5 @@ class Skalds:
         return 0
 
 
-#: The seed's name for the same class.
+#: The Skalds 0.3.x name for the same class.
 Skald = Skalds

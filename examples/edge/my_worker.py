@@ -1,4 +1,4 @@
-"""The seed's example, sections 1–4, as written (plus the ``import time`` it forgot).
+"""The Skalds 0.3.x example, as written (plus the ``import time`` it forgot).
 
 Run from this folder: ``python my_worker.py``. Edit ``all_workers.yml`` while it runs to see
 workers start, hot-update and stop; Ctrl-C stops everything.

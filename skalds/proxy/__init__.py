@@ -1,4 +1,4 @@
-"""The seed's (Skalds 0.3.x) service handles — ``KafkaProxy``, ``RedisProxy``, ``MongoProxy`` — kept
+"""The Skalds 0.3.x service handles — ``KafkaProxy``, ``RedisProxy``, ``MongoProxy`` — kept
 for user code written against them.
 
 Skalds itself goes through the backend drivers in :mod:`skalds.backends`; each proxy here is a thin

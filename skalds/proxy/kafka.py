@@ -1,4 +1,4 @@
-"""``KafkaProxy``: the seed's (Skalds 0.3.x) Kafka handle, kept for user code written against it.
+"""``KafkaProxy``: the Skalds 0.3.x Kafka handle, kept for user code written against it.
 
 Programs written for Skalds 0.3.x send commands to skalds with::
 

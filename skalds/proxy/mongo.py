@@ -1,4 +1,4 @@
-"""``MongoProxy``: the seed's (Skalds 0.3.x) MongoDB handle, kept for code written against it.
+"""``MongoProxy``: the Skalds 0.3.x MongoDB handle, kept for code written against it.
 
 New code goes through the task store (``skalds.backends.store.mongo.MongoTaskStore``); this facade
 only hands out the pymongo database and creates the same indexes the store does, so programs that
@@ -31,7 +31,7 @@ os.register_at_fork(after_in_child=_reset_lock_after_fork)
 
 @dataclass
 class MongoConfig:
-    """Where the seed's MongoDB lives: ``host`` is a ``mongodb://`` URL (or ``host:port``)."""
+    """Where the 0.3.x MongoDB lives: ``host`` is a ``mongodb://`` URL (or ``host:port``)."""
 
     host: str
     db_name: str = "skalds"

@@ -1,4 +1,4 @@
-"""``RedisProxy``: the seed's (Skalds 0.3.x) Redis handle, kept for user code written against it.
+"""``RedisProxy``: the Skalds 0.3.x Redis handle, kept for user code written against it.
 
 Programs written for Skalds 0.3.x build ``RedisProxy(RedisConfig(host=..., port=...))`` to read the
 heartbeats and errors Skalds keeps in Redis, or to keep a few keys of their own next to them. This
@@ -124,7 +124,7 @@ class _SeedCache(RedisStateCache):
 
 
 class RedisProxy:
-    """The seed's Redis facade over the state cache driver (see the module docstring)."""
+    """The 0.3.x Redis facade over the state cache driver (see the module docstring)."""
 
     def __init__(
         self,

@@ -83,7 +83,7 @@ def test_assign_update_cancel_on_kafka_redis_postgres(procs, dist, client):
     b_id = f"b-{dist.tag}"
     task_id = f"task-{dist.tag}"
 
-    # When a task is written to the store for b and announced on task.assign (as the seed README does)
+    # When a task is written to the store for b and announced on task.assign (as the 0.3.x README does)
     client.store.create(Task(id=task_id, className="Recorder", attachments={"someValue": 1}))
     client.store.assign(task_id, b_id)
     host, port = dist.kafka.bootstrap.split(":")
@@ -145,7 +145,7 @@ def test_single_process_heartbeats_to_redis_and_obeys_kafka(procs, dist, client,
 
 @pytest.mark.parametrize("style", ["host-port-names", "kafka-with-embedded-store"])
 def test_configuration_styles_and_mixes(procs, dist, tmp_path, home, style):
-    # Given a node configured the seed's way (KAFKA_HOST/PORT, REDIS_HOST/PORT) or Kafka + the SQLite file
+    # Given a node configured the 0.3.x way (KAFKA_HOST/PORT, REDIS_HOST/PORT) or Kafka + the SQLite file
     host, port = dist.kafka.bootstrap.split(":")
     if style == "host-port-names":
         redis_port = dist.cache_url.rsplit(":", 1)[1].split("/")[0]

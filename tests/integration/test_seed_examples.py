@@ -1,4 +1,4 @@
-"""The seed's example programs (sections 1–4) run unchanged, with no servers at all."""
+"""The 0.3.x example programs (``examples/edge``) run unchanged, with no servers at all."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ EXAMPLE = ROOT / "examples" / "edge"
 
 
 def test_seed_edge_example_runs_updates_and_releases(procs, home, tmp_path):
-    # Given the seed's program and YAML, copied as they are
+    # Given the example's program and YAML, copied as they are
     for name in ("my_worker.py", "all_workers.yml"):
         shutil.copy(EXAMPLE / name, tmp_path / name)
     env = base_env(home)
@@ -44,7 +44,7 @@ def test_seed_edge_example_runs_updates_and_releases(procs, home, tmp_path):
 
 
 def test_seed_worker_runs_standalone(procs, tmp_path, home):
-    # Given the seed's sections 1 and 2, and a standalone start with no infrastructure
+    # Given the example's data model and worker class, and a standalone start with no infrastructure
     source = (EXAMPLE / "my_worker.py").read_text()
     classes = source.split("from skalds import Skalds")[0]
     script = tmp_path / "standalone.py"

@@ -1,4 +1,4 @@
-"""The seed's ``KafkaProxy`` facade, against a real Tansu broker (its own, so the exact 0.3.x topic
+"""The Skalds 0.3.x ``KafkaProxy`` facade, against a real Tansu broker (its own, so the exact 0.3.x topic
 names can be used without a prefix)."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def test_config_url_and_repr() -> None:
 
 
 def test_seed_readme_snippet_produces_task_event(broker: TansuServer) -> None:
-    # Given the seed README's exact call
+    # Given the exact call of the 0.3.x README
     task_id = "task_" + uuid.uuid4().hex[:8]
     event = TaskEvent(taskIds=[task_id], initiator="system_controller", recipient="skalds-1")
     KafkaProxy(KafkaConfig("127.0.0.1", broker.port)).produce(

@@ -1,4 +1,4 @@
-"""The seed's ``RedisProxy`` facade, against a real Redis 7.0 server."""
+"""The Skalds 0.3.x ``RedisProxy`` facade, against a real Redis 7.0 server."""
 
 from __future__ import annotations
 

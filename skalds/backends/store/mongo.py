@@ -1,6 +1,6 @@
 """The MongoDB task store (pymongo 4, sync API), compatible with Skalds 0.3.x deployments.
 
-Layout (as the seed): database ``db_name`` (default ``skalds``), collection ``tasks``, one document
+Layout (as Skalds 0.3.x): database ``db_name`` (default ``skalds``), collection ``tasks``, one document
 per task = the task dumped by alias, unique index on ``id``, plus indexes for the dispatcher's queries
 (status + priority + age, executor + status, class name, age).
 
@@ -44,10 +44,10 @@ from skalds.utils.logging import logger, mask_secrets
 
 Doc = dict[str, Any]
 
-#: The collection of the seed's deployments.
+#: The collection of Skalds 0.3.x deployments.
 COLLECTION = "tasks"
 
-#: Index keys of the ``tasks`` collection (pymongo names them, e.g. ``id_1``, as the seed's would be).
+#: Index keys of the ``tasks`` collection (pymongo names them, e.g. ``id_1``, as 0.3.x's would be).
 INDEXES: tuple[tuple[list[tuple[str, int]], bool], ...] = (
     ([("id", 1)], True),  # (keys, unique)
     ([("lifecycleStatus", 1), ("priority", -1), ("createDateTime", 1)], False),
