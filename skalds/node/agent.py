@@ -537,7 +537,7 @@ class SkaldAgent:
             self.unwritten.discard(end.task_id)
             logger.info(f"task {end.task_id}: its end ({end.status}) is written now that the store is back")
 
-    # ---- log lines (SPEC §9; skalds.worker.logtail) ---------------------------------------
+    # ---- log lines (skalds.worker.logtail; the list's format in docs/wire-formats.md) -----
     def _flush_logs(self) -> None:
         """Append the log lines workers sent to their tasks' lists in the cache. When the cache
         is down they are dropped (Backends logs the outage once); workers never wait for this."""

@@ -501,3 +501,28 @@ def test_modify_in_turn_writes_each_change_onto_the_one_before(task_store: TaskS
     after = task_store.require("turn2")
     assert (after.lifecycle_status, after.executor) == (S.ASSIGNING, "e2")
     assert S.RUNNING not in [c.status for c in after.status_history]
+
+
+def test_mongo_a_task_written_by_03x_without_a_version_can_be_changed(mongo_uri: str) -> None:
+    # Given a task document as Skalds 0.3.x wrote it (no version field)
+    import uuid
+
+    import pymongo
+
+    from skalds.backends.store.mongo import MongoTaskStore
+
+    db_name = "skalds_compat_" + uuid.uuid4().hex[:8]
+    raw = pymongo.MongoClient(mongo_uri)
+    try:
+        doc = make_task("old-1").model_dump(by_alias=True, mode="json")
+        doc.pop("version", None)
+        raw[db_name]["tasks"].insert_one(doc)
+        store = MongoTaskStore(mongo_uri, db_name=db_name)
+        # When it is changed through the store
+        changed = store.set_status("old-1", S.CANCELLED)
+        # Then the write is taken (as version 0 → 1), not refused as a conflict for ever
+        assert changed.lifecycle_status == S.CANCELLED and changed.version == 1
+        store.close()
+    finally:
+        raw.drop_database(db_name)
+        raw.close()

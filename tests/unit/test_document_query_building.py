@@ -74,3 +74,10 @@ def test_paging_is_clamped_and_none_means_unlimited() -> None:
     assert page(TaskQuery(offset=-3, limit=-1)) == (0, 0)
     assert page(TaskQuery(offset=4, limit=2)) == (4, 2)
     assert conditions(TaskQuery(executor="e1")).equal == {"executor": "e1"}
+
+
+def test_compare_and_set_at_version_0_also_matches_a_document_without_one() -> None:
+    from skalds.backends.store.mongo import version_filter
+
+    assert version_filter("t", 3) == {"id": "t", "version": 3}
+    assert version_filter("t", 0) == {"id": "t", "$or": [{"version": 0}, {"version": {"$exists": False}}]}

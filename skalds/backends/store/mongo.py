@@ -196,11 +196,20 @@ class MongoTaskStore(TaskStore):
         return {str(d["id"]): int(d.get("version", 0)) for d in cursor}
 
     def _cas(self, task_id: str, expected_version: int, fields: dict[str, Any]) -> bool:
-        result = self._tasks().update_one({"id": task_id, "version": expected_version}, {"$set": dict(fields)})
+        result = self._tasks().update_one(version_filter(task_id, expected_version), {"$set": dict(fields)})
         return result.matched_count == 1
 
     def _delete(self, task_id: str) -> bool:
         return self._tasks().delete_one({"id": task_id}).deleted_count > 0
+
+
+def version_filter(task_id: str, expected_version: int) -> dict[str, Any]:
+    """The compare-and-set filter. A document written by Skalds 0.3.x has no ``version`` (it
+    reads as 0): version 0 also matches a document without the field, or nothing could ever
+    change such a task."""
+    if expected_version == 0:
+        return {"id": task_id, "$or": [{"version": 0}, {"version": {"$exists": False}}]}
+    return {"id": task_id, "version": expected_version}
 
     def close(self) -> None:
         with _lock:
