@@ -359,6 +359,7 @@ class ControllerService(BackendClients):
             mode=ModeEnum.PASSIVE,
             is_persistent=body.isPersistent,
             deadline_date_time=body.deadlineDateTime,
+            max_run_time=body.maxRunTime,
             lifecycle_status=S.CREATED,
             priority=body.priority,
             attachments=body.attachments,

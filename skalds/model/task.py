@@ -109,6 +109,9 @@ class Task(BaseModel):
     create_date_time: int = Field(default_factory=now_ms, alias="createDateTime")
     update_date_time: int = Field(default_factory=now_ms, alias="updateDateTime")
     deadline_date_time: int | None = Field(None, alias="deadlineDateTime")
+    #: Seconds a run may last before its worker is stopped (release runs) and the task fails;
+    #: None: the class's ``max_run_time``, if any.
+    max_run_time: float | None = Field(None, alias="maxRunTime", gt=0, le=366 * 86400)
     lifecycle_status: TaskLifecycleStatus = Field(S.CREATED, alias="lifecycleStatus")
     priority: int = Field(0, ge=0, le=10)
     attachments: Any = None

@@ -90,6 +90,10 @@ class SkaldAgent:
         self._running_pending: dict[str, tuple[WorkerHandle, float]] = {}
         self._listener: BusListener | None = None
         self._next_reconcile = 0.0
+        #: Running tasks with a max run time: when each must be stopped, and the limit (seconds).
+        self._run_limits: dict[str, tuple[float, float]] = {}
+        #: Tasks stopped for running too long: their limit, for the end written.
+        self._timed_out: dict[str, float] = {}
         #: Ends of tasks the store could not take yet (kept, retried, never re-run).
         self.unwritten = UnwrittenEnds(journal_path(config.skalds_home, self.skald_id))
         #: Last time each distinct loop failure was logged (so a persistent one is not logged every pass).
@@ -189,12 +193,19 @@ class SkaldAgent:
         self._next_reconcile = now + self.config.reconcile_interval
         while not self._stop_requested:
             now = time.monotonic()
-            due = (self.policy.next_deadline(), self.supervisor.next_deadline(), self._running_due())
+            due = (
+                self.policy.next_deadline(),
+                self.supervisor.next_deadline(),
+                self._running_due(),
+                self._next_run_limit(),
+            )
             deadlines = [next_beat, self._next_reconcile, *(d for d in due if d is not None)]
             if not self._guard("poll", self._poll_once, max(0.0, min(deadlines) - now)):
                 _wait_readable(self._signal_r, 0.1)  # do not spin on a failure that repeats
             now = time.monotonic()
             self._guard("stop overdue workers", self.supervisor.kill_overdue, now)
+            if self._run_limits:
+                self._guard("max run times", self._enforce_run_limits, now)
             if now >= next_beat:
                 next_beat = now + self.config.redis_sync_period
                 self._guard("skald heartbeat", self._skald_heartbeat)
@@ -315,8 +326,29 @@ class SkaldAgent:
             return None
         how = "reused process" if handle.reused else "pid"
         logger.info(f"started worker {task.id} ({task.class_name}) {how} {handle.pid}")
+        limit = task.max_run_time or self.registry.get(task.class_name).max_run_time
+        if limit:
+            self._run_limits[task.id] = (time.monotonic() + limit, float(limit))
         self.policy.worker_started(handle)
         return handle
+
+    # ---- max run time (Task.max_run_time, BaseTaskWorker.max_run_time) ----------------------
+    def _next_run_limit(self) -> float | None:
+        return min((at for at, _ in self._run_limits.values()), default=None)
+
+    def _enforce_run_limits(self, now: float) -> None:
+        """Stop the workers that ran past their max run time (SIGTERM: release runs; SIGKILL
+        after the grace period); the task ends Failed, saying so."""
+        for task_id, (at, limit) in list(self._run_limits.items()):
+            if at > now:
+                continue
+            del self._run_limits[task_id]
+            handle = self.supervisor.get(task_id)
+            if handle is None or handle.stopping:
+                continue
+            logger.warning(f"task {task_id} ran longer than its max run time of {limit:g} s; stopping it")
+            self._timed_out[task_id] = limit
+            self.supervisor.stop(task_id, "timeout")
 
     def _fail_unknown_class(self, task: Task) -> None:
         message = (
@@ -410,6 +442,7 @@ class SkaldAgent:
         pending = self._running_pending.pop(handle.task_id, None)
         ran = pending is not None and pending[0] is handle
         self._beats.pop(handle.task_id, None)
+        self._run_limits.pop(handle.task_id, None)
         outcome, exception = self._describe_exit(handle)
         self._record_exit(handle, outcome, exception, ran)
         self.policy.worker_exited(handle, outcome)
@@ -461,6 +494,14 @@ class SkaldAgent:
                 self.backends.with_state("forget", lambda v: v.task_forget(task_id, only_if=str(beat % 200)))
         elif reason == "restart":
             self.backends.with_state("forget", lambda v: v.task_forget(task_id))
+        elif reason == "timeout":
+            limit = self._timed_out.pop(task_id, 0.0)
+            why = f"stopped after its max run time of {limit:g} s"
+            live = tuple(s.value for s in LIVE_STATUSES)
+            self._record_end(
+                UnwrittenEnd(task_id, S.FAILED.value, handle.epoch, exception=why, only_from=live, ran=ran)
+            )
+            self.backends.with_state("ended", lambda v: v.task_ended(task_id, HEARTBEAT_FAILED, why))
         elif reason in ("pause", "cancel", "removed"):
             status = S.PAUSED if reason == "pause" else S.CANCELLED
             live = tuple(s.value for s in LIVE_STATUSES)

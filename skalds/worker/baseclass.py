@@ -109,6 +109,10 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
     #: ``max_tasks_per_process`` > 1 in the processes those leave idle (a pool, as Celery's
     #: ``--concurrency``). Edge and single-process skalds run every task they have.
     max_concurrent_tasks: ClassVar[int | None] = None
+    #: Seconds one run of a task of this class may last (None: no limit); past it the worker is
+    #: stopped like a cancel (release runs) and the task fails, saying why. A task's own
+    #: ``maxRunTime`` wins.
+    max_run_time: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -170,6 +174,13 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
         ):
             raise WorkerDefinitionError(
                 f"worker class {name}: max_concurrent_tasks must be None (no limit) or an int ≥ 1, not {concurrent!r}"
+            )
+        run_limit = cls.max_run_time
+        if run_limit is not None and (
+            isinstance(run_limit, bool) or not isinstance(run_limit, int | float) or not run_limit > 0
+        ):
+            raise WorkerDefinitionError(
+                f"worker class {name}: max_run_time must be None (no limit) or seconds > 0, not {run_limit!r}"
             )
         idle = cls.idle_process_timeout
         if isinstance(idle, bool) or not isinstance(idle, int | float) or not 0 < idle <= 86400:

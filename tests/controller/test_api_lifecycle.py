@@ -112,3 +112,22 @@ def test_skalds_listing_and_summary(start_controller, start_skald):
     assert summary["totalTasks"] == summary["runningTasks"] == 1 and summary["edgeSkalds"] == 0
     status = api.http.get("/api/system/status").json()
     assert status["mode"] == "DISPATCHER" and status["dispatcher"]["strategy"] == "LEAST_TASKS"
+
+
+def test_max_run_time_through_the_api(start_controller, start_skald, events):
+    api = start_controller()
+    start_skald("node-a")
+    wait_for(lambda: online(api, "node-a"), what="node-a online")
+    # Zero or a negative number is refused, naming the field, and nothing is stored
+    before = api.http.get("/api/tasks").json()["total"]
+    bad = api.http.post("/api/tasks", json={"className": "Recorder", "attachments": {}, "maxRunTime": 0})
+    assert bad.status_code == 422 and "maxRunTime" in bad.text
+    assert api.http.get("/api/tasks").json()["total"] == before
+    # A task given 0.5 s that would run 30 s is stored with it, stopped, and fails saying why
+    body = {"id": "capped", "className": "Recorder", "attachments": {"duration": 30}, "maxRunTime": 0.5}
+    created = api.http.post("/api/tasks", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["maxRunTime"] == 0.5
+    wait_for(lambda: events("capped", "release"), timeout=10, what="stopped")
+    failed = wait_for(lambda: next((t for t in [api.task("capped")] if t["status"] == "Failed"), None), what="Failed")
+    assert failed["exception"] == "stopped after its max run time of 0.5 s"

@@ -269,3 +269,23 @@ def test_short_tasks_are_finished_not_failed(procs, home, tmp_path, client):
     wait_for(lambda: all(client.get(t).lifecycle_status == S.FINISHED for t in ids), timeout=30, what="all Finished")
     assert "exited (Failed" not in node.output()
     assert "could not forward" not in node.output()
+
+
+def test_a_task_past_its_max_run_time_is_stopped_and_fails_saying_why(procs, home, tmp_path, client):
+    # Given a node, a task that would run 30 s with a max run time of 0.5 s, and one within its limit
+    start_node(procs, home, tmp_path, "node-a")
+    client.create_task(
+        Task(id="slow", className="Recorder", attachments={"duration": 30}, maxRunTime=0.5), executor="node-a"
+    )
+    client.create_task(
+        Task(id="quick", className="Recorder", attachments={"duration": 0.1}, maxRunTime=5), executor="node-a"
+    )
+    # Then the slow one's worker is stopped (its release runs) and the task fails, saying why
+    wait_for(lambda: events(tmp_path, "slow", "release"), timeout=10, what="slow stopped")
+    wait_for(lambda: client.get("slow").lifecycle_status == TaskLifecycleStatus.FAILED, what="Failed")
+    assert client.get("slow").exception == "stopped after its max run time of 0.5 s"
+    assert not events(tmp_path, "slow", "after")
+    started, released = events(tmp_path, "slow", "main")[0]["t"], events(tmp_path, "slow", "release")[0]["t"]
+    assert 0.4 <= released - started < 5  # the limit counts from the fork, main starts just after
+    # And the one within its limit finishes normally
+    wait_for(lambda: client.get("quick").lifecycle_status == TaskLifecycleStatus.FINISHED, what="quick Finished")

@@ -207,6 +207,8 @@ def test_a_class_limit_makes_a_pool_of_reused_processes(procs, home, tmp_path, c
         ({"idle_process_timeout": -1.0}, "idle_process_timeout must be seconds"),
         ({"max_concurrent_tasks": 0}, "max_concurrent_tasks must be None"),
         ({"max_concurrent_tasks": 1.5}, "max_concurrent_tasks must be None"),
+        ({"max_run_time": 0}, "max_run_time must be None"),
+        ({"max_run_time": "60"}, "max_run_time must be None"),
     ],
 )
 def test_bad_reuse_settings_are_refused_when_the_class_is_registered(attrs, message):
