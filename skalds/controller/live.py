@@ -60,7 +60,7 @@ RECENT_MARGIN = 20
 
 
 #: What the cache says about a task that does not run (``StateView.task_state``'s shape). Read only.
-NOT_RUNNING: Mapping[str, Any] = MappingProxyType({"heartbeat": None, "error": None, "exception": None})
+NOT_RUNNING: Mapping[str, Any] = MappingProxyType({"heartbeat": None, "error": None, "exception": None, "usage": None})
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,7 @@ class LiveTasks:
         activity_size: int = 500,
         timeline_interval: float = 10.0,
         timeline_size: int = 360,
+        on_activity: Callable[[Activity], None] | None = None,
     ) -> None:
         # Callables, so the backends are opened lazily and re-resolved (the service owns them).
         self._store = store
@@ -172,7 +173,7 @@ class LiveTasks:
         self._recorded: OrderedDict[str, int] = OrderedDict()  # task id -> version of its last recorded change
         self.refreshes = 0
         #: Called with each new activity entry (the app counts them in /metrics).
-        self.on_activity: Callable[[Activity], None] | None = None
+        self.on_activity = on_activity
 
     # ---- reads ---------------------------------------------------------------------------
     def snapshot(self, max_age: float = 0.0) -> Snapshot:

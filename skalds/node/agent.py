@@ -40,8 +40,10 @@ from skalds.node.listener import BusListener
 from skalds.node.node_mode import NodePolicy
 from skalds.node.outcomes import UnwrittenEnd, UnwrittenEnds, journal_path
 from skalds.node.policy import ModePolicy
+from skalds.node.usage import UsageSampler
 from skalds.utils.logging import logger
 from skalds.worker.forkserver import ForkServer
+from skalds.worker.protocol import Fenced, FromWorker, Heartbeat, Running, UpdateError, UpdateOk
 from skalds.worker.registry import WorkerRegistry
 from skalds.worker.supervisor import Supervisor, WorkerHandle
 
@@ -94,6 +96,7 @@ class SkaldAgent:
         self._run_limits: dict[str, tuple[float, float]] = {}
         #: Tasks stopped for running too long: their limit, for the end written.
         self._timed_out: dict[str, float] = {}
+        self._usage = UsageSampler()
         #: Ends of tasks the store could not take yet (kept, retried, never re-run).
         self.unwritten = UnwrittenEnds(journal_path(config.skalds_home, self.skald_id))
         #: Last time each distinct loop failure was logged (so a persistent one is not logged every pass).
@@ -359,25 +362,24 @@ class SkaldAgent:
         self._record_end(UnwrittenEnd(task.id, S.FAILED.value, None, exception=message))
         self.backends.with_state("error", lambda v: v.task_ended(task.id, HEARTBEAT_FAILED, message))
 
-    def _on_worker_message(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
-        kind = message.get("t")
-        if kind == "hb":
-            if not handle.self_fenced:
-                self._beats[handle.task_id] = int(message.get("v", 0)) % 200
-        elif kind == "fenced":
-            # Beats read after a freeze are stale: the task may be another skald's by now.
-            self._beats.pop(handle.task_id, None)
-        elif kind == "running":
-            self.backends.with_state("started", lambda v: v.task_started(handle.task_id))
-            self._beats[handle.task_id] = 0
-            # Written RUNNING_WRITE_DELAY later — or together with the task's end if that comes
-            # first (a short task): one store write instead of two.
-            self._running_pending[handle.task_id] = (handle, time.monotonic() + RUNNING_WRITE_DELAY)
-        elif kind == "update_ok":
-            self._on_update_applied(handle, message.get("attachments"), str(message.get("origin")))
-        elif kind == "update_error":
-            error = str(message.get("error"))
-            self.backends.with_state("error", lambda v: v.task_error(handle.task_id, error))
+    def _on_worker_message(self, handle: WorkerHandle, message: FromWorker) -> None:
+        match message:
+            case Heartbeat(v=beat):
+                if not handle.self_fenced:
+                    self._beats[handle.task_id] = beat % 200
+            case Fenced():
+                # Beats read after a freeze are stale: the task may be another skald's by now.
+                self._beats.pop(handle.task_id, None)
+            case Running():
+                self.backends.with_state("started", lambda v: v.task_started(handle.task_id))
+                self._beats[handle.task_id] = 0
+                # Written RUNNING_WRITE_DELAY later — or together with the task's end if that comes
+                # first (a short task): one store write instead of two.
+                self._running_pending[handle.task_id] = (handle, time.monotonic() + RUNNING_WRITE_DELAY)
+            case UpdateOk(attachments=attachments, origin=origin):
+                self._on_update_applied(handle, attachments, origin)
+            case UpdateError(error=error):
+                self.backends.with_state("error", lambda v: v.task_error(handle.task_id, error))
 
     def _flush_running(self, now: float | None = None) -> None:
         """Record Running for the workers that reported it at least RUNNING_WRITE_DELAY ago (all
@@ -611,6 +613,17 @@ class SkaldAgent:
         self.backends.with_state(
             "skald heartbeat", lambda v: v.skald_heartbeat(self.skald_id, self._skald_beat, tasks, classes)
         )
+        self._report_usage()
+
+    def _report_usage(self) -> None:
+        """CPU and memory of every worker process, next to its task's heartbeat lease."""
+        handles = [h for h in self.supervisor.handles() if h.pid]
+        if not handles:
+            return
+        sampled = self._usage.sample([h.pid for h in handles])
+        usage = {h.task_id: sampled[h.pid].to_json() for h in handles if h.pid in sampled}
+        lease = self.config.heartbeat_interval * 3
+        self.backends.with_state("task usage", lambda v: v.task_usage(usage, lease))
 
     def _register_only(self) -> None:
         mode = "edge" if self.mode == SkaldModeEnum.EDGE else "node"

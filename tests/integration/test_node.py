@@ -289,3 +289,25 @@ def test_a_task_past_its_max_run_time_is_stopped_and_fails_saying_why(procs, hom
     assert 0.4 <= released - started < 5  # the limit counts from the fork, main starts just after
     # And the one within its limit finishes normally
     wait_for(lambda: client.get("quick").lifecycle_status == TaskLifecycleStatus.FINISHED, what="quick Finished")
+
+
+def test_each_running_task_reports_its_worker_cpu_and_memory(procs, home, tmp_path, client, view):
+    # Given a running task whose worker busy-waits (Recorder polls every 20 ms) on a node
+    start_node(procs, home, tmp_path, "node-a")
+    client.create_task(Task(id="busy", className="Recorder", attachments={"duration": 30}), executor="node-a")
+    pid = wait_for(lambda: events(tmp_path, "busy", "main"), what="running")[0]["pid"]
+    # Then its usage appears next to its heartbeat: resident memory of that very process, and a CPU rate
+    usage = wait_for(
+        lambda: (
+            (view.task_state("busy")["usage"] or {}).get("cpuPercent") is not None and view.task_state("busy")["usage"]
+        ),
+        timeout=10,
+        what="usage with a CPU rate",
+    )
+    with open(f"/proc/{pid}/statm") as fh:
+        rss = int(fh.read().split()[1]) * 4096
+    assert 0.5 * rss < usage["memoryBytes"] < 2 * rss
+    assert 0 <= usage["cpuPercent"] < 200
+    # And when the task ends its usage goes with it (a lease)
+    client.cancel("busy")
+    wait_for(lambda: view.task_state("busy")["usage"] is None, timeout=10, what="usage gone")

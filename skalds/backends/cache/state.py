@@ -11,6 +11,7 @@
 ``task:{id}:has-error``             last error message (e.g. a rejected update)
 ``task:{id}:exception``             last exception text
 ``task:{id}:logs``                  list: the task's recent log lines (last 500, TTL a day)
+``task:{id}:usage``                 JSON ``{"cpuPercent", "memoryBytes"}`` of its worker process, lease TTL
 ==================================  =========================================================
 
 **Task log lines.** Each item of ``task:{id}:logs`` is compact JSON
@@ -82,6 +83,10 @@ def task_exception_key(task_id: str) -> str:
 
 def task_logs_key(task_id: str) -> str:
     return f"task:{task_id}:logs"
+
+
+def task_usage_key(task_id: str) -> str:
+    return f"task:{task_id}:usage"
 
 
 def log_item(seq: int, timestamp: int, level: str, message: str) -> str:
@@ -168,19 +173,25 @@ class StateView:
     def task_error(self, task_id: str, message: str) -> None:
         self.cache.set(task_error_key(task_id), message, ttl=ENDED_TASK_TTL)
 
+    def task_usage(self, usage: dict[str, dict[str, Any]], lease: float) -> None:
+        """The CPU and memory of running tasks' worker processes, as leases (gone with the task)."""
+        self.cache.pipeline_set({task_usage_key(t): (json.dumps(u), lease) for t, u in usage.items()})
+
     def task_state(self, task_id: str) -> dict[str, Any]:
-        """``{"heartbeat", "error", "exception"}`` of a task (None where the cache has nothing)."""
+        """``{"heartbeat", "error", "exception", "usage"}`` of a task (None where the cache has
+        nothing)."""
         return self.task_states([task_id])[0]
 
     def task_states(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         """:meth:`task_state` of many tasks, in order, in one batched cache read."""
-        keys = [k for i in task_ids for k in (task_heartbeat_key(i), task_error_key(i), task_exception_key(i))]
+        per_task = (task_heartbeat_key, task_error_key, task_exception_key, task_usage_key)
+        keys = [key(i) for i in task_ids for key in per_task]
         values = self.cache.get_many(keys)
         states = []
         for n in range(len(task_ids)):
-            beat, error, exception = values[3 * n : 3 * n + 3]
+            beat, error, exception, usage = values[4 * n : 4 * n + 4]
             heartbeat = int(beat) if beat is not None and beat.lstrip("-").isdigit() else None
-            states.append({"heartbeat": heartbeat, "error": error, "exception": exception})
+            states.append({"heartbeat": heartbeat, "error": error, "exception": exception, "usage": _usage(usage)})
         return states
 
     # ---- task log lines (see the module docstring) ----------------------------------------
@@ -231,3 +242,14 @@ class StateView:
         ``{"taskId", "lines": [{"seq", "timestamp", "level", "message"}], "lastSeq"}``."""
         lines, last = self.task_logs(task_id, after, limit)
         return {"taskId": task_id, "lines": lines, "lastSeq": last}
+
+
+def _usage(raw: str | None) -> dict[str, Any] | None:
+    """A ``task:{id}:usage`` value, or None when absent or not what a skald writes."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
