@@ -195,7 +195,7 @@ def k8s(
 ) -> None:
     """Print a Deployment (isPersistent: true) or Job (false) plus a ConfigMap for one YAML task."""
     from skalds.k8s import render_manifests
-    from skalds.node.yaml_tasks import load_task_file, single_entry_yaml
+    from skalds.taskfile import load_task_file, single_entry_yaml
 
     entries, errors = load_task_file(yaml, _AnyModels())
     for err in errors:

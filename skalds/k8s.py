@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from skalds.errors import ConfigError
-from skalds.node.yaml_tasks import YamlTaskEntry
+from skalds.taskfile import YamlTaskEntry
 
 #: Where the ConfigMap is mounted in the container, and the file name inside it.
 CONFIG_DIR = "/etc/skalds"
@@ -54,7 +54,7 @@ def render_manifests(
     """Kubernetes manifests (multi-document YAML) that run ``entry`` in its own pod.
 
     ``yaml_text`` is the task file the pod gets, normally
-    :func:`skalds.node.yaml_tasks.single_entry_yaml` of the entry. ``module`` is the Python
+    :func:`skalds.taskfile.single_entry_yaml` of the entry. ``module`` is the Python
     module that defines the worker class (``--module``): the container then runs
     ``skalds run --module``. Without it the container runs the image's own entrypoint — a program
     that registers its classes and calls ``Skalds(SkaldConfig()).run()`` — with ``SKALD_MODE`` and

@@ -16,7 +16,7 @@ from typing import Any
 
 from skalds.errors import ConfigError, TaskSourceError
 from skalds.model.task import ModeEnum, Task, TaskLifecycleStatus
-from skalds.node.yaml_tasks import YamlTaskEntry, file_signature, load_task_file, write_back_attachments
+from skalds.taskfile import YamlTaskEntry, file_signature, load_task_file, write_back_attachments
 from skalds.utils.logging import logger
 from skalds.worker.registry import WorkerRegistry
 

@@ -29,7 +29,7 @@ from skalds.node.backends import Backends
 from skalds.node.commands import MalformedEvent, parse_message
 from skalds.node.listener import BusListener
 from skalds.node.restarts import RestartBackoff
-from skalds.node.yaml_tasks import load_task_file
+from skalds.taskfile import load_task_file
 from skalds.utils.logging import logger
 from skalds.worker.baseclass import BaseTaskWorker
 from skalds.worker.link import NullLink

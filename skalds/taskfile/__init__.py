@@ -9,10 +9,10 @@ crash or a concurrent reader never sees half a file. Because a few hundred bytes
 aliases can stand for billions of values, every reader refuses a file whose aliases repeat more
 than :data:`MAX_ALIAS_EXPANSION` values, before expanding anything.
 
-The implementation is split by concern; this module is the public face and re-exports the API:
-:mod:`._yaml_load` (loading and validation, :class:`YamlTaskEntry`), :mod:`._yaml_writeback`
-(write-back), :mod:`._yaml_extract` (one entry on its own), :mod:`._yaml_layout` (keeping the
-file's layout when ruamel rewrites it) and :mod:`._yaml_common` (shared plumbing).
+The implementation is split by concern; this package re-exports the public API of its modules:
+:mod:`.load` (loading and validation, :class:`YamlTaskEntry`), :mod:`.writeback`
+(write-back), :mod:`.extract` (one entry on its own), :mod:`.layout` (keeping the
+file's layout when ruamel rewrites it) and :mod:`.common` (shared plumbing).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from skalds.node._yaml_common import ALIAS_TEXT_UNIT, MAX_ALIAS_EXPANSION, ROOT_KEY
-from skalds.node._yaml_extract import single_entry_yaml
-from skalds.node._yaml_load import (
+from skalds.taskfile.common import ALIAS_TEXT_UNIT, MAX_ALIAS_EXPANSION, ROOT_KEY
+from skalds.taskfile.extract import single_entry_yaml
+from skalds.taskfile.load import (
     ENTRY_KEYS,
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -30,7 +30,7 @@ from skalds.node._yaml_load import (
     YamlTaskEntry,
     load_task_file,
 )
-from skalds.node._yaml_writeback import write_back_attachments
+from skalds.taskfile.writeback import write_back_attachments
 
 __all__ = [
     "ALIAS_TEXT_UNIT",

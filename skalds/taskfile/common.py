@@ -1,7 +1,7 @@
 """Plumbing shared by the task-file modules: the ruamel setup, file I/O, error messages, helpers.
 
-Loading (:mod:`._yaml_load`), write-back (:mod:`._yaml_writeback`) and single-entry extraction
-(:mod:`._yaml_extract`) must read the file the same way, report problems in the same
+Loading (:mod:`.load`), write-back (:mod:`.writeback`) and single-entry extraction
+(:mod:`.extract`) must read the file the same way, report problems in the same
 ``<file>, line N: task 'X', field 'F': ...`` form and treat ruamel's round-trip values (keys
 with line numbers, ``ScalarBoolean``, ``ScalarFloat``...) alike; those shared pieces live here.
 """
@@ -64,7 +64,7 @@ _Representer.add_representer(float, _represent_float)
 _Representer.add_representer(ScalarFloat, _represent_scalar_float)
 
 
-def _new_yaml(mapping: int = 2, sequence: int = 2, offset: int = 0) -> YAML:
+def new_yaml(mapping: int = 2, sequence: int = 2, offset: int = 0) -> YAML:
     yaml = YAML(typ="rt")
     yaml.Representer = _Representer
     yaml.preserve_quotes = True
@@ -73,15 +73,15 @@ def _new_yaml(mapping: int = 2, sequence: int = 2, offset: int = 0) -> YAML:
     return yaml
 
 
-def _read_exact(path: Path) -> str:
+def read_exact(path: Path) -> str:
     try:
         with open(path, encoding="utf-8", newline="") as handle:
             return handle.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise _problem(path, f"cannot read the file: {exc}") from exc
+        raise source_error(path, f"cannot read the file: {exc}") from exc
 
 
-def _load(yaml: YAML, path: Path, text: str) -> Any:
+def load_yaml(yaml: YAML, path: Path, text: str) -> Any:
     """The file's document; a :class:`TaskSourceError` when it is not valid YAML or its aliases
     would expand too far (:func:`_check_aliases`)."""
     try:
@@ -89,7 +89,7 @@ def _load(yaml: YAML, path: Path, text: str) -> Any:
     except MarkedYAMLError as exc:
         raise _parse_problem(path, exc) from exc
     except Exception as exc:
-        raise _problem(path, f"not valid YAML: {exc}") from exc
+        raise source_error(path, f"not valid YAML: {exc}") from exc
     _check_aliases(path, doc)
     return doc
 
@@ -117,7 +117,7 @@ def _check_aliases(path: Path, doc: Any) -> None:
     whatever the aliases would expand to. Only containers and long strings can be repeated for a
     price, so only they are told apart by identity.
     """
-    if not isinstance(doc, Mapping) and not _is_sequence(doc):
+    if not isinstance(doc, Mapping) and not is_sequence(doc):
         return
     sizes: dict[int, int] = {}  # id -> expanded weight, for every container and long string done
     on_path: set[int] = set()
@@ -135,7 +135,7 @@ def _check_aliases(path: Path, doc: Any) -> None:
             written += key_weight
             shared = (
                 isinstance(child, Mapping)
-                or _is_sequence(child)
+                or is_sequence(child)
                 or (isinstance(child, str) and len(child) >= ALIAS_TEXT_UNIT)
             )
             if not shared:
@@ -150,7 +150,7 @@ def _check_aliases(path: Path, doc: Any) -> None:
                 continue
             if id(child) in on_path:  # an alias inside what it names
                 what = "an alias (*name) refers to a value that contains it"
-                raise _problem(path, what, line=_line_in(stack, key))
+                raise source_error(path, what, line=_line_in(stack, key))
             if isinstance(child, str):
                 sizes[id(child)] = _weight(child)
                 frame[2] += sizes[id(child)]
@@ -172,7 +172,7 @@ def _check_aliases(path: Path, doc: Any) -> None:
     if repeated > MAX_ALIAS_EXPANSION:
         size, line = worst
         where = "on this line" if line else "in the file"
-        raise _problem(
+        raise source_error(
             path,
             f"not loaded: its aliases (*name) repeat {repeated:,} values, more than the "
             f"{MAX_ALIAS_EXPANSION:,} allowed (a string counts once per {ALIAS_TEXT_UNIT} characters); "
@@ -193,12 +193,12 @@ def _line_in(stack: list[list[Any]], key: Any) -> int | None:
     mapping key around it (ruamel gives an alias in a list the line of its anchor)."""
     for depth in range(len(stack) - 1, -1, -1):
         if isinstance(stack[depth][0], Mapping):
-            return _key_line(stack[depth][0], key)
+            return key_line(stack[depth][0], key)
         key = stack[depth][3]
     return None
 
 
-def _dump(yaml: YAML, doc: Any, newline: str) -> str:
+def dump_yaml(yaml: YAML, doc: Any, newline: str) -> str:
     stream = io.StringIO()
     yaml.dump(doc, stream)
     text = stream.getvalue()
@@ -209,7 +209,7 @@ def _dump(yaml: YAML, doc: Any, newline: str) -> str:
 # Small helpers
 
 
-def _problem(
+def source_error(
     path: Path,
     what: str,
     *,
@@ -232,11 +232,11 @@ def _parse_problem(path: Path, exc: MarkedYAMLError) -> TaskSourceError:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or exc.context or str(exc)
     if mark is None:
-        return _problem(path, f"not valid YAML: {problem}")
-    return _problem(path, f"not valid YAML (column {mark.column + 1}): {problem}", line=mark.line + 1)
+        return source_error(path, f"not valid YAML: {problem}")
+    return source_error(path, f"not valid YAML (column {mark.column + 1}): {problem}", line=mark.line + 1)
 
 
-def _key_line(node: Any, key: Any) -> int | None:
+def key_line(node: Any, key: Any) -> int | None:
     """1-based line of a mapping key, when ruamel recorded it."""
     try:
         return int(node.lc.key(key)[0]) + 1
@@ -244,28 +244,28 @@ def _key_line(node: Any, key: Any) -> int | None:
         return None
 
 
-def _item_line(node: Any, index: int) -> int | None:
+def item_line(node: Any, index: int) -> int | None:
     try:
         return int(node.lc.item(index)[0]) + 1
     except (AttributeError, KeyError, TypeError, IndexError):
         return None
 
 
-def _is_bool(value: Any) -> bool:
+def is_bool(value: Any) -> bool:
     return isinstance(value, bool | ScalarBoolean)
 
 
-def _is_sequence(value: Any) -> bool:
+def is_sequence(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
     """ruamel's round-trip types turned into plain Python values."""
     if isinstance(value, Mapping):
-        return {(_plain(k) if isinstance(k, str | int | float) else k): _plain(v) for k, v in value.items()}
-    if _is_sequence(value):
-        return [_plain(v) for v in value]
-    if _is_bool(value):
+        return {(to_plain(k) if isinstance(k, str | int | float) else k): to_plain(v) for k, v in value.items()}
+    if is_sequence(value):
+        return [to_plain(v) for v in value]
+    if is_bool(value):
         return bool(value)
     if isinstance(value, int):
         return int(value)
@@ -276,22 +276,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     if isinstance(value, Mapping):
         return "a mapping"
-    if _is_sequence(value):
+    if is_sequence(value):
         return "a list"
-    return f"{type(value).__name__} {_show(value)}"
+    return f"{type(value).__name__} {show_value(value)}"
 
 
-def _show(value: Any, limit: int = 60) -> str:
-    text = repr(_plain(value))
+def show_value(value: Any, limit: int = 60) -> str:
+    text = repr(to_plain(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
     options = list(choices)
     matches = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if not matches:
@@ -301,7 +301,7 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
-def _find_field(model: type[BaseModel], key: str) -> tuple[str, Any] | None:
+def find_field(model: type[BaseModel], key: str) -> tuple[str, Any] | None:
     fields = model.model_fields
     if key in fields:
         return key, fields[key]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap
 
-from skalds.node._yaml_common import ROOT_KEY, _dump, _load, _new_yaml, _plain, _problem, _read_exact
-from skalds.node._yaml_layout import _attach_trailing, _detach_trailing, _fitting_yaml, _Trailing
+from skalds.taskfile.common import ROOT_KEY, dump_yaml, load_yaml, new_yaml, read_exact, source_error, to_plain
+from skalds.taskfile.layout import Trailing, attach_trailing, detach_trailing, fitting_yaml
 
 
 def single_entry_yaml(path: str | Path, task_id: str) -> str:
@@ -22,23 +22,23 @@ def single_entry_yaml(path: str | Path, task_id: str) -> str:
     Raises :class:`TaskSourceError` when the file cannot be read or parsed or has no such entry.
     """
     target = Path(path)
-    original = _read_exact(target)
-    yaml, _ = _fitting_yaml(target, original)
-    doc = _load(yaml, target, original)
+    original = read_exact(target)
+    yaml, _ = fitting_yaml(target, original)
+    doc = load_yaml(yaml, target, original)
     workers = doc.get(ROOT_KEY) if isinstance(doc, Mapping) else None
     if not isinstance(workers, CommentedMap) or task_id not in workers:
-        raise _problem(target, "no such task in the file", task_id=task_id)
-    expected = _plain(workers[task_id])
+        raise source_error(target, "no such task in the file", task_id=task_id)
+    expected = to_plain(workers[task_id])
 
     text = _slice_entry(original, doc, workers, task_id)
     if text is not None:
         try:
-            check = _new_yaml().load(text)
+            check = new_yaml().load(text)
             if (
                 isinstance(check, Mapping)
                 and isinstance(check.get(ROOT_KEY), Mapping)
                 and list(check[ROOT_KEY]) == [task_id]
-                and _plain(check[ROOT_KEY][task_id]) == expected
+                and to_plain(check[ROOT_KEY][task_id]) == expected
             ):
                 return text
         except Exception:  # the slice leaned on something outside it (an anchor...): dump instead
@@ -49,7 +49,7 @@ def single_entry_yaml(path: str | Path, task_id: str) -> str:
     for key in [k for k in workers if k != task_id]:
         del workers[key]
     _trim_entry_trailing(workers, task_id)
-    return _dump(yaml, doc, "\n").rstrip("\n") + "\n"
+    return dump_yaml(yaml, doc, "\n").rstrip("\n") + "\n"
 
 
 def _slice_entry(original: str, doc: CommentedMap, workers: CommentedMap, task_id: str) -> str | None:
@@ -100,7 +100,7 @@ def _is_trailer(line: str, column: int) -> bool:
 
 def _trim_entry_trailing(workers: CommentedMap, task_id: str) -> None:
     """Drop the blank lines and next-entry headings that ruamel attached to the entry's end."""
-    rest = _detach_trailing(workers[task_id])
+    rest = detach_trailing(workers[task_id])
     if not rest:
         return
     try:
@@ -114,4 +114,4 @@ def _trim_entry_trailing(workers: CommentedMap, task_id: str) -> None:
         kept.append(line)
     while kept and not kept[-1].strip():
         kept.pop()
-    _attach_trailing(workers[task_id], _Trailing("".join(kept), rest.template))
+    attach_trailing(workers[task_id], Trailing("".join(kept), rest.template))

@@ -3,10 +3,10 @@
 ruamel's round trip keeps comments and key order but not every byte: it has one indentation
 style per dump and hangs the lines that follow a value (blank lines, the next key's comments) on
 the deepest last item before them. The tools here make edits look hand-made: pick the
-indentation that reproduces the file best (:func:`_fitting_yaml`), move those trailing lines
-along when items are appended, replaced or removed (:func:`_detach_trailing`,
-:func:`_attach_trailing`), and carry only the changed lines over to the file as written when
-ruamel cannot reproduce it exactly (:func:`_transplant`). Used by write-back and single-entry
+indentation that reproduces the file best (:func:`fitting_yaml`), move those trailing lines
+along when items are appended, replaced or removed (:func:`detach_trailing`,
+:func:`attach_trailing`), and carry only the changed lines over to the file as written when
+ruamel cannot reproduce it exactly (:func:`transplant`). Used by write-back and single-entry
 extraction.
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from skalds.node._yaml_common import _dump, _load, _new_yaml, _problem
+from skalds.taskfile.common import dump_yaml, load_yaml, new_yaml, source_error
 
-_CANNOT_KEEP_LAYOUT = (
+CANNOT_KEEP_LAYOUT = (
     "cannot write attachments back faithfully (the values or the layout of other parts would change); "
     "the file is left as it was"
 )
@@ -46,13 +46,13 @@ def _indent_styles() -> list[tuple[int, int, int]]:
     return styles
 
 
-def _fitting_yaml(path: Path, original: str) -> tuple[YAML, str]:
+def fitting_yaml(path: Path, original: str) -> tuple[YAML, str]:
     """The indentation settings whose output best matches the file as written, and that output."""
     newline = "\r\n" if "\r\n" in original else "\n"
     best: tuple[float, YAML, str] | None = None
     for style in _indent_styles():
-        yaml = _new_yaml(*style)
-        dumped = _dump(yaml, _load(yaml, path, original), newline)
+        yaml = new_yaml(*style)
+        dumped = dump_yaml(yaml, load_yaml(yaml, path, original), newline)
         if dumped == original:
             return yaml, dumped
         score = difflib.SequenceMatcher(
@@ -64,7 +64,7 @@ def _fitting_yaml(path: Path, original: str) -> tuple[YAML, str]:
     return best[1], best[2]
 
 
-def _transplant(path: Path, original: str, baseline: str, changed: str) -> str:
+def transplant(path: Path, original: str, baseline: str, changed: str) -> str:
     """Apply the line changes between ``baseline`` and ``changed`` to ``original``.
 
     ``baseline`` is how ruamel writes the untouched file; when that differs from the file (odd
@@ -111,7 +111,7 @@ def _transplant(path: Path, original: str, baseline: str, changed: str) -> str:
             mapped = [to_source.get(i) for i in range(i1, i2)]
             first = mapped[0]
             if first is None or mapped != list(range(first, first + len(mapped))):
-                raise _problem(path, _CANNOT_KEEP_LAYOUT)
+                raise source_error(path, CANNOT_KEEP_LAYOUT)
             start, end = first, first + len(mapped)
         elif i1 - 1 in to_source:
             # Right after the line it follows: lines ruamel dropped (it loses a few comments) stay
@@ -122,7 +122,7 @@ def _transplant(path: Path, original: str, baseline: str, changed: str) -> str:
         elif i1 == 0:
             start = end = 0
         else:
-            raise _problem(path, _CANNOT_KEEP_LAYOUT)
+            raise source_error(path, CANNOT_KEEP_LAYOUT)
         emitted: list[tuple[str, int]] = []
         lines: list[str] = []
         for line in new[j1:j2]:
@@ -159,7 +159,7 @@ def _reindent(line: str, shift: int) -> str:
 
 
 @dataclass(frozen=True)
-class _Trailing:
+class Trailing:
     """Lines that follow a node's last value, and a comment token to carry them."""
 
     text: str
@@ -171,30 +171,30 @@ def _last_holders(node: Any) -> list[tuple[Any, Any, int]]:
     if not isinstance(node, CommentedMap | CommentedSeq) or not len(node):
         return []
     last: Any = next(reversed(node)) if isinstance(node, CommentedMap) else len(node) - 1
-    return _holders_at(node, last)
+    return holders_at(node, last)
 
 
-def _holders_at(container: Any, key: Any) -> list[tuple[Any, Any, int]]:
+def holders_at(container: Any, key: Any) -> list[tuple[Any, Any, int]]:
     """(container, key, comment slot) from ``container[key]`` down to its deepest last item."""
     slot = 2 if isinstance(container, CommentedMap) else 0
     return [(container, key, slot), *_last_holders(container[key])]
 
 
-def _detach_trailing(node: Any) -> _Trailing | None:
+def detach_trailing(node: Any) -> Trailing | None:
     """Cut the lines that ruamel keeps after a node's last value (blank lines, comments).
 
     ruamel stores them in the comment of the deepest last item, so anything appended after that
     item would otherwise land below them. The item keeps its own end-of-line comment.
     """
-    return _detach(_last_holders(node))
+    return detach_from_holders(_last_holders(node))
 
 
-def _attach_trailing(node: Any, trailing: _Trailing | None) -> None:
-    """Put lines cut by :func:`_detach_trailing` back after ``node``'s (new) last value."""
-    _attach(_last_holders(node), trailing)
+def attach_trailing(node: Any, trailing: Trailing | None) -> None:
+    """Put lines cut by :func:`detach_trailing` back after ``node``'s (new) last value."""
+    attach_to_holders(_last_holders(node), trailing)
 
 
-def _detach(holders: list[tuple[Any, Any, int]]) -> _Trailing | None:
+def detach_from_holders(holders: list[tuple[Any, Any, int]]) -> Trailing | None:
     for container, key, slot in reversed(holders):
         text = ""
         template = None
@@ -213,7 +213,7 @@ def _detach(holders: list[tuple[Any, Any, int]]) -> _Trailing | None:
             template = template or end[0]
             container.ca.end = []
         if template is not None:
-            return _Trailing(text, template)
+            return Trailing(text, template)
         if token is not None:
             return None
     return None
@@ -233,7 +233,7 @@ def _comment_line(token: Any) -> str:
     return value
 
 
-def _attach(holders: list[tuple[Any, Any, int]], trailing: _Trailing | None) -> None:
+def attach_to_holders(holders: list[tuple[Any, Any, int]], trailing: Trailing | None) -> None:
     if trailing is None or not trailing.text or not holders:
         return
     container, key, slot = holders[-1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +20,19 @@ from pydantic import BaseModel, ValidationError
 from skalds.errors import TaskSourceError
 from skalds.model.ids import MAX_TASK_ID_LENGTH, task_id_problem
 from skalds.model.task import ModeEnum, Task
-from skalds.node._yaml_common import (
+from skalds.taskfile.common import (
     ROOT_KEY,
-    _did_you_mean,
-    _find_field,
-    _is_bool,
-    _item_line,
-    _key_line,
-    _kind,
-    _load,
-    _new_yaml,
-    _plain,
-    _problem,
-    _show,
+    did_you_mean,
+    find_field,
+    is_bool,
+    item_line,
+    key_line,
+    kind_of,
+    load_yaml,
+    new_yaml,
+    show_value,
+    source_error,
+    to_plain,
 )
 
 #: Every key an entry may have; anything else is reported (usually a typo).
@@ -88,50 +88,52 @@ def load_task_file(
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}, [_problem(path, "file not found")]
+        return {}, [source_error(path, "file not found")]
     except (OSError, UnicodeDecodeError) as exc:
-        return {}, [_problem(path, f"cannot read the file: {exc}")]
+        return {}, [source_error(path, f"cannot read the file: {exc}")]
     try:
-        doc = _load(_new_yaml(), path, text)
+        doc = load_yaml(new_yaml(), path, text)
     except TaskSourceError as exc:  # not YAML, or aliases that would expand too far
         return {}, [exc]
 
     if doc is None:
-        return {}, [_problem(path, f"the file is empty; expected a top-level {ROOT_KEY!r} mapping")]
+        return {}, [source_error(path, f"the file is empty; expected a top-level {ROOT_KEY!r} mapping")]
     if not isinstance(doc, Mapping):
         return {}, [
-            _problem(
+            source_error(
                 path,
-                f"the top level must be a mapping with a {ROOT_KEY!r} key, got {_kind(doc)}",
+                f"the top level must be a mapping with a {ROOT_KEY!r} key, got {kind_of(doc)}",
                 line=1,
             )
         ]
     if ROOT_KEY not in doc:
         near = difflib.get_close_matches(ROOT_KEY, [k for k in doc if isinstance(k, str)], n=1, cutoff=0.6)
         hint = f" (found {near[0]!r}: misspelt?)" if near else ""
-        return {}, [_problem(path, f"no top-level {ROOT_KEY!r} key{hint}", line=_key_line(doc, near[0]) if near else 1)]
+        return {}, [
+            source_error(path, f"no top-level {ROOT_KEY!r} key{hint}", line=key_line(doc, near[0]) if near else 1)
+        ]
     workers = doc[ROOT_KEY]
     if workers is None:  # every entry commented out: a valid, empty file
         return {}, []
     if not isinstance(workers, Mapping):
         return {}, [
-            _problem(
+            source_error(
                 path,
-                f"{ROOT_KEY!r} must be a mapping of task id to entry, got {_kind(workers)}",
-                line=_key_line(doc, ROOT_KEY),
+                f"{ROOT_KEY!r} must be a mapping of task id to entry, got {kind_of(workers)}",
+                line=key_line(doc, ROOT_KEY),
             )
         ]
 
     entries: dict[str, YamlTaskEntry] = {}
     errors: list[TaskSourceError] = []
     for raw_id, raw_entry in workers.items():
-        line = _key_line(workers, raw_id)
+        line = key_line(workers, raw_id)
         if not isinstance(raw_id, str) or not raw_id.strip():
-            errors.append(_problem(path, "a task id must be a non-empty string", task_id=str(raw_id), line=line))
+            errors.append(source_error(path, "a task id must be a non-empty string", task_id=str(raw_id), line=line))
             continue
         id_problem = task_id_problem(raw_id)  # the API's rule: the same ids everywhere
         if id_problem is not None:
-            errors.append(_problem(path, id_problem, task_id=raw_id, line=line))
+            errors.append(source_error(path, id_problem, task_id=raw_id, line=line))
             continue
         entry, entry_errors = _parse_entry(path, raw_id, raw_entry, line, models)
         errors.extend(entry_errors)
@@ -140,118 +142,153 @@ def load_task_file(
     return entries, errors
 
 
+@dataclass
+class _EntryProblems:
+    """The problems of one entry, each naming the file, the task id and a line (the field's if known)."""
+
+    path: Path
+    task_id: str
+    line: int | None
+    errors: list[TaskSourceError] = field(default_factory=list)
+
+    def add(self, what: str, field: str | None = None, at: int | None = None) -> None:
+        self.errors.append(source_error(self.path, what, task_id=self.task_id, field=field, line=at or self.line))
+
+
 def _parse_entry(
     path: Path, task_id: str, raw: Any, line: int | None, models: Mapping[str, type[BaseModel]]
 ) -> tuple[YamlTaskEntry | None, list[TaskSourceError]]:
-    errors: list[TaskSourceError] = []
-
-    def problem(what: str, field: str | None = None, at: int | None = None) -> None:
-        errors.append(_problem(path, what, task_id=task_id, field=field, line=at or line))
-
+    """The entry ``raw`` of ``task_id`` checked field by field, in the order the problems are reported."""
+    report = _EntryProblems(path, task_id, line)
     if not isinstance(raw, Mapping):
-        problem(f"an entry must be a mapping with at least 'className', got {_kind(raw)}")
-        return None, errors
+        report.add(f"an entry must be a mapping with at least 'className', got {kind_of(raw)}")
+        return None, report.errors
+    _check_keys(raw, report)
+    model = _worker_model(raw, models, report)
+    _check_flags(raw, report)
+    _check_texts(raw, report)
+    attachments_node = _attachments_node(raw, report)
+    if report.errors or model is None or attachments_node is None:
+        return None, report.errors
+    attachments = _validated_attachments(model, attachments_node, key_line(raw, "attachments"), report)
+    if attachments is None:
+        return None, report.errors
+    return _entry(task_id, raw, attachments, line), report.errors
 
+
+def _check_keys(raw: Mapping[Any, Any], report: _EntryProblems) -> None:
     for key in raw:
         if key not in ENTRY_KEYS:
-            hint = _did_you_mean(str(key), ENTRY_KEYS)
-            problem(
+            hint = did_you_mean(str(key), ENTRY_KEYS)
+            report.add(
                 f"unknown key{hint} (allowed: {', '.join(ENTRY_KEYS)})",
                 field=str(key),
-                at=_key_line(raw, key),
+                at=key_line(raw, key),
             )
 
-    model: type[BaseModel] | None = None
+
+def _worker_model(
+    raw: Mapping[Any, Any], models: Mapping[str, type[BaseModel]], report: _EntryProblems
+) -> type[BaseModel] | None:
+    """The attachments model of the entry's ``className``, or None (reported) when there is none."""
     class_name = raw.get("className")
     if "className" not in raw:
-        problem("missing; it names the worker class that runs the task", field="className")
+        report.add("missing; it names the worker class that runs the task", field="className")
     elif not isinstance(class_name, str) or not class_name.strip():
-        problem(f"must be a non-empty string, got {_show(class_name)}", "className", _key_line(raw, "className"))
+        report.add(f"must be a non-empty string, got {show_value(class_name)}", "className", key_line(raw, "className"))
     elif class_name not in models:
         known = ", ".join(sorted(models)) or "none"
-        problem(
+        report.add(
             f"no worker class {class_name!r} is registered here (registered: {known})",
             "className",
-            _key_line(raw, "className"),
+            key_line(raw, "className"),
         )
     else:
-        model = models[class_name]
+        return models[class_name]
+    return None
 
+
+def _check_flags(raw: Mapping[Any, Any], report: _EntryProblems) -> None:
+    """``isPersistent`` and ``priority``."""
     is_persistent = raw.get("isPersistent", False)
-    if not _is_bool(is_persistent):
-        problem(
-            f"must be true or false, got {_show(is_persistent)}",
+    if not is_bool(is_persistent):
+        report.add(
+            f"must be true or false, got {show_value(is_persistent)}",
             "isPersistent",
-            _key_line(raw, "isPersistent"),
+            key_line(raw, "isPersistent"),
         )
-
     priority = raw.get("priority", 0)
-    if _is_bool(priority) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        problem(
-            f"must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {_show(priority)}",
+    if is_bool(priority) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        report.add(
+            f"must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {show_value(priority)}",
             "priority",
-            _key_line(raw, "priority"),
+            key_line(raw, "priority"),
         )
 
-    texts: dict[str, str | None] = {}
+
+def _check_texts(raw: Mapping[Any, Any], report: _EntryProblems) -> None:
+    """``name``, ``description`` and ``dependencies``."""
     for key in ("name", "description"):
         value = raw.get(key)
         if value is not None and not isinstance(value, str):
-            problem(f"must be a string, got {_show(value)}", key, _key_line(raw, key))
-        texts[key] = None if value is None else str(value)
-
+            report.add(f"must be a string, got {show_value(value)}", key, key_line(raw, key))
     dependencies = raw.get("dependencies")
     if dependencies is not None and (
         not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies)
     ):
-        problem(
-            f"must be a list of task ids, got {_show(dependencies)}",
+        report.add(
+            f"must be a list of task ids, got {show_value(dependencies)}",
             "dependencies",
-            _key_line(raw, "dependencies"),
+            key_line(raw, "dependencies"),
         )
 
-    attachments_node = raw.get("attachments")
-    attachments_line = _key_line(raw, "attachments")
-    if attachments_node is None:
-        attachments_node = {}
-    elif not isinstance(attachments_node, Mapping):
-        problem(f"must be a mapping, got {_show(attachments_node)}", "attachments", attachments_line)
-        attachments_node = None
 
-    if errors or model is None or attachments_node is None:
-        return None, errors
+def _attachments_node(raw: Mapping[Any, Any], report: _EntryProblems) -> Mapping[Any, Any] | None:
+    """The entry's ``attachments`` mapping (empty when left out), or None (reported) when it is not one."""
+    node = raw.get("attachments")
+    if node is None:
+        return {}
+    if not isinstance(node, Mapping):
+        report.add(f"must be a mapping, got {show_value(node)}", "attachments", key_line(raw, "attachments"))
+        return None
+    return node
 
+
+def _validated_attachments(
+    model: type[BaseModel], node: Mapping[Any, Any], attachments_line: int | None, report: _EntryProblems
+) -> dict[str, Any] | None:
+    """The attachments validated by ``model`` as JSON by alias, or None (reported) when they do not validate."""
     try:
-        validated = model.model_validate(_plain(attachments_node), by_alias=True, by_name=True)
-        attachments = validated.model_dump(mode="json", by_alias=True)
+        validated = model.model_validate(to_plain(node), by_alias=True, by_name=True)
+        return validated.model_dump(mode="json", by_alias=True)
     except ValidationError as exc:
-        problem(
-            _validation_report(exc, model, attachments_node, attachments_line or line),
+        report.add(
+            _validation_report(exc, model, node, attachments_line or report.line),
             "attachments",
             attachments_line,
         )
-        return None, errors
     except Exception as exc:  # a custom validator or serializer raising something else
-        problem(
+        report.add(
             f"{model.__name__} rejected them: {type(exc).__name__}: {exc}",
             "attachments",
             attachments_line,
         )
-        return None, errors
+    return None
 
-    return (
-        YamlTaskEntry(
-            task_id=task_id,
-            class_name=str(class_name),
-            attachments=attachments,
-            is_persistent=bool(is_persistent),
-            name=texts["name"],
-            description=texts["description"],
-            priority=int(priority),
-            dependencies=[str(d) for d in dependencies] if dependencies is not None else None,
-            line=line,
-        ),
-        errors,
+
+def _entry(task_id: str, raw: Mapping[Any, Any], attachments: dict[str, Any], line: int | None) -> YamlTaskEntry:
+    """The entry of a ``raw`` mapping that passed every check."""
+    name, description, dependencies = raw.get("name"), raw.get("description"), raw.get("dependencies")
+    return YamlTaskEntry(
+        task_id=task_id,
+        class_name=str(raw.get("className")),
+        attachments=attachments,
+        is_persistent=bool(raw.get("isPersistent", False)),
+        name=None if name is None else str(name),
+        description=None if description is None else str(description),
+        priority=int(raw.get("priority", 0)),
+        dependencies=[str(d) for d in dependencies] if dependencies is not None else None,
+        line=line,
     )
 
 
@@ -267,7 +304,7 @@ def _validation_report(
         where = ".".join(alias_path) or "(whole model)"
         line = line or fallback_line
         at = f"line {line}: " if line else ""
-        got = "" if detail.get("type") == "missing" else f" (got {_show(detail.get('input'))})"
+        got = "" if detail.get("type") == "missing" else f" (got {show_value(detail.get('input'))})"
         lines.append(f"  - {at}{where}: {detail.get('msg', 'invalid')}{got}")
     return "\n".join(lines)
 
@@ -279,7 +316,7 @@ def _walk_loc(model: type[BaseModel] | None, node: Any, loc: Iterable[Any]) -> t
     for part in loc:
         field_info = None
         if isinstance(part, str) and model is not None:
-            field_info = _find_field(model, part)
+            field_info = find_field(model, part)
         if field_info is not None:
             field_name, info = field_info
             alias = info.alias or field_name
@@ -293,12 +330,12 @@ def _walk_loc(model: type[BaseModel] | None, node: Any, loc: Iterable[Any]) -> t
         if isinstance(node, Mapping):
             for key in spellings:
                 if key in node:
-                    line = _key_line(node, key) or line
+                    line = key_line(node, key) or line
                     node = node[key]
                     found = True
                     break
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            line = _item_line(node, part) or line
+            line = item_line(node, part) or line
             node = node[part]
             found = True
         if not found:

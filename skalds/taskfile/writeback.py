@@ -1,7 +1,7 @@
 """Writing attachment values that workers changed back into the task file, as a person would.
 
 Only the values that changed are touched: comments, key order, blank lines and quoting stay as
-they were (with the help of :mod:`._yaml_layout`), the result is checked to say exactly what was
+they were (with the help of :mod:`.layout`), the result is checked to say exactly what was
 meant before anything is written, and the write is atomic so a crash or a concurrent reader
 never sees half a file.
 """
@@ -23,28 +23,28 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 
 from skalds.errors import TaskSourceError
-from skalds.node._yaml_common import (
+from skalds.taskfile.common import (
     ROOT_KEY,
-    _dump,
-    _find_field,
-    _is_bool,
-    _is_sequence,
-    _key_line,
-    _kind,
-    _load,
-    _plain,
-    _problem,
-    _read_exact,
+    dump_yaml,
+    find_field,
+    is_bool,
+    is_sequence,
+    key_line,
+    kind_of,
+    load_yaml,
+    read_exact,
+    source_error,
+    to_plain,
 )
-from skalds.node._yaml_layout import (
-    _CANNOT_KEEP_LAYOUT,
-    _attach,
-    _attach_trailing,
-    _detach,
-    _detach_trailing,
-    _fitting_yaml,
-    _holders_at,
-    _transplant,
+from skalds.taskfile.layout import (
+    CANNOT_KEEP_LAYOUT,
+    attach_to_holders,
+    attach_trailing,
+    detach_from_holders,
+    detach_trailing,
+    fitting_yaml,
+    holders_at,
+    transplant,
 )
 
 _ODD_BREAKS = frozenset("\x85\u2028\u2029")
@@ -76,16 +76,16 @@ def write_back_attachments(
     parts of the file.
     """
     target = Path(os.path.realpath(path))
-    original = _read_exact(target)
-    yaml, baseline = _fitting_yaml(target, original)
-    doc = _load(yaml, target, original)
+    original = read_exact(target)
+    yaml, baseline = fitting_yaml(target, original)
+    doc = load_yaml(yaml, target, original)
 
     workers = doc.get(ROOT_KEY) if isinstance(doc, Mapping) else None
     if not isinstance(workers, CommentedMap) or task_id not in workers:
         return False
     entry = workers[task_id]
     if not isinstance(entry, CommentedMap):
-        raise _problem(target, "the entry is not a mapping; cannot write attachments back", task_id=task_id)
+        raise source_error(target, "the entry is not a mapping; cannot write attachments back", task_id=task_id)
 
     node = entry.get("attachments")
     keys: dict[str, Any] = {key: key for key in attachments}
@@ -98,12 +98,12 @@ def write_back_attachments(
         else:
             _append_key(entry, "attachments", node)
     elif not isinstance(node, CommentedMap):
-        raise _problem(
+        raise source_error(
             target,
-            f"must be a mapping to write back into, got {_kind(node)}",
+            f"must be a mapping to write back into, got {kind_of(node)}",
             task_id=task_id,
             field="attachments",
-            line=_key_line(entry, "attachments"),
+            line=key_line(entry, "attachments"),
         )
     else:
         keys = _match_keys(node, attachments, model)
@@ -111,13 +111,13 @@ def write_back_attachments(
             return False
 
     newline = "\r\n" if "\r\n" in original else "\n"
-    changed = _dump(yaml, doc, newline)
-    text = changed if baseline == original else _transplant(target, original, baseline, changed)
+    changed = dump_yaml(yaml, doc, newline)
+    text = changed if baseline == original else transplant(target, original, baseline, changed)
     if text == original:
         return False
     if not _says(yaml, target, original, text, task_id, {keys[k]: v for k, v in attachments.items()}):
         # never write a file that does not say what we meant
-        raise _problem(target, _CANNOT_KEEP_LAYOUT, task_id=task_id, field="attachments")
+        raise source_error(target, CANNOT_KEEP_LAYOUT, task_id=task_id, field="attachments")
     _atomic_write(target, text)
     return True
 
@@ -129,13 +129,13 @@ def _says(yaml: YAML, path: Path, original: str, text: str, task_id: str, values
     with a digit less, and those lines are kept as written.
     """
     try:
-        expected = _plain(_load(yaml, path, original))
+        expected = to_plain(load_yaml(yaml, path, original))
         entry = expected[ROOT_KEY][task_id]
         if entry.get("attachments") is None:
             entry["attachments"] = {}
         for key, value in values.items():
-            entry["attachments"][key] = _plain(value)
-        return _equal(_plain(_load(yaml, path, text)), expected)
+            entry["attachments"][key] = to_plain(value)
+        return _equal(to_plain(load_yaml(yaml, path, text)), expected)
     except (TaskSourceError, LookupError, TypeError, AttributeError):
         return False
 
@@ -162,7 +162,7 @@ def _match_keys(
         keys[key] = key
         if key in node or model is None:
             continue
-        found = _find_field(model, key)
+        found = find_field(model, key)
         if found is None:
             continue
         name, info = found
@@ -196,15 +196,15 @@ def _assign(container: CommentedMap | CommentedSeq, key: Any, value: Any) -> Non
     # have no last item to hang on, and the replacement below moves them to the key.
     if isinstance(old, CommentedMap) and isinstance(value, Mapping) and value:
         _update_mapping(old, value, remove_missing=True)
-    elif isinstance(old, CommentedSeq) and _is_sequence(value) and value:
+    elif isinstance(old, CommentedSeq) and is_sequence(value) and value:
         _update_sequence(old, value)
     else:
         # What followed the old value (blank lines, the next key's comments) must follow the new one.
-        trailing = _detach(_holders_at(container, key))
+        trailing = detach_from_holders(holders_at(container, key))
         item = container.ca.items.get(key) if isinstance(container, CommentedMap) else None
         if item and len(item) > 3:
             item[3] = None  # comments that opened the old nested value: they went with it
-            if value and (isinstance(value, Mapping) or _is_sequence(value)):
+            if value and (isinstance(value, Mapping) or is_sequence(value)):
                 # A key's end-of-line comment before a new block value makes ruamel misplace later
                 # items; the comment described the old value anyway.
                 item[2] = None
@@ -213,7 +213,7 @@ def _assign(container: CommentedMap | CommentedSeq, key: Any, value: Any) -> Non
             container[key] = _to_node(value) if _needs_double_quotes(value) else type(old)(value)
         else:
             container[key] = _to_node(value)
-        _attach(_holders_at(container, key), trailing)
+        attach_to_holders(holders_at(container, key), trailing)
 
 
 def _update_sequence(target: CommentedSeq, new: Sequence[Any]) -> None:
@@ -221,37 +221,37 @@ def _update_sequence(target: CommentedSeq, new: Sequence[Any]) -> None:
         if not _same(target[index], value):
             _assign(target, index, value)
     if len(new) > len(target):
-        rest = _detach_trailing(target)
+        rest = detach_trailing(target)
         for value in new[len(target) :]:
             target.append(_to_node(value))
-        _attach_trailing(target, rest)
+        attach_trailing(target, rest)
     elif len(new) < len(target):
-        rest = _detach_trailing(target)
+        rest = detach_trailing(target)
         del target[len(new) :]
-        _attach_trailing(target, rest)
+        attach_trailing(target, rest)
 
 
 def _append_key(target: CommentedMap, key: Any, value: Any) -> None:
     """Add a key at the end of a mapping, before the comments and blank lines that follow it."""
-    rest = _detach_trailing(target)
+    rest = detach_trailing(target)
     target[key] = value
-    _attach_trailing(target, rest)
+    attach_trailing(target, rest)
 
 
 def _delete_key(target: CommentedMap, key: Any) -> None:
     """Remove a key; if it was the last one, what followed it moves to the new last key."""
     keys = list(target)
-    rest = _detach_trailing(target) if keys and keys[-1] == key else None
+    rest = detach_trailing(target) if keys and keys[-1] == key else None
     del target[key]
     target.ca.items.pop(key, None)
-    _attach_trailing(target, rest)
+    attach_trailing(target, rest)
 
 
 def _to_node(value: Any) -> Any:
     """A new value as ruamel nodes, so comments can be hung on it and it is written safely."""
     if isinstance(value, Mapping) and not isinstance(value, CommentedMap):
         return CommentedMap((_to_node(k), _to_node(v)) for k, v in value.items())
-    if _is_sequence(value) and not isinstance(value, CommentedSeq):
+    if is_sequence(value) and not isinstance(value, CommentedSeq):
         return CommentedSeq(_to_node(v) for v in value)
     if isinstance(value, str) and not isinstance(value, ScalarString) and _needs_double_quotes(value):
         return DoubleQuotedScalarString(value)
@@ -273,11 +273,11 @@ def _needs_double_quotes(text: str) -> bool:
 
 def _same(old: Any, new: Any) -> bool:
     """Equal and of the same YAML kind (``1`` is not ``true``, ``1`` is not ``1.0``)."""
-    if _is_bool(old) or _is_bool(new):
-        return _is_bool(old) and _is_bool(new) and bool(old) == bool(new)
+    if is_bool(old) or is_bool(new):
+        return is_bool(old) and is_bool(new) and bool(old) == bool(new)
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         return set(old) == set(new) and all(_same(old[k], new[k]) for k in old)
-    if _is_sequence(old) and _is_sequence(new):
+    if is_sequence(old) and is_sequence(new):
         return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new, strict=True))
     if isinstance(old, int | float) and isinstance(new, int | float):
         same_number = old == new or (old != old and new != new)  # NaN is NaN here

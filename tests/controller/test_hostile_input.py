@@ -151,7 +151,7 @@ def test_nul_never_reaches_postgresql(start_controller, start_skald, postgres_se
 def test_an_edge_yaml_id_outside_the_characters_is_an_error_naming_file_and_line(tmp_path):
     from pydantic import BaseModel
 
-    from skalds.node.yaml_tasks import load_task_file
+    from skalds.taskfile import load_task_file
 
     class Model(BaseModel):
         n: int = 0

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skalds.errors import ConfigError
 from skalds.k8s import dns1123_name, render_manifests
-from skalds.node.yaml_tasks import YamlTaskEntry, load_task_file, single_entry_yaml
+from skalds.taskfile import YamlTaskEntry, load_task_file, single_entry_yaml
 
 
 class MyDataModel(BaseModel):

@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 
 from skalds.errors import TaskSourceError
 from skalds.model.task import ModeEnum
-from skalds.node.yaml_tasks import (
+from skalds.taskfile import (
     YamlTaskEntry,
     file_signature,
     load_task_file,
