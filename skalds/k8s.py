@@ -62,15 +62,7 @@ def render_manifests(
     Raises :class:`ConfigError` for an empty image or module, an invalid namespace or a negative
     ``backoff_limit``.
     """
-    if not image.strip():
-        raise ConfigError("image: must name the container image that has skalds and the worker installed")
-    if module is not None and not module.strip():
-        raise ConfigError("module: must be a Python module name, or None")
-    if namespace is not None and (len(namespace) > DNS1123_LABEL_MAX or not _DNS1123_LABEL.fullmatch(namespace)):
-        raise ConfigError(f"namespace: {namespace!r} is not a valid DNS-1123 label")
-    if backoff_limit < 0:
-        raise ConfigError(f"backoff_limit: must be 0 or more, got {backoff_limit}")
-
+    _check_options(image, module, namespace, backoff_limit)
     name = dns1123_name(entry.task_id, max_length=DNS1123_LABEL_MAX - len(CONFIG_MAP_SUFFIX))
     config_map_name = name + CONFIG_MAP_SUFFIX
     labels = {
@@ -81,14 +73,37 @@ def render_manifests(
     }
     # Task ids and class names need not be valid label values; annotations take any text.
     annotations = {"skalds/task-id": entry.task_id, "skalds/class-name": entry.class_name}
-
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(config_map_name, namespace, labels, annotations),
         "data": {TASK_FILE: _block_text(yaml_text)},
     }
+    template = {
+        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+        "spec": _pod_spec(entry, image, module, config_map_name),
+    }
+    metadata = _metadata(name, namespace, labels, annotations)
+    if entry.is_persistent:
+        workload = _deployment(metadata, labels, template)
+    else:
+        workload = _job(metadata, template, backoff_limit)
+    return _dump_all([config_map, workload])
 
+
+def _check_options(image: str, module: str | None, namespace: str | None, backoff_limit: int) -> None:
+    if not image.strip():
+        raise ConfigError("image: must name the container image that has skalds and the worker installed")
+    if module is not None and not module.strip():
+        raise ConfigError("module: must be a Python module name, or None")
+    if namespace is not None and (len(namespace) > DNS1123_LABEL_MAX or not _DNS1123_LABEL.fullmatch(namespace)):
+        raise ConfigError(f"namespace: {namespace!r} is not a valid DNS-1123 label")
+    if backoff_limit < 0:
+        raise ConfigError(f"backoff_limit: must be 0 or more, got {backoff_limit}")
+
+
+def _pod_spec(entry: YamlTaskEntry, image: str, module: str | None, config_map_name: str) -> dict[str, Any]:
+    """One container running the task file mounted from the ConfigMap."""
     container: dict[str, Any] = {"name": "skald", "image": image}
     if module is not None:
         # The image has skalds and the module: `skalds run` imports the module's worker classes.
@@ -104,46 +119,51 @@ def render_manifests(
         {"name": "YAML_FILE", "value": f"{CONFIG_DIR}/{TASK_FILE}"},
     ]
     container["volumeMounts"] = [{"name": "tasks", "mountPath": CONFIG_DIR, "readOnly": True}]
-    pod_spec: dict[str, Any] = {
+    return {
         "restartPolicy": "Always" if entry.is_persistent else "Never",
         "containers": [container],
         "volumes": [{"name": "tasks", "configMap": {"name": config_map_name}}],
     }
-    template = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec}
 
-    workload: dict[str, Any]
-    if entry.is_persistent:
-        workload = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": _metadata(name, namespace, labels, annotations),
-            "spec": {
-                "replicas": 1,
-                # A rolling update would run the old and the new pod side by side: one task twice.
-                "strategy": {"type": "Recreate"},
-                "selector": {
-                    "matchLabels": {
-                        "app.kubernetes.io/name": labels["app.kubernetes.io/name"],
-                        "app.kubernetes.io/instance": name,
-                    }
-                },
-                "template": template,
+
+def _deployment(metadata: dict[str, Any], labels: dict[str, str], template: dict[str, Any]) -> dict[str, Any]:
+    """A persistent task: one replica, restarted forever."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": 1,
+            # A rolling update would run the old and the new pod side by side: one task twice.
+            "strategy": {"type": "Recreate"},
+            "selector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": labels["app.kubernetes.io/name"],
+                    "app.kubernetes.io/instance": labels["app.kubernetes.io/instance"],
+                }
             },
-        }
-    else:
-        workload = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": _metadata(name, namespace, labels, annotations),
-            "spec": {"backoffLimit": backoff_limit, "template": template},
-        }
+            "template": template,
+        },
+    }
 
+
+def _job(metadata: dict[str, Any], template: dict[str, Any], backoff_limit: int) -> dict[str, Any]:
+    """A one-shot task: retried ``backoff_limit`` times, then left failed."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {"backoffLimit": backoff_limit, "template": template},
+    }
+
+
+def _dump_all(documents: list[dict[str, Any]]) -> str:
     yaml = YAML(typ="rt")
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)
     yaml.explicit_start = True
     stream = io.StringIO()
-    yaml.dump_all([config_map, workload], stream)
+    yaml.dump_all(documents, stream)
     return stream.getvalue()
 
 
