@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from skalds.backends.store._docs import conditions, page
 from skalds.backends.store.base import TaskQuery
+from skalds.backends.store.document_query import conditions, page
 from skalds.model.task import ModeEnum
 from skalds.model.task import TaskLifecycleStatus as S
 

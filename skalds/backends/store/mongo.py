@@ -10,7 +10,7 @@ holding the same version exactly one matches the document and the other re-reads
 :meth:`TaskStore.modify`). No transactions are needed, so a standalone server works too.
 
 This driver is deliberately thin: what a listing means (filters, empty lists, search, sort orders
-and tie-breaks, paging) comes from :mod:`skalds.backends.store._docs`, shared with the PostgreSQL
+and tie-breaks, paging) comes from :mod:`skalds.backends.store.document_query`, shared with the PostgreSQL
 driver, and is spelled here by the pure functions :func:`task_filter` and :func:`task_sort`.
 
 Clients: one ``MongoClient`` per process, created lazily on first use (pymongo clients must not be
@@ -37,8 +37,8 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from skalds.backends.store._docs import SEARCH_FIELDS, conditions, page, sort_keys
 from skalds.backends.store.base import TaskQuery, TaskStore
+from skalds.backends.store.document_query import SEARCH_FIELDS, conditions, page, sort_keys
 from skalds.errors import ConfigError, TaskExists
 from skalds.utils.logging import logger, mask_secrets
 

@@ -35,8 +35,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
-from skalds.backends.store._docs import SEARCH_FIELDS, Conditions, conditions, page, sort_keys
 from skalds.backends.store.base import TaskQuery, TaskStore
+from skalds.backends.store.document_query import SEARCH_FIELDS, Conditions, conditions, page, sort_keys
 from skalds.errors import ConfigError, TaskExists
 from skalds.utils.logging import mask_secrets
 
