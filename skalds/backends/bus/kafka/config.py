@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from skalds.backends.bus._kafka_runtime import _RdkafkaLog
+from skalds.backends.bus.kafka.runtime import RdkafkaLog
 from skalds.errors import ConfigError
 from skalds.utils.logging import mask_secrets
 
@@ -23,14 +23,14 @@ ASSIGN_TIMEOUT = 10.0
 #: Default port of a host given without one.
 DEFAULT_PORT = 9092
 
-_INT_OPTIONS = (
+INT_OPTIONS = (
     "partitions",
     "replication_factor",
     "fetch_wait_max_ms",
     "session_timeout_ms",
     "heartbeat_interval_ms",
 )
-_URL_OPTIONS = frozenset({*_INT_OPTIONS, "security_protocol", "sasl_mechanism"})
+URL_OPTIONS = frozenset({*INT_OPTIONS, "security_protocol", "sasl_mechanism"})
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def client_config(parsed: KafkaUrl) -> dict[str, Any]:
         "client.id": "skalds",
         "reconnect.backoff.ms": 100,
         "reconnect.backoff.max.ms": 1000,
-        "logger": _RdkafkaLog(),
+        "logger": RdkafkaLog(),
     }
     protocol = parsed.options.get("security_protocol")
     if parsed.username:

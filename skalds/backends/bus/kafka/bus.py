@@ -65,10 +65,7 @@ Why these settings (measured against Tansu 0.6.0 with confluent-kafka 2.16 / lib
   client lazily per process id; handles inherited from a parent are left alone — never used,
   closed or freed in the child, whose exit would otherwise crash in librdkafka's destructor.
 
-The driver is split by concern: this module holds :class:`KafkaEventBus` (producer, admin client,
-topics) and re-exports the public names; ``_kafka_config`` parses the URL and builds librdkafka
-settings, ``_kafka_consumer`` holds :class:`KafkaConsumer`, and ``_kafka_runtime`` the
-process-wide machinery (log throttling, the idle-queue drainer, fork hooks).
+The driver's other modules are described in :mod:`skalds.backends.bus.kafka`.
 """
 
 from __future__ import annotations
@@ -84,34 +81,19 @@ import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from skalds.backends.bus._kafka_config import (
-    _INT_OPTIONS,
-    _URL_OPTIONS,
+from skalds.backends.bus.base import Consumer, EventBus
+from skalds.backends.bus.kafka.config import (
     ASSIGN_TIMEOUT,
-    DEFAULT_PORT,
     ENSURE_BACKOFF,
-    KafkaUrl,
+    INT_OPTIONS,
+    URL_OPTIONS,
     client_config,
     parse_kafka_url,
 )
-from skalds.backends.bus._kafka_consumer import BATCH, WAKE_SLICE, KafkaConsumer
-from skalds.backends.bus._kafka_runtime import _BUSES, _drainer, _log_error
-from skalds.backends.bus.base import Consumer, EventBus
+from skalds.backends.bus.kafka.consumer import KafkaConsumer
+from skalds.backends.bus.kafka.runtime import BUSES, drainer, leak_handle, log_error
 from skalds.errors import BackendUnavailable, ConfigError
 from skalds.utils.logging import logger, mask_secrets, register_secret
-
-__all__ = [
-    "ASSIGN_TIMEOUT",
-    "BATCH",
-    "DEFAULT_PORT",
-    "ENSURE_BACKOFF",
-    "WAKE_SLICE",
-    "KafkaConsumer",
-    "KafkaEventBus",
-    "KafkaUrl",
-    "client_config",
-    "parse_kafka_url",
-]
 
 _RECHECK_ERRORS = frozenset(
     {
@@ -131,7 +113,7 @@ class _Flag:
 
 
 def _on_producer_error(recheck: _Flag, err: ck.KafkaError) -> None:
-    _log_error("kafka producer", err)
+    log_error("kafka producer", err)
     if err.code() in _RECHECK_ERRORS:
         recheck.value = True  # the broker may come back without our topics: create them again
 
@@ -164,13 +146,13 @@ class KafkaEventBus(EventBus):
             "session_timeout_ms": session_timeout_ms,
             "heartbeat_interval_ms": heartbeat_interval_ms,
         }
-        unknown = sorted(set(self.parsed.options) - _URL_OPTIONS)
+        unknown = sorted(set(self.parsed.options) - URL_OPTIONS)
         if unknown:
             raise ConfigError(
                 f"kafka URL {mask_secrets(url)!r}: unknown parameter(s) {', '.join(unknown)} "
-                f"(known: prefix, {', '.join(sorted(_URL_OPTIONS))})"
+                f"(known: prefix, {', '.join(sorted(URL_OPTIONS))})"
             )
-        for name in _INT_OPTIONS:
+        for name in INT_OPTIONS:
             if name in self.parsed.options:
                 try:
                     values[name] = int(self.parsed.options[name])
@@ -190,7 +172,7 @@ class KafkaEventBus(EventBus):
         self.assign_timeout = assign_timeout
         self.prefix = self.parsed.prefix
         self._lock = threading.Lock()
-        _BUSES.add(self)
+        BUSES.add(self)
         self._producer_slot: tuple[int, ck.Producer] | None = None
         self._admin_slot: tuple[int, AdminClient] | None = None
         self._ensured: set[str] = set()
@@ -232,7 +214,7 @@ class KafkaEventBus(EventBus):
             )
             producer = ck.Producer(conf)
             self._producer_slot = (pid, producer)
-            _drainer.start()
+            drainer.start()
             return producer
 
     def _admin(self) -> AdminClient:
@@ -243,8 +225,26 @@ class KafkaEventBus(EventBus):
                 return slot[1]
             admin = AdminClient(client_config(self.parsed))
             self._admin_slot = (pid, admin)
-            _drainer.start()
+            drainer.start()
             return admin
+
+    def serve_events(self, pid: int) -> None:
+        """Poll this process's producer and admin client once, so that idle ones do not pile up
+        librdkafka's log lines and errors (called by the runtime's drainer thread)."""
+        for slot in (self._producer_slot, self._admin_slot):
+            if slot is not None and slot[0] == pid:
+                try:
+                    slot[1].poll(0)
+                except Exception as exc:  # never let the drainer thread die on a callback's error
+                    logger.debug(f"kafka: serving events failed: {exc!r}")
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: renew the lock (another thread of the parent may have held it) and
+        leak the parent's handles, which are never used or freed here; new ones are created lazily."""
+        self._lock = threading.Lock()
+        for slot in (self._producer_slot, self._admin_slot):
+            if slot is not None:
+                leak_handle(slot[1])
 
     # ---- topics ----------------------------------------------------------------------------
     def ensure_topics(self, names: Iterable[str], *, force: bool = False, wait: float | None = None) -> None:

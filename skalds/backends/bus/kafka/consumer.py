@@ -3,7 +3,7 @@
 It has its own state, separate from the bus that creates it (:meth:`KafkaEventBus.subscribe`):
 partition assignment with explicit start offsets, the commit bookkeeping per partition (handed
 out, sent, confirmed), the merge of a batch across partitions by publish time, and the recovery
-when the broker lost its topics. The module docstring of :mod:`skalds.backends.bus.kafka`
+when the broker lost its topics. The module docstring of :mod:`skalds.backends.bus.kafka.bus`
 explains the settings and the guarantees.
 """
 
@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 
 import confluent_kafka as ck
 
-from skalds.backends.bus._kafka_config import ENSURE_BACKOFF, client_config
-from skalds.backends.bus._kafka_runtime import _CONSUMERS, _log_error
 from skalds.backends.bus.base import Consumer, Message
+from skalds.backends.bus.kafka.config import ENSURE_BACKOFF, client_config
+from skalds.backends.bus.kafka.runtime import CONSUMERS, leak_handle, log_error
 from skalds.errors import BackendUnavailable
 from skalds.utils.logging import logger, mask_secrets
 
 if TYPE_CHECKING:
-    from skalds.backends.bus.kafka import KafkaEventBus
+    from skalds.backends.bus.kafka.bus import KafkaEventBus
 
 #: Most messages one ``poll`` returns.
 BATCH = 500
@@ -84,7 +84,7 @@ class KafkaConsumer(Consumer):
             }
         )
         self._consumer = ck.Consumer(conf)
-        _CONSUMERS.add(self)
+        CONSUMERS.add(self)
         try:
             self._consumer.subscribe(
                 self._names, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -212,7 +212,7 @@ class KafkaConsumer(Consumer):
         self._skip_older -= keys
 
     def _on_error(self, err: ck.KafkaError) -> None:
-        _log_error(f"kafka consumer {self.group}", err)
+        log_error(f"kafka consumer {self.group}", err)
         if err.fatal():
             self._failure = ck.KafkaException(err)
 
@@ -281,7 +281,7 @@ class KafkaConsumer(Consumer):
             return
         if err.fatal():
             raise BackendUnavailable(mask_secrets(f"kafka consumer {self.group}: {err}"))
-        _log_error(f"kafka consumer {self.group}", err)
+        log_error(f"kafka consumer {self.group}", err)
         if err.code() == ck.KafkaError.UNKNOWN_TOPIC_OR_PART and time.monotonic() >= self._next_ensure:
             # the broker lost the topics (a memory-only broker restarted): recreate them
             self._next_ensure = time.monotonic() + ENSURE_BACKOFF
@@ -323,7 +323,7 @@ class KafkaConsumer(Consumer):
 
     def _on_commit(self, err: ck.KafkaError | None, partitions: list[ck.TopicPartition]) -> None:
         if err is not None:
-            _log_error(f"kafka consumer {self.group}: commit", err)
+            log_error(f"kafka consumer {self.group}: commit", err)
             return
         for tp in partitions:
             key = (tp.topic, tp.partition)
@@ -333,12 +333,17 @@ class KafkaConsumer(Consumer):
     def wakeup(self) -> None:
         self._woken = True
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: leak the parent's consumer, which is never used or freed here."""
+        if not self._closed:
+            leak_handle(self._consumer)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         if os.getpid() != self._pid:
-            return  # the parent's consumer: left alone (see _after_fork_in_child)
+            return  # the parent's consumer: left alone (see after_fork_in_child)
         try:
             self._commit_sync()
         finally:

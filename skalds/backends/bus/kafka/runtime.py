@@ -4,8 +4,8 @@ librdkafka handles bring concerns that belong to the process rather than to one 
 lines and errors repeat several times a second while a broker is down (throttled here), the
 event queues of handles that sit idle must still be served (:class:`_Drainer`), and handles must
 never be used or freed across ``fork()`` (:func:`_after_fork_in_child`). This module keeps that
-apart from the publish/consume logic of :mod:`skalds.backends.bus.kafka` and
-:mod:`skalds.backends.bus._kafka_consumer`; it tracks their live objects through weak sets only.
+apart from the publish/consume logic of :mod:`skalds.backends.bus.kafka.bus` and
+:mod:`skalds.backends.bus.kafka.consumer`; it tracks their live objects through weak sets only.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import confluent_kafka as ck
 from skalds.utils.logging import logger, mask_secrets
 
 if TYPE_CHECKING:
-    from skalds.backends.bus._kafka_consumer import KafkaConsumer
-    from skalds.backends.bus.kafka import KafkaEventBus
+    from skalds.backends.bus.kafka.bus import KafkaEventBus
+    from skalds.backends.bus.kafka.consumer import KafkaConsumer
 
 #: Every bus and consumer of this process, for :func:`_after_fork_in_child`.
-_BUSES: weakref.WeakSet[KafkaEventBus] = weakref.WeakSet()
-_CONSUMERS: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
+BUSES: weakref.WeakSet[KafkaEventBus] = weakref.WeakSet()
+CONSUMERS: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
 
 
 class _Quiet:
@@ -59,12 +59,12 @@ class _Quiet:
 _quiet = _Quiet()
 
 
-def _log_error(who: str, err: ck.KafkaError) -> None:
+def log_error(who: str, err: ck.KafkaError) -> None:
     if _quiet.allow(f"{who}:{err.code()}"):
         logger.debug(f"{who}: {mask_secrets(str(err))} (repeats within {_quiet.interval:.0f} s not logged)")
 
 
-class _RdkafkaLog:
+class RdkafkaLog:
     """Receives librdkafka's log lines (served from poll/consume) and sends them to our logger.
 
     Connection failures are logged by librdkafka at error level on every retry; callers see
@@ -114,7 +114,7 @@ class _Drainer:
             time.sleep(self.interval)
             if not self._serve(pid):
                 with self._lock:
-                    if not _BUSES or os.getpid() != pid:
+                    if not BUSES or os.getpid() != pid:
                         self._thread = None
                         return
 
@@ -124,21 +124,16 @@ class _Drainer:
 
         A method of its own so that no bus stays referenced while the thread sleeps.
         """
-        buses = list(_BUSES)
+        buses = list(BUSES)
         for bus in buses:
-            for slot in (bus._producer_slot, bus._admin_slot):
-                if slot is not None and slot[0] == pid:
-                    try:
-                        slot[1].poll(0)
-                    except Exception as exc:  # never let the thread die on a callback's error
-                        logger.debug(f"kafka: serving events failed: {exc!r}")
+            bus.serve_events(pid)
         return bool(buses)
 
 
-_drainer = _Drainer()
+drainer = _Drainer()
 
 
-def _leak(handle: object) -> None:
+def leak_handle(handle: object) -> None:
     """Make sure ``handle`` is never freed in this process.
 
     Freeing a librdkafka handle runs its destructor, which joins the handle's threads — threads
@@ -149,18 +144,14 @@ def _leak(handle: object) -> None:
 
 
 def _after_fork_in_child() -> None:
-    """Leak the parent's librdkafka handles (see :func:`_leak`) and renew locks another thread of
+    """Leak the parent's librdkafka handles (see :func:`leak_handle`) and renew locks another thread of
     the parent may have held at ``fork()``. Buses create new handles here lazily."""
     _quiet.reset_lock()
-    _drainer.reset_lock()
-    for bus in list(_BUSES):
-        bus._lock = threading.Lock()
-        for slot in (bus._producer_slot, bus._admin_slot):
-            if slot is not None:
-                _leak(slot[1])
-    for consumer in list(_CONSUMERS):
-        if not consumer._closed:
-            _leak(consumer._consumer)
+    drainer.reset_lock()
+    for bus in list(BUSES):
+        bus.after_fork_in_child()
+    for consumer in list(CONSUMERS):
+        consumer.after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
