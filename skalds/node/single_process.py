@@ -34,6 +34,7 @@ from skalds.utils.logging import logger
 from skalds.worker.baseclass import BaseTaskWorker
 from skalds.worker.link import NullLink
 from skalds.worker.logtail import LogTail
+from skalds.worker.protocol import FromWorker, UpdateError
 from skalds.worker.registry import WorkerRegistry
 
 EXIT_NOTHING_TO_RUN = 2
@@ -98,9 +99,9 @@ class _InProcessLink(NullLink):
         lease = self._interval * 3
         self._backends.with_state("heartbeat", lambda v: v.task_heartbeats({self._task_id: beat}, lease))
 
-    def report(self, message: dict[str, Any]) -> None:
-        if message.get("t") == "update_error":
-            error = str(message.get("error"))
+    def report(self, message: FromWorker) -> None:
+        if isinstance(message, UpdateError):
+            error = message.error
             self._backends.with_state("error", lambda v: v.task_error(self._task_id, error))
 
     def stop(self) -> None:

@@ -29,7 +29,6 @@ from pydantic import BaseModel, ValidationError
 
 from skalds.errors import InvalidAttachments, WorkerDefinitionError
 from skalds.model.event import UpdateTaskWorkerEvent
-from skalds.model.task import TaskLifecycleStatus
 from skalds.utils.logging import logger, mask_secrets
 from skalds.worker.hooks import (
     HOOK_ATTR,
@@ -42,6 +41,7 @@ from skalds.worker.hooks import (
     update_event_handler,
 )
 from skalds.worker.link import NullLink
+from skalds.worker.protocol import Final, Outcome, Running, UpdateError, UpdateOk, WorkerException
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -236,7 +236,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
                 f"{type(self).__name__}.__init__ must call super().__init__() (BaseTaskWorker state is missing)"
             )
         previous = self._install_signal_handlers()
-        status = TaskLifecycleStatus.FINISHED
+        status = Outcome.FINISHED
         exit_code = EXIT_FINISHED
         exception_text: str | None = None
         try:
@@ -248,12 +248,12 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
             self._run_after()
         except WorkerTerminated as stop:
             self._skalds_stopping = True
-            status = TaskLifecycleStatus.CANCELLED
+            status = Outcome.CANCELLED
             exit_code = _signal_exit_code(stop.signum)
             logger.info(f"worker {self.task_id}: {stop}, releasing")
         except Exception as exc:
             self._skalds_stopping = True
-            status = TaskLifecycleStatus.FAILED
+            status = Outcome.FAILED
             exit_code = EXIT_FAILED
             exception_text = mask_secrets("".join(traceback.format_exception(exc)))  # stored, shown by the API
             try:
@@ -262,7 +262,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
                 logger.opt(exception=inner).error(f"worker {self.task_id}: error handler raised")
         finally:
             self._skalds_stopping = True
-            self._skalds_link.report({"t": "final", "status": status.value, "exception": exception_text})
+            self._skalds_link.report(Final(status, exception_text))
             self._release_once()
             self._restore_signal_handlers(previous)
         return exit_code
@@ -282,7 +282,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
             hook()
 
     def _run_main(self) -> None:
-        self._skalds_link.report({"t": "running"})
+        self._skalds_link.report(Running())
         mains = self._hooks("main")
         if not mains:
             raise WorkerDefinitionError(f"worker class {self.task_type} has no @run_main_handler")
@@ -294,7 +294,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
 
     def _error_handler(self, exc: BaseException) -> None:
         logger.opt(exception=exc).error(f"worker {self.task_id} ({self.task_type}) failed: {exc!r}")
-        self._skalds_link.report({"t": "exception", "text": mask_secrets("".join(traceback.format_exception(exc)))})
+        self._skalds_link.report(WorkerException(mask_secrets("".join(traceback.format_exception(exc)))))
 
     def _release(self, *args: Any) -> None:
         for hook in self._hooks("release"):
@@ -330,7 +330,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
                 logger.opt(exception=exc).error(f"worker {self.task_id}: update handler raised")
                 return self._reject_update(f"update handler raised {exc!r}")
             self._skalds_data = data
-            self._skalds_link.report({"t": "update_ok", "attachments": data.model_dump(mode="json", by_alias=True)})
+            self._skalds_link.report(UpdateOk(data.model_dump(mode="json", by_alias=True)))
             return True
 
     def _merge_update(self, incoming: dict[str, Any]) -> dict[str, Any]:
@@ -346,7 +346,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
 
     def _reject_update(self, error: str) -> bool:
         logger.error(f"worker {self.task_id}: {error}")
-        self._skalds_link.report({"t": "update_error", "error": error})
+        self._skalds_link.report(UpdateError(error))
         return False
 
     # ---- helpers -----------------------------------------------------------------------

@@ -1,18 +1,12 @@
-"""A single-threaded fork server for worker processes (DESIGN principle 4).
+"""A single-threaded fork server for worker processes: children are forked before any thread exists.
 
 ``Skalds.run()`` starts it first, before any client or thread exists, so every worker is a
 ``fork()`` of a clean, single-threaded process that already imported the user's code (classes
 defined in ``__main__`` included). A start costs a fork (~2 ms), not an interpreter start.
 
-Protocol over one ``SOCK_SEQPACKET`` socket pair (one JSON message per packet):
-
-- skald → server: ``{"t": "spawn", "req": n, "spec": {...}}`` with the worker's end of its channel
-  socket attached (``SCM_RIGHTS``). A spec too large for one datagram (large attachments) travels
-  in a memfd attached after the channel (:mod:`skalds.worker.packets`).
-- server → skald: ``{"t": "spawned", "req": n, "pid": p}`` with a pidfd of the child attached (so the
-  skald signals the right process even after pid reuse), or ``{"t": "error", "req": n, "error": s}``;
-  and, whenever a child is reaped, ``{"t": "exit", "pid": p, "code": c}`` (negative c: killed by
-  signal -c).
+The skald and the server talk over one ``SOCK_SEQPACKET`` socket pair: ``spawn`` requests one way;
+``spawned`` (with a pidfd), ``error`` and, unasked, ``exit`` for every reaped child the other — see
+:mod:`skalds.worker.protocol`, which describes every message.
 
 No orphans: the server ends when its socket closes (the skald exited or was killed): it sends
 SIGTERM to every child, waits up to the grace period, then SIGKILLs. Each child also has
@@ -24,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import os
 import select
 import signal
@@ -38,6 +31,20 @@ from typing import Any
 
 from skalds.errors import ForkServerError
 from skalds.worker import packets
+from skalds.worker.protocol import (
+    FROM_FORKSERVER,
+    TO_FORKSERVER,
+    Channel,
+    M,
+    Message,
+    ProtocolError,
+    Reaped,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    decode,
+    encode,
+)
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -68,21 +75,26 @@ def set_process_name(name: str) -> None:
     _prctl(PR_SET_NAME, name.encode()[:15])
 
 
-def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    packets.send(sock, json.dumps(message).encode(), fds or ())
+def _send(sock: socket.socket, message: Message, fds: list[int] | None = None) -> None:
+    packets.send(sock, encode(message), fds or ())
 
 
-def _recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+def _recv(sock: socket.socket, channel: Channel[M]) -> tuple[M | None, list[int], bool]:
+    """One message (None when malformed: ignored), the descriptors sent with it, and False when the
+    peer closed its end."""
     data, fds = packets.recv(sock)
     if not data:
-        for fd in fds:
-            os.close(fd)
-        return None, []
+        _close(fds)
+        return None, [], False
     try:
-        message = json.loads(data)
-    except ValueError:
-        message = None
-    return (message if isinstance(message, dict) else {}), fds
+        return decode(data, channel), fds, True
+    except ProtocolError:
+        return None, fds, True
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 class ForkServer:
@@ -134,7 +146,7 @@ class ForkServer:
         self._req += 1
         req = self._req
         try:
-            _send(self._sock, {"t": "spawn", "req": req, "spec": spec}, [channel.fileno()])
+            _send(self._sock, Spawn(req, spec), [channel.fileno()])
         except OSError as exc:  # the server is gone, or no memory / descriptor for a large spec
             raise ForkServerError(f"could not send the spawn request to the fork server: {exc}") from exc
         deadline = time.monotonic() + timeout
@@ -145,25 +157,21 @@ class ForkServer:
             ready, _, _ = select.select([self._sock], [], [], remaining)
             if not ready:
                 continue
-            message, fds = _recv(self._sock)
-            if message is None:
+            message, fds, open_ = _recv(self._sock, FROM_FORKSERVER)
+            if not open_:
                 raise ForkServerError("the fork server exited")
-            kind = message.get("t")
-            if kind == "exit":
-                self._exits.append((int(message["pid"]), int(message["code"])))
-            elif kind == "spawned" and message.get("req") == req:
-                if not fds:
-                    raise ForkServerError("the fork server sent no pidfd")
-                for extra in fds[1:]:
-                    os.close(extra)
-                return int(message["pid"]), fds[0]
-            elif kind == "error" and message.get("req") == req:
-                for fd in fds:
-                    os.close(fd)
-                raise ForkServerError(str(message.get("error")))
-            else:
-                for fd in fds:
-                    os.close(fd)
+            match message:
+                case Spawned(req=answered, pid=pid) if answered == req:
+                    if not fds:
+                        raise ForkServerError("the fork server sent no pidfd")
+                    _close(fds[1:])
+                    return pid, fds[0]
+                case SpawnFailed(req=answered, error=error) if answered == req:
+                    _close(fds)
+                    raise ForkServerError(error)
+                case Reaped(pid=pid, code=code):
+                    self._exits.append((pid, code))
+            _close(fds)
 
     def read_exits(self) -> list[tuple[int, int]]:
         """Reaped children ``(pid, code)`` reported since the last call (non-blocking)."""
@@ -172,15 +180,14 @@ class ForkServer:
                 ready, _, _ = select.select([self._sock], [], [], 0)
                 if not ready:
                     break
-                message, fds = _recv(self._sock)
-                for fd in fds:
-                    os.close(fd)
-                if message is None:
+                message, fds, open_ = _recv(self._sock, FROM_FORKSERVER)
+                _close(fds)
+                if not open_:
                     self._sock.close()
                     self._sock = None
                     break
-                if message.get("t") == "exit":
-                    self._exits.append((int(message["pid"]), int(message["code"])))
+                if isinstance(message, Reaped):
+                    self._exits.append((message.pid, message.code))
         out = list(self._exits)
         self._exits.clear()
         return out
@@ -237,10 +244,10 @@ class _Server:  # pragma: no cover - runs in the fork server process
             self._reap()
             if self.sock.fileno() in ready and not self.stopping:
                 try:
-                    message, fds = _recv(self.sock)
+                    message, fds, open_ = _recv(self.sock, TO_FORKSERVER)
                 except OSError:
-                    message, fds = None, []
-                if message is None:
+                    break
+                if not open_:
                     break
                 self._handle(message, fds)
         self._shutdown()
@@ -248,32 +255,30 @@ class _Server:  # pragma: no cover - runs in the fork server process
     def _on_term(self, signum: int, frame: Any) -> None:
         self.stopping = True
 
-    def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
-        if message.get("t") != "spawn" or not fds:
-            for fd in fds:
-                os.close(fd)
+    def _handle(self, message: Spawn | None, fds: list[int]) -> None:
+        if message is None or not fds:
+            _close(fds)
             return
-        req = message.get("req")
+        req = message.req
         channel = socket.socket(fileno=fds[0])
-        for extra in fds[1:]:
-            os.close(extra)
+        _close(fds[1:])
         try:
             pid = os.fork()
         except OSError as exc:
             channel.close()
-            _send(self.sock, {"t": "error", "req": req, "error": f"fork failed: {exc}"})
+            _send(self.sock, SpawnFailed(req, f"fork failed: {exc}"))
             return
         if pid == 0:
-            self._child(message.get("spec") or {}, channel)
+            self._child(message.spec, channel)
         channel.close()
         self.children.add(pid)
         try:
             pidfd = os.pidfd_open(pid)
         except OSError as exc:
-            _send(self.sock, {"t": "error", "req": req, "error": f"pidfd_open failed: {exc}"})
+            _send(self.sock, SpawnFailed(req, f"pidfd_open failed: {exc}"))
             return
         try:
-            _send(self.sock, {"t": "spawned", "req": req, "pid": pid}, [pidfd])
+            _send(self.sock, Spawned(req, pid), [pidfd])
         finally:
             os.close(pidfd)
 
@@ -315,7 +320,7 @@ class _Server:  # pragma: no cover - runs in the fork server process
             self.children.discard(pid)
             code = os.waitstatus_to_exitcode(status)
             try:
-                _send(self.sock, {"t": "exit", "pid": pid, "code": code})
+                _send(self.sock, Reaped(pid, code))
             except OSError:
                 pass
 

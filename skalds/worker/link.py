@@ -1,20 +1,12 @@
 """The link between a worker process and its skald.
 
 In a skald, each worker holds one end of a ``SOCK_SEQPACKET`` unix socket pair; the skald holds the
-other. One daemon thread in the worker sends heartbeats and receives hot updates over it (DESIGN
-principle 5: the skald consumes the event topics once and forwards updates locally). A standalone
-worker (``w.initialize(d); w.start()``) has a :class:`NullLink` and needs nothing.
+other. One daemon thread in the worker sends heartbeats and receives hot updates over it (the skald
+consumes the event topics once for all its workers and forwards updates locally). A standalone
+worker (``w.initialize(d); w.start()``) has a :class:`NullLink` and needs nothing. The messages in
+both directions are described in :mod:`skalds.worker.protocol`.
 
-Messages are JSON objects with a ``t`` (type) field:
-
-- worker → skald: ``running``, ``hb`` (``v``: 0–199), ``update_ok`` (``attachments``),
-  ``update_error`` (``error``), ``exception`` (``text``), ``final`` (``status``, ``exception``),
-  ``fenced`` (``after``: seconds without an ack), ``logs`` (``lines``: ``[n, ts, level, message]``;
-  sent after a heartbeat when the worker logged something, and on exit — see
-  :mod:`skalds.worker.logtail`)
-- skald → worker: ``update`` (``attachments``), ``ack`` (one per ``hb``)
-
-**Self-fencing** (SPEC §5, DESIGN principle 2). Workers run in their own process groups, so a
+**Self-fencing** (so a task never runs twice). Workers run in their own process groups, so a
 frozen skald (SIGSTOP, a stalled VM) leaves them running while its liveness lease expires and the
 controller gives their tasks to another skald. To keep one copy per task, the skald acknowledges
 every heartbeat; when ``fence_after`` seconds pass without an ack, the link thread reports
@@ -29,7 +21,6 @@ with a :class:`NullLink`) nothing of this applies.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -43,6 +34,18 @@ from skalds.model.task import now_ms
 from skalds.utils.logging import logger
 from skalds.worker import packets
 from skalds.worker.logtail import LogTail, encode_batches
+from skalds.worker.protocol import (
+    TO_WORKER,
+    Ack,
+    Fenced,
+    FromWorker,
+    Heartbeat,
+    ProtocolError,
+    Update,
+    WorkerException,
+    decode,
+    encode,
+)
 
 if TYPE_CHECKING:
     from skalds.worker.baseclass import BaseTaskWorker
@@ -59,22 +62,13 @@ FINAL_FLUSH_TIMEOUT = 0.5
 _SENT, _FULL, _GONE = object(), object(), object()
 
 
-def decode(data: bytes) -> dict[str, Any] | None:
-    """A channel message, or None when it is not a JSON object (such a message is ignored)."""
-    try:
-        message = json.loads(data)
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
-
-
 class NullLink:
     """No skald: reports go nowhere, no thread runs."""
 
     def start(self, worker: BaseTaskWorker[Any]) -> None:
         return None
 
-    def report(self, message: dict[str, Any]) -> None:
+    def report(self, message: FromWorker) -> None:
         return None
 
     def stop(self) -> None:
@@ -162,11 +156,11 @@ class ChannelLink(NullLink):
         with self._cv:
             return self._cv.wait_for(lambda: self._parked_gen == self._gen or not thread.is_alive(), timeout)
 
-    def report(self, message: dict[str, Any], *, block: bool = True) -> None:
+    def report(self, message: FromWorker, *, block: bool = True) -> None:
         """Send one message; with ``block=False`` drop it when the channel has no room."""
-        data = json.dumps(message, default=str).encode()
-        if len(data) > MAX_MESSAGE and "text" in message:
-            data = json.dumps({**message, "text": str(message.get("text", ""))[-4000:]}, default=str).encode()
+        data = encode(message)
+        if len(data) > MAX_MESSAGE and isinstance(message, WorkerException):
+            data = encode(WorkerException(message.text[-4000:]))
         if not self._send_lock.acquire(timeout=-1 if block else self._interval):
             return
         try:
@@ -276,7 +270,7 @@ class ChannelLink(NullLink):
     def _heartbeat(self) -> None:
         # Never block on a heartbeat: with a frozen skald the channel fills up (10 datagrams here),
         # and a blocked link thread could not fence. A heartbeat that finds no room is dropped.
-        self.report({"t": "hb", "v": self._beat}, block=False)
+        self.report(Heartbeat(self._beat), block=False)
         self._beat = (self._beat + 1) % 200
 
     def _fence_deadline(self) -> float | None:
@@ -291,7 +285,7 @@ class ChannelLink(NullLink):
         if self._fenced_at is None:
             self._fenced_at = now
             silent = now - self._last_ack
-            self.report({"t": "fenced", "after": round(silent, 3)}, block=False)
+            self.report(Fenced(round(silent, 3)), block=False)
             logger.warning(
                 f"no answer from the skald for {silent:.1f} s (fence after {self._fence_after:g} s): "
                 "stopping this worker so its task cannot run twice"
@@ -359,12 +353,13 @@ class ChannelLink(NullLink):
                 # The skald went away: end gracefully (release still runs once).
                 self._signal_self(signal.SIGTERM)
                 return False
-            message = decode(data)
-            if message is None:
+            try:
+                message = decode(data, TO_WORKER)
+            except ProtocolError:
                 continue
-            kind = message.get("t")
-            if kind == "ack":
-                self._last_ack = time.monotonic()
-            elif kind == "update":
-                worker.handle_update_message({"attachments": message.get("attachments")})
+            match message:
+                case Ack():
+                    self._last_ack = time.monotonic()
+                case Update(attachments=attachments):
+                    worker.handle_update_message({"attachments": attachments})
         return True

@@ -1,11 +1,11 @@
-"""A worker's recent log lines, on their way to the state cache (SPEC §9: "the dashboard can show a
-task's recent log lines").
+"""A worker's recent log lines, on their way to the state cache (so the dashboard can show a task's
+recent log lines).
 
 The path of one line: the worker logs through ``skalds.utils.logging.logger``; a loguru sink in the
 worker process (:class:`LogTail`, added by :mod:`skalds.worker.runtime`) keeps the line in a bounded
 buffer, masked, cut to :data:`MAX_CHARS` and numbered ``n`` = 1, 2, … per process. On each heartbeat
 the link thread (:class:`skalds.worker.link.ChannelLink`) sends what is buffered as a few
-``{"t": "logs", "lines": [[n, timestamp ms, level, message], …]}`` messages of at most
+``logs`` messages (:class:`skalds.worker.protocol.Logs`) of at most
 :data:`BATCH_BYTES` — never a message per line, never blocking: when the channel has no room the
 lines wait for the next heartbeat, and the oldest are dropped once the buffer is full (a WARNING line
 then says how many). On exit the rest is flushed (best effort). The skald appends them to
@@ -25,6 +25,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from skalds.utils.logging import add_capture_sink, capture_into, mask_secrets, remove_sink
+from skalds.worker.protocol import LOGS_OVERHEAD, Logs, encode_logs
 
 if TYPE_CHECKING:
     from loguru import Message
@@ -38,9 +39,6 @@ BATCH_BYTES = 32 * 1024
 
 #: ``(n, timestamp ms, level, message)``
 Line = tuple[int, int, str, str]
-
-_HEAD = b'{"t":"logs","lines":['
-_TAIL = b"]}"
 
 
 class LogTail:
@@ -158,32 +156,25 @@ class LogTail:
 def encode_batches(lines: list[Line], max_bytes: int = BATCH_BYTES) -> list[tuple[bytes, int]]:
     """``logs`` messages for ``lines``, each at most ``max_bytes`` (a line is at most ~4 KB), with
     the number of lines each holds."""
-    budget = max_bytes - len(_HEAD) - len(_TAIL)
+    budget = max_bytes - LOGS_OVERHEAD
     out: list[tuple[bytes, int]] = []
     parts: list[bytes] = []
     size = 0
     for line in lines:
         part = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
         if parts and size + len(part) + 1 > budget:
-            out.append((_HEAD + b",".join(parts) + _TAIL, len(parts)))
+            out.append((encode_logs(parts), len(parts)))
             parts, size = [], 0
         parts.append(part)
         size += len(part) + 1
     if parts:
-        out.append((_HEAD + b",".join(parts) + _TAIL, len(parts)))
+        out.append((encode_logs(parts), len(parts)))
     return out
 
 
 def parse_lines(message: dict[str, Any]) -> list[list[Any]]:
     """The well-formed ``[n, timestamp, level, message]`` lines of a ``logs`` message."""
-    lines = message.get("lines")
-    if not isinstance(lines, list):
-        return []
-    return [
-        line
-        for line in lines
-        if isinstance(line, list) and len(line) == 4 and isinstance(line[0], int) and isinstance(line[1], int)
-    ]
+    return Logs.from_wire(message).lines
 
 
 __all__ = ["BATCH_BYTES", "MAX_CHARS", "MAX_LINES", "LogTail", "encode_batches", "parse_lines"]

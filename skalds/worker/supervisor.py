@@ -8,14 +8,13 @@ period ends. Exits are learnt from the fork server, which reaps the children.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from skalds.errors import ForkServerError
@@ -23,7 +22,27 @@ from skalds.model.task import Task, now_ms
 from skalds.utils.logging import logger
 from skalds.worker import packets
 from skalds.worker.forkserver import ForkServer
-from skalds.worker.logtail import parse_lines
+from skalds.worker.protocol import (
+    FROM_WORKER,
+    Ack,
+    Done,
+    Fenced,
+    Final,
+    FromWorker,
+    Heartbeat,
+    Logs,
+    Outcome,
+    ProtocolError,
+    Retire,
+    Run,
+    Running,
+    StopReason,
+    Update,
+    UpdateError,
+    UpdateOk,
+    decode,
+    encode,
+)
 
 
 @dataclass
@@ -38,9 +57,9 @@ class WorkerHandle:
     started_at: float = field(default_factory=time.monotonic)
     running_at: float | None = None
     last_beat: int | None = None
-    outcome: str | None = None  # final status the worker reported
+    outcome: Outcome | None = None  # final status the worker reported
     exception: str | None = None
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     kill_at: float | None = None
     exit_code: int | None = None
     #: The stored attachments the worker was last given (or recorded after a direct update):
@@ -66,8 +85,8 @@ class WorkerHandle:
         return self.stop_reason is not None
 
 
-_ACK = json.dumps({"t": "ack"}).encode()
-_EXIT = json.dumps({"t": "exit"}).encode()
+_ACK = encode(Ack())
+_RETIRE = encode(Retire())
 #: At most this many idle reusable processes are kept per worker class (the rest are retired).
 MAX_IDLE_PER_CLASS = 32
 
@@ -84,7 +103,7 @@ class IdleProcess:
     tasks: int  # tasks it has run
 
 
-OnMessage = Callable[[WorkerHandle, dict[str, Any]], None]
+OnMessage = Callable[[WorkerHandle, FromWorker], None]
 OnExit = Callable[[WorkerHandle], None]
 
 
@@ -161,8 +180,8 @@ class Supervisor:
         handle.log_lines.append([handle.log_last, now_ms(), level, text])
         self._logs_pending[id(handle)] = handle
 
-    def _on_logs(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
-        lines = parse_lines(message)
+    def _on_logs(self, handle: WorkerHandle, message: Logs) -> None:
+        lines = message.lines
         if not lines or handle.self_fenced:
             return  # a self-fenced worker's task may be another skald's now: nothing is written
         handle.log_lines.extend(lines)
@@ -230,7 +249,7 @@ class Supervisor:
         pool = self._idle.get(class_name)
         if not pool:
             return None  # the common case (a fresh process per task): nothing to encode
-        data = json.dumps({"t": "run", "spec": spec}).encode()
+        data = encode(Run(spec))
         while pool:
             idle = pool.pop()
             self._idle_by_pid.pop(idle.pid, None)
@@ -243,23 +262,20 @@ class Supervisor:
             return idle
         return None
 
-    def _on_done(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+    def _on_done(self, handle: WorkerHandle, message: Done) -> None:
         """The worker finished its task and offers its process for the next one of its class."""
-        code = message.get("code")
-        handle.exit_code = code if isinstance(code, int) else 0
+        handle.exit_code = message.code
         self._by_fd.pop(handle.channel.fileno(), None)
         self._uncount(handle)
         self._by_pid.pop(handle.pid, None)
-        raw_idle = message.get("idle")
-        idle_s = float(raw_idle) if isinstance(raw_idle, int | float) and raw_idle > 0 else 0.0
-        tasks = message.get("tasks")
+        idle_s = message.idle
         idle = IdleProcess(
             class_name=handle.class_name,
             pid=handle.pid,
             pidfd=handle.pidfd,
             channel=handle.channel,
             until=time.monotonic() + idle_s,
-            tasks=tasks if isinstance(tasks, int) else 1,
+            tasks=message.tasks,
         )
         pool = self._idle.setdefault(handle.class_name, [])
         # A process asked to stop (cancel, pause, fencing) or cut off from us never runs another task.
@@ -277,7 +293,7 @@ class Supervisor:
         if pool and idle in pool:
             pool.remove(idle)
         try:
-            idle.channel.send(_EXIT)
+            idle.channel.send(_RETIRE)
         except OSError:
             pass
         _release(idle.channel, idle.pidfd)
@@ -296,7 +312,7 @@ class Supervisor:
         handle.update_origins.append(origin)
         if origin != "direct":
             handle.sent_attachments = attachments  # what the store holds (or the file), as sent
-        self._queue(handle, json.dumps({"t": "update", "attachments": attachments}).encode())
+        self._queue(handle, encode(Update(attachments)))
         return True
 
     def _queue(self, handle: WorkerHandle, data: bytes) -> None:
@@ -326,19 +342,19 @@ class Supervisor:
         if handle is not None:
             self._flush(handle)
 
-    def stop(self, task_id: str, reason: str, grace: float | None = None) -> bool:
+    def stop(self, task_id: str, reason: StopReason | str, grace: float | None = None) -> bool:
         """SIGTERM the task's worker (once); SIGKILL follows after the grace period."""
         handle = self._by_task.get(task_id)
         if handle is None:
             return False
         if handle.stopping:
             return True
-        handle.stop_reason = reason
+        handle.stop_reason = StopReason(reason)
         handle.kill_at = time.monotonic() + (self._grace if grace is None else grace)
         self._signal(handle, signal.SIGTERM)
         return True
 
-    def stop_many(self, task_ids: Iterable[str], reason: str, grace: float | None = None) -> None:
+    def stop_many(self, task_ids: Iterable[str], reason: StopReason | str, grace: float | None = None) -> None:
         for task_id in list(task_ids):
             self.stop(task_id, reason, grace)
 
@@ -379,43 +395,47 @@ class Supervisor:
                 self._close_channel(handle)
                 return
             try:
-                message = json.loads(data)
-            except ValueError:
-                logger.warning(f"worker {handle.task_id} sent a malformed message; ignored")
+                message = decode(data, FROM_WORKER)
+            except ProtocolError as exc:
+                logger.warning(f"worker {handle.task_id} sent a malformed message ({exc}); ignored")
                 continue
-            if not isinstance(message, dict):
-                continue
-            kind = message.get("t")
-            if kind == "logs":
-                self._on_logs(handle, message)
-                continue
-            if kind == "running" and handle.running_at is None:
-                handle.running_at = time.monotonic()
-            elif kind == "hb":
-                handle.last_beat = int(message.get("v", 0))
-                if self._fence_after is not None and not handle.stopping:
-                    self._queue(handle, _ACK)  # "your skald is alive": keeps the worker from fencing
-            elif kind == "fenced":
-                # The worker stopped itself (we did not answer in time: frozen, overloaded). Its
-                # exit is a fencing exit: nothing is written as its outcome.
-                logger.warning(f"worker {handle.task_id} fenced itself after {message.get('after')} s without an ack")
-                handle.self_fenced = True
-                if handle.stop_reason is None:
-                    handle.stop_reason = "fenced"
-                    handle.kill_at = time.monotonic() + self._grace
-            elif kind == "final":
-                handle.outcome = message.get("status")
-                handle.exception = message.get("exception")
-            elif kind == "done":
-                # The task is over and its process stays for another: nothing more is read here
-                # until that process is given its next task.
-                self._on_done(handle, message)
-                return
-            elif kind in ("update_ok", "update_error"):
-                if kind == "update_ok":
-                    handle.attachments = message.get("attachments")
-                message["origin"] = handle.update_origins.popleft() if handle.update_origins else "worker"
+            match message:
+                case Heartbeat(v=beat):
+                    handle.last_beat = beat
+                    if self._fence_after is not None and not handle.stopping:
+                        self._queue(handle, _ACK)  # "your skald is alive": keeps the worker from fencing
+                case Logs():
+                    self._on_logs(handle, message)
+                    continue
+                case Running() if handle.running_at is None:
+                    handle.running_at = time.monotonic()
+                case Fenced(after=after):
+                    # The worker stopped itself (we did not answer in time: frozen, overloaded). Its
+                    # exit is a fencing exit: nothing is written as its outcome.
+                    logger.warning(f"worker {handle.task_id} fenced itself after {after} s without an ack")
+                    handle.self_fenced = True
+                    if handle.stop_reason is None:
+                        handle.stop_reason = StopReason.FENCED
+                        handle.kill_at = time.monotonic() + self._grace
+                case Final(status=status, exception=exception):
+                    handle.outcome = status
+                    handle.exception = exception
+                case Done():
+                    # The task is over and its process stays for another: nothing more is read here
+                    # until that process is given its next task.
+                    self._on_done(handle, message)
+                    return
+                case UpdateOk(attachments=attachments):
+                    handle.attachments = attachments
+                    message = replace(message, origin=self._update_origin(handle))
+                case UpdateError():
+                    message = replace(message, origin=self._update_origin(handle))
             self._on_message(handle, message)
+
+    @staticmethod
+    def _update_origin(handle: WorkerHandle) -> str:
+        """Where the update this answer is about came from (answers come in the order sent)."""
+        return handle.update_origins.popleft() if handle.update_origins else "worker"
 
     def on_forkserver_readable(self) -> None:
         for pid, code in self._fs.read_exits():
