@@ -78,11 +78,6 @@ def test_the_patterns_find_citations_however_they_are_wrapped() -> None:
     assert citations_in("_GLOB_SPECIAL = 1; SPECIAL_CASE; design principles in docs/design.md") == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="citations remain in skalds/node/agent.py and skalds/worker/ while those modules are being "
-    "restructured; remove this mark once they point into docs/",
-)
 def test_no_file_cites_documents_outside_the_repository() -> None:
     # Given every file of the repository
     found = []
