@@ -65,12 +65,7 @@ def render_manifests(
     _check_options(image, module, namespace, backoff_limit)
     name = dns1123_name(entry.task_id, max_length=DNS1123_LABEL_MAX - len(CONFIG_MAP_SUFFIX))
     config_map_name = name + CONFIG_MAP_SUFFIX
-    labels = {
-        "app.kubernetes.io/name": "skalds",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": "task",
-        "app.kubernetes.io/managed-by": "skalds",
-    }
+    labels = _labels(name)
     # Task ids and class names need not be valid label values; annotations take any text.
     annotations = {"skalds/task-id": entry.task_id, "skalds/class-name": entry.class_name}
     config_map = {
@@ -89,6 +84,15 @@ def render_manifests(
     else:
         workload = _job(metadata, template, backoff_limit)
     return _dump_all([config_map, workload])
+
+
+def _labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "skalds",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "task",
+        "app.kubernetes.io/managed-by": "skalds",
+    }
 
 
 def _check_options(image: str, module: str | None, namespace: str | None, backoff_limit: int) -> None:
