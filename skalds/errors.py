@@ -3,20 +3,31 @@
 SkaldsError
 ├── ConfigError                 configuration values that cannot work
 ├── WorkerDefinitionError       a worker class that cannot be registered
-├── UnknownWorkerClass          a task names a class no skald here has registered
-├── InvalidAttachments          attachments that fail the worker's model
+├── InvalidRequest              a request that cannot be carried out as asked (``details`` per field)
+│   ├── UnknownWorkerClass      a task names a class no skald here (or none online) has registered
+│   ├── InvalidAttachments      attachments that fail the worker's model or its class's schema
+│   ├── UnknownDependency       a task depends on tasks that do not exist
+│   └── IdempotencyKeyReused    an Idempotency-Key sent again with another body
+├── SkaldNotFound               no skald with that id is known
 ├── TaskSourceError             a YAML task file (or entry) that cannot be used
-├── IllegalTransition           a lifecycle status change the state machine forbids
 ├── StoreError                  the task store refused or failed
-│   ├── TaskNotFound            no task with that id
 │   ├── TaskExists              a task with that id is already stored
-│   └── Conflict                a compare-and-set lost against a concurrent write
+│   └── LostWrite               a fenced write lost: the task changed, went away or may not move so
+│       ├── TaskNotFound        no task with that id
+│       ├── Conflict            a compare-and-set lost against a concurrent write
+│       └── IllegalTransition   a lifecycle status change the state machine forbids
 ├── BackendUnavailable          a backend cannot serve right now (unreachable, timeout, disk full)
 ├── MissingDriver               an optional driver package is not installed
 └── ForkServerError             the worker fork server died or refused a request
+
+A writer that reads a task, decides, and writes only if the task is still as it read it (the
+dispatcher, the monitor, a skald recording a status) catches :class:`LostWrite` alone: whichever of
+the three it is, someone else decided first and there is nothing to do.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class SkaldsError(Exception):
@@ -31,12 +42,35 @@ class WorkerDefinitionError(SkaldsError):
     """A worker class that cannot be registered (no main handler, no model, ...)."""
 
 
-class UnknownWorkerClass(SkaldsError):
-    """A task names a worker class that is not registered with this skald."""
+class InvalidRequest(SkaldsError):
+    """A request that cannot be carried out as asked; ``details`` lists what is wrong, one
+    ``{"field": ..., "message": ...}`` per field, when there is such a list."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details
 
 
-class InvalidAttachments(SkaldsError):
-    """Attachments that do not validate against the worker's model."""
+class UnknownWorkerClass(InvalidRequest):
+    """A task names a worker class that is not registered with this skald (for the controller:
+    that no online skald advertises)."""
+
+
+class InvalidAttachments(InvalidRequest):
+    """Attachments that do not validate against the worker's model (or the JSON schema its class
+    advertises)."""
+
+
+class UnknownDependency(InvalidRequest):
+    """A task's dependencies name tasks that do not exist."""
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    """An Idempotency-Key sent again with a different request body."""
+
+
+class SkaldNotFound(SkaldsError):
+    """No skald with the given id is known."""
 
 
 class TaskSourceError(SkaldsError):
@@ -54,24 +88,29 @@ class TaskSourceError(SkaldsError):
         self.line = line
 
 
-class IllegalTransition(SkaldsError):
-    """A lifecycle status change that the task state machine forbids."""
-
-
 class StoreError(SkaldsError):
     """The task store refused or failed an operation."""
-
-
-class TaskNotFound(StoreError):
-    """No task with the given id is stored."""
 
 
 class TaskExists(StoreError):
     """A task with the given id is already stored."""
 
 
-class Conflict(StoreError):
+class LostWrite(StoreError):
+    """A fenced write that lost: the task changed since it was read, went away, or may no longer
+    make that status change. Catch this rather than its subclasses one by one."""
+
+
+class TaskNotFound(LostWrite):
+    """No task with the given id is stored."""
+
+
+class Conflict(LostWrite):
     """A compare-and-set write lost against a concurrent writer."""
+
+
+class IllegalTransition(LostWrite):
+    """A lifecycle status change that the task state machine forbids."""
 
 
 class BackendUnavailable(SkaldsError):

@@ -37,7 +37,7 @@ from skalds.controller.metrics import ControllerMetrics, HttpMetrics, instrument
 from skalds.controller.metrics import router as metrics_router
 from skalds.controller.monitor import Monitor
 from skalds.controller.routes import auth as auth_routes
-from skalds.controller.routes import dashboard, events, skalds, system, tasks
+from skalds.controller.routes import compat, dashboard, events, skalds, system, tasks
 from skalds.controller.service import ControllerService
 from skalds.model.task import now_ms
 from skalds.utils.logging import logger, mask_secrets
@@ -191,6 +191,7 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(auth_routes.router)
     app.include_router(dashboard.router)
+    compat.install(app, config.dashboard_dir)  # 0.3.x names, matched before ours
     _declare_security(app, auth.enforced)
     return app
 

@@ -9,6 +9,7 @@ the environment variable of the same name in upper case (all listed in docs/conf
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -89,6 +90,9 @@ class ControllerConfig(SkaldConfig):
     request_timeout: float = Field(
         10.0, gt=0, le=3600, validation_alias=AliasChoices("request_timeout", "SKALDS_REQUEST_TIMEOUT")
     )
+    #: A directory of static files (a built web dashboard, e.g. the one of Skalds 0.3.x) served at
+    #: ``/dashboard`` instead of ours; ``/`` keeps ours. Unset: ours at both.
+    dashboard_dir: str | None = Field(None, validation_alias=AliasChoices("dashboard_dir", "SKALDS_DASHBOARD_DIR"))
 
     @field_validator("system_controller_mode", mode="before")
     @classmethod
@@ -99,6 +103,15 @@ class ControllerConfig(SkaldConfig):
     @classmethod
     def _strategy(cls, value: Any) -> Any:
         return _upper_enum(value, DispatcherStrategyEnum, "DISPATCHER_STRATEGY")
+
+    @field_validator("dashboard_dir")
+    @classmethod
+    def _dashboard_dir(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not (Path(value) / "index.html").is_file():
+            raise ValueError(f"SKALDS_DASHBOARD_DIR must be a directory holding an index.html (got {value!r})")
+        return str(Path(value).resolve())
 
     @model_validator(mode="after")
     def _timing(self) -> ControllerConfig:

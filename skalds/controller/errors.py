@@ -5,8 +5,11 @@ Every error response of the controller is::
     {"error": {"code": "<machine-readable>", "message": "<what to fix>", "details": [...]}}
 
 ``details`` is present only when there is a list to give (one entry per invalid field, with its
-path). Bad input is never a 500: domain errors raised by the service (:class:`ApiError`), the
-store's errors (:mod:`skalds.errors`) and FastAPI's request validation all land here.
+path). Bad input is never a 500: the service raises domain errors only (:mod:`skalds.errors`:
+:class:`~skalds.errors.InvalidRequest` and its kinds carry the per-field ``details``), and they,
+the store's errors and FastAPI's request validation all land here; :data:`DOMAIN_ERRORS` is the
+one table of their statuses and codes. :class:`ApiError` is for what only HTTP knows (routes,
+middlewares).
 
 A backend that cannot serve is never a 500 either: every driver turns its own connection, timeout
 and disk errors (psycopg / sqlite3 ``OperationalError``, redis ``ConnectionError`` /
@@ -30,6 +33,7 @@ code                         status  when
                                     task id outside ``[A-Za-z0-9._:@-]{1,128}``, a NUL character
                                     in a string field or anywhere in the URL
 ``unknown_class``            422     no online skald advertises the task's className
+``unknown_dependency``       422     dependencies name tasks that do not exist
 ``invalid_attachments``      422     attachments fail the class's JSON schema, nest deeper than
                                     64 levels or hold a NUL character
 ``idempotency_key_reused``   422     an ``Idempotency-Key`` sent again with a different body
@@ -57,7 +61,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skalds.controller.schemas import MAX_ATTACHMENT_DEPTH
-from skalds.errors import BackendUnavailable, Conflict, IllegalTransition, TaskExists, TaskNotFound
+from skalds.errors import (
+    BackendUnavailable,
+    Conflict,
+    IdempotencyKeyReused,
+    IllegalTransition,
+    InvalidAttachments,
+    InvalidRequest,
+    SkaldNotFound,
+    TaskExists,
+    TaskNotFound,
+    UnknownDependency,
+    UnknownWorkerClass,
+)
 from skalds.utils.logging import logger, mask_secrets
 
 
@@ -70,10 +86,6 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.details = details
-
-
-def not_found(message: str) -> ApiError:
-    return ApiError(404, "not_found", message)
 
 
 def unprocessable(code: str, message: str, details: list[dict[str, Any]] | None = None) -> ApiError:
@@ -116,20 +128,30 @@ def _log_unavailable(request: Request, message: str) -> None:
     logger.warning(f"{request.method} {request.url.path}: 503 backend_unavailable: {message}")
 
 
+#: Each domain error the API reports: its status and code, a subclass before its base.
+DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+    (TaskNotFound, 404, "not_found"),
+    (SkaldNotFound, 404, "not_found"),
+    (TaskExists, 409, "task_exists"),
+    (IllegalTransition, 409, "illegal_transition"),
+    (Conflict, 409, "conflict"),
+    (UnknownWorkerClass, 422, "unknown_class"),
+    (InvalidAttachments, 422, "invalid_attachments"),
+    (UnknownDependency, 422, "unknown_dependency"),
+    (IdempotencyKeyReused, 422, "idempotency_key_reused"),
+    (InvalidRequest, 422, "invalid_request"),
+    (BackendUnavailable, 503, "backend_unavailable"),
+)
+
+
 def from_exception(exc: Exception) -> ApiError | None:
     """The API error for a known exception, or None for a bug."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, TaskNotFound):
-        return ApiError(404, "not_found", str(exc))
-    if isinstance(exc, TaskExists):
-        return ApiError(409, "task_exists", str(exc))
-    if isinstance(exc, IllegalTransition):
-        return ApiError(409, "illegal_transition", str(exc))
-    if isinstance(exc, Conflict):
-        return ApiError(409, "conflict", str(exc))
-    if isinstance(exc, BackendUnavailable):
-        return ApiError(503, "backend_unavailable", str(exc))
+    for cls, status, code in DOMAIN_ERRORS:
+        if isinstance(exc, cls):
+            details = exc.details if isinstance(exc, InvalidRequest) else None
+            return ApiError(status, code, str(exc), details)
     return None
 
 
@@ -207,7 +229,8 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.opt(exception=exc).error(f"{request.method} {request.url.path} failed")
         return error_response(500, "internal_error", "internal error; see the controller's log")
 
-    for cls in (ApiError, TaskNotFound, TaskExists, IllegalTransition, Conflict, BackendUnavailable):
+    handled: list[type[Exception]] = [ApiError, *(known for known, _, _ in DOMAIN_ERRORS)]
+    for cls in handled:
         app.add_exception_handler(cls, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

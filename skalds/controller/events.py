@@ -25,6 +25,12 @@ Events (``timestamp`` in ms since the epoch)::
 A skald that unregisters (clean stop) disappears from the cache; it is reported as
 ``skald_status`` ``offline`` with ``"removed": true``.
 
+The shapes also serve clients of 0.3.x (its web dashboard among them), which read a task's status
+only from ``task_heartbeat`` / ``task_error`` / ``task_exception`` (``data.lifecycleStatus``) and a
+skald's tasks from ``data.tasks``: so those task events carry ``lifecycleStatus``, a status change
+also sends a ``task_heartbeat`` (with the heartbeat as it is), and skald events carry ``tasks``
+(the same ids as ``currentTasks``).
+
 Every subscriber has a bounded queue. A client that cannot keep up (its queue is full) is dropped —
 its stream ends and it may reconnect for a fresh snapshot — so one slow reader never grows the
 controller's memory or delays the others.
@@ -311,15 +317,23 @@ class EventHub:
             before = self._tasks.get(task_id)
             if view is before:
                 continue  # reused: nothing changed
-            if before is None or before["status"] != view["status"] or before["epoch"] != view["epoch"]:
-                data = {**view, "previous": before["status"] if before else None}
+            last = before or {}
+            status_changed = before is None or last["status"] != view["status"]
+            if status_changed or last["epoch"] != view["epoch"]:
+                data = {**view, "previous": last.get("status")}
                 events.append(_task_event("task_status", task_id, data, now))
-            if view["heartbeat"] != (before or {}).get("heartbeat"):
-                data = {"heartbeat": view["heartbeat"], "previous": (before or {}).get("heartbeat")}
+            # 0.3.x clients learn a status change only from this event (see the module docstring)
+            if status_changed or view["heartbeat"] != last["heartbeat"]:
+                data = {
+                    "heartbeat": view["heartbeat"],
+                    "previous": last.get("heartbeat"),
+                    "lifecycleStatus": view["status"],
+                }
                 events.append(_task_event("task_heartbeat", task_id, data, now))
             for key in ("error", "exception"):
-                if view[key] is not None and view[key] != (before or {}).get(key):
-                    events.append(_task_event(f"task_{key}", task_id, {key: view[key]}, now))
+                if view[key] is not None and view[key] != last.get(key):
+                    data = {key: view[key], "lifecycleStatus": view["status"]}
+                    events.append(_task_event(f"task_{key}", task_id, data, now))
         for task_id in sorted(deleted):
             before = self._tasks.pop(task_id, None)
             if before is not None:
@@ -328,6 +342,7 @@ class EventHub:
 
 
 def _skald_event(kind: str, skald_id: str, data: dict[str, Any], now: int) -> Event:
+    data["tasks"] = data.get("currentTasks", [])  # the 0.3.x name
     return {"type": kind, "skaldId": skald_id, "data": data, "timestamp": now}
 
 

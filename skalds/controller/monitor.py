@@ -50,7 +50,7 @@ from typing import Any
 from skalds.backends.cache.state import SKALD_ACTIVITY_TTL, SKALDS_HASH, SKALDS_MODE_HASH, skald_heartbeat_key
 from skalds.controller.fleet import int_or_none
 from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
-from skalds.errors import Conflict, IllegalTransition, TaskNotFound
+from skalds.errors import Conflict, LostWrite
 from skalds.model.task import LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
 from skalds.utils.logging import logger
 
@@ -59,7 +59,6 @@ HEARTBEAT_LEASE_EXPIRED = "heartbeat lease expired"
 #: Seconds after which an offline skald's fields in ``skalds:hash`` / ``skalds:mode:hash`` go
 #: (as long as the field's own TTL where the cache has hash-field TTLs).
 PRUNE_AFTER_S = SKALD_ACTIVITY_TTL
-_LOST = (Conflict, IllegalTransition, TaskNotFound)
 
 
 @dataclass
@@ -203,7 +202,7 @@ class Monitor:
 
         try:
             self.service.store.modify(task.id, change)
-        except _LOST as exc:
+        except LostWrite as exc:
             logger.debug(f"task {task.id}: not failed over: {exc}")
             return False
         logger.warning(f"task {task.id}: skald {executor} is offline; returned to dispatch (was epoch {epoch})")
@@ -220,7 +219,7 @@ class Monitor:
                 expect_statuses=(S.RUNNING,),
                 exception=HEARTBEAT_LEASE_EXPIRED,
             )
-        except _LOST as exc:
+        except LostWrite as exc:
             logger.debug(f"task {task.id}: not failed: {exc}")
             return False
         self._task_missing_since.pop(task.id, None)

@@ -3,10 +3,11 @@
 It works like :class:`skalds.client.SkaldsClient` — the store first (the truth), then an event on
 the bus as a hint so the owning skald reacts within milliseconds — and adds what an API needs:
 validation against the schemas the skalds advertise, the 0.3.x response shapes, and a heartbeat
-history. Keeping it synchronous and free of HTTP makes it testable on its own; the FastAPI app
-calls it through a thread pool so no blocking driver call ever runs on the event loop
-(docs/design.md, principle 9). A failed publish never fails a request: the store write stands and every
-skald reconciles against the store (docs/design.md, principle 1).
+history. Keeping it synchronous and free of HTTP makes it testable on its own: it raises the
+domain errors of :mod:`skalds.errors` only, and :mod:`skalds.controller.errors` maps them onto
+statuses and codes. The FastAPI app calls it through a thread pool so no blocking driver call ever
+runs on the event loop (docs/design.md, principle 9). A failed publish never fails a request: the
+store write stands and every skald reconciles against the store (docs/design.md, principle 1).
 """
 
 from __future__ import annotations
@@ -22,14 +23,21 @@ from skalds.backends.bus.base import Topic
 from skalds.backends.clients import BackendClients
 from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import ControllerConfig
-from skalds.controller.errors import ApiError, not_found, unprocessable
 from skalds.controller.fleet import Fleet
 from skalds.controller.history import HeartbeatHistory
-from skalds.controller.live import LiveTasks
+from skalds.controller.live import Activity, LiveTasks
 from skalds.controller.publisher import Publisher
 from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
 from skalds.controller.validation import check_attachments, unknown_class
-from skalds.errors import SkaldsError, TaskExists
+from skalds.errors import (
+    IdempotencyKeyReused,
+    InvalidRequest,
+    SkaldNotFound,
+    SkaldsError,
+    TaskExists,
+    TaskNotFound,
+    UnknownDependency,
+)
 from skalds.model.event import TaskEvent
 from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
 from skalds.utils.logging import logger, mask_secrets, masked
@@ -50,15 +58,23 @@ class ControllerService(BackendClients):
 
     config: ControllerConfig
 
-    def __init__(self, config: ControllerConfig | None = None, *, initiator: str = "system-controller") -> None:
+    def __init__(
+        self,
+        config: ControllerConfig | None = None,
+        *,
+        initiator: str = "system-controller",
+        on_publish: Callable[[str, bool], None] | None = None,
+        on_activity: Callable[[Activity], None] | None = None,
+    ) -> None:
         super().__init__(config if config is not None else ControllerConfig())
         self.initiator = initiator
         self.history = HeartbeatHistory(self.config.heartbeat_history_size)
-        #: The open tasks and their leases, shared by monitor, sampler, SSE poller and dispatcher.
-        self.live = LiveTasks(lambda: self.store, lambda: self.state)
+        #: The open tasks and their leases, shared by monitor, sampler, SSE poller and dispatcher;
+        #: ``on_activity`` is told each new activity entry (the app counts them in /metrics).
+        self.live = LiveTasks(lambda: self.store, lambda: self.state, on_activity=on_activity)
         self._parsed_schemas: dict[str, dict[str, Any]] = {}
         #: Called with (topic, published?) after every publish (the app counts them in /metrics).
-        self.on_publish: Callable[[str, bool], None] | None = None
+        self.on_publish = on_publish
         #: Sends the events in the background; a request waits for one only briefly.
         self.publisher = Publisher()
 
@@ -124,7 +140,7 @@ class ControllerService(BackendClients):
     def require(self, task_id: str) -> Task:
         task = self.store.get(task_id)
         if task is None:
-            raise not_found(f"no task with id {task_id!r}")
+            raise TaskNotFound(f"no task with id {task_id!r}")
         return task
 
     def get_task(self, task_id: str) -> dict[str, Any]:
@@ -270,12 +286,11 @@ class ControllerService(BackendClients):
     def _replay(self, key: str, digest: str | None, task_ids: list[str]) -> list[Task]:
         """The tasks an earlier request with ``key`` created among ``task_ids`` (the request is
         being retried), or [] when none of them carries the key (their ids are simply taken).
-        Raises 422 ``idempotency_key_reused`` when the key came with another body."""
+        Raises :class:`IdempotencyKeyReused` when the key came with another body."""
         found = self.store.list(TaskQuery(ids=tuple(task_ids))).items
         mine = [t for t in found if t.idempotency_key == key]
         if any(t.request_digest != digest for t in mine):
-            raise unprocessable(
-                "idempotency_key_reused",
+            raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used for a request with another body; "
                 "send the same body to get its result again, or use a new key for a new request",
                 [{"field": "header.Idempotency-Key", "message": "already used with another body"}],
@@ -303,8 +318,7 @@ class ControllerService(BackendClients):
         first_at: dict[str, int] = {}
         for n, task_id in enumerate(ids):
             if task_id in first_at:
-                raise unprocessable(
-                    "invalid_request",
+                raise InvalidRequest(
                     f"tasks[{n}]: id {task_id!r} is also the id of tasks[{first_at[task_id]}]",
                     [{"field": f"tasks[{n}].id", "message": "the same id twice in one batch"}],
                 )
@@ -316,7 +330,7 @@ class ControllerService(BackendClients):
             try:
                 self._validate(body.className, body.attachments, classes)
                 tasks.append(self._build_task(body, task_id, found))
-            except ApiError as exc:
+            except InvalidRequest as exc:
                 raise _in_batch(exc, n) from None
             found.add(task_id)  # the tasks after it may depend on it
         if idempotency_key:
@@ -339,16 +353,15 @@ class ControllerService(BackendClients):
         dependencies = list(dict.fromkeys(body.dependencies)) if body.dependencies else None
         if dependencies:
             if task_id in dependencies:
-                raise unprocessable("invalid_request", f"task {task_id!r} cannot depend on itself")
+                raise InvalidRequest(f"task {task_id!r} cannot depend on itself")
             missing = [d for d in dependencies if d not in existing]
             if missing:
-                raise unprocessable(
-                    "unknown_dependency",
+                raise UnknownDependency(
                     f"dependencies name tasks that do not exist: {', '.join(missing)}",
                     [{"field": "dependencies", "message": f"no task with id {m!r}"} for m in missing],
                 )
         if body.deadlineDateTime is not None and body.deadlineDateTime <= now_ms():
-            raise unprocessable("invalid_request", "deadlineDateTime is already in the past")
+            raise InvalidRequest("deadlineDateTime is already in the past")
         return Task(
             id=task_id,
             class_name=body.className,
@@ -402,7 +415,7 @@ class ControllerService(BackendClients):
     def set_status(self, task_id: str, target: str) -> Task:
         """Cancel, pause, or run again (resume a Paused task / retry an ended one).
 
-        Illegal changes raise the state machine's IllegalTransition (409). Resuming a task that is
+        Illegal changes raise the state machine's IllegalTransition. Resuming a task that is
         already Created / Assigning / Running changes nothing.
         """
         wanted = _parse_target(target)
@@ -446,7 +459,7 @@ class ControllerService(BackendClients):
     def get_skald(self, skald_id: str) -> dict[str, Any]:
         info = self.fleet.get(skald_id)
         if info is None:
-            raise not_found(f"no skald with id {skald_id!r}")
+            raise SkaldNotFound(f"no skald with id {skald_id!r}")
         return info.item()
 
     def skald_tasks(self, skald_id: str, page: int = 1, page_size: int = 20) -> dict[str, Any]:
@@ -503,10 +516,10 @@ class ControllerService(BackendClients):
 
 
 def _check_key(key: str, body: Any) -> str:
-    """The digest of a request body sent with Idempotency-Key ``key`` (422 for a malformed key)."""
+    """The digest of a request body sent with Idempotency-Key ``key`` (InvalidRequest for a
+    malformed key)."""
     if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise unprocessable(
-            "invalid_request",
+        raise InvalidRequest(
             "Idempotency-Key must be 1 to 200 visible ASCII characters, no spaces (a UUID is a good key)",
             [{"field": "header.Idempotency-Key", "message": "1 to 200 visible ASCII characters"}],
         )
@@ -521,14 +534,15 @@ def _keyed_id(key: str, n: int | None = None) -> str:
     return "idem-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
-def _in_batch(exc: ApiError, n: int) -> ApiError:
-    """``exc`` of the batch's task ``n``: the message and the fields say which task."""
+def _in_batch(exc: InvalidRequest, n: int) -> InvalidRequest:
+    """``exc`` of the batch's task ``n``, of the same kind: the message and the fields say which task."""
     details = [{**d, "field": f"tasks[{n}].{d['field']}"} if "field" in d else d for d in exc.details or []]
-    return ApiError(exc.status, exc.code, f"tasks[{n}]: {exc.message}", details or None)
+    return type(exc)(f"tasks[{n}]: {exc}", details or None)
 
 
 def parse_statuses(text: str | None) -> tuple[TaskLifecycleStatus, ...] | None:
-    """``"Running,Paused"`` → statuses (case-insensitive); 422 naming the allowed ones otherwise."""
+    """``"Running,Paused"`` → statuses (case-insensitive); InvalidRequest naming the allowed ones
+    otherwise."""
     if not text:
         return None
     by_lower = {s.value.lower(): s for s in S}
@@ -537,8 +551,7 @@ def parse_statuses(text: str | None) -> tuple[TaskLifecycleStatus, ...] | None:
         status = by_lower.get(part.strip().lower())
         if status is None:
             allowed = ", ".join(s.value for s in S)
-            raise unprocessable(
-                "invalid_request",
+            raise InvalidRequest(
                 f"unknown status {part.strip()!r} (use one of {allowed})",
                 [{"field": "query.status", "message": f"must be one of {allowed}"}],
             )
@@ -550,9 +563,7 @@ def _parse_target(target: str) -> TaskLifecycleStatus:
     for name in STATUS_TARGETS:
         if target.strip().lower() == name.lower():
             return S.CREATED if name == "Running" else S(name)
-    raise ApiError(
-        422,
-        "invalid_request",
+    raise InvalidRequest(
         f"status {target!r} cannot be requested; use one of {', '.join(STATUS_TARGETS)} "
         "(Created / Running resume a Paused task or retry an ended one)",
         [{"field": "body.status", "message": f"must be one of {', '.join(STATUS_TARGETS)}"}],

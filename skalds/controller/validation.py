@@ -13,18 +13,17 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 
-from skalds.controller.errors import ApiError, unprocessable
+from skalds.errors import InvalidAttachments, UnknownWorkerClass
 from skalds.utils.logging import logger
 
 _MAX_DETAILS = 50
 
 
-def unknown_class(class_name: str, known: list[str]) -> ApiError:
+def unknown_class(class_name: str, known: list[str]) -> UnknownWorkerClass:
+    """The error for a class no online skald advertises; ``known`` are those that are."""
     hint = f"known classes: {', '.join(sorted(known))}" if known else "no skald is online, so no class is known"
-    return unprocessable(
-        "unknown_class",
-        f"no online skald advertises task class {class_name!r} ({hint})",
-        [{"field": "className", "message": hint}],
+    return UnknownWorkerClass(
+        f"no online skald advertises task class {class_name!r} ({hint})", [{"field": "className", "message": hint}]
     )
 
 
@@ -73,10 +72,9 @@ def _missing_property(error: Any) -> str | None:
 
 
 def check_attachments(class_name: str, schema: dict[str, Any], attachments: Any) -> None:
-    """Raise a 422 listing every invalid field unless ``attachments`` fit the class's schema."""
+    """Raise :class:`InvalidAttachments` listing every invalid field unless ``attachments`` fit the
+    class's schema."""
     details = attachment_errors(schema, attachments)
     if details:
         listed = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-        raise unprocessable(
-            "invalid_attachments", f"attachments do not match the schema of {class_name}: {listed}", details
-        )
+        raise InvalidAttachments(f"attachments do not match the schema of {class_name}: {listed}", details)

@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from skalds.controller.app import create_app
 from skalds.controller.config import ControllerConfig, DispatcherStrategyEnum, SystemControllerModeEnum
 from skalds.controller.dispatcher import QUEUE_HEAD, Dispatcher
-from skalds.controller.errors import ApiError
 from skalds.controller.schemas import TaskCreate
 from skalds.controller.service import ControllerService
+from skalds.errors import InvalidAttachments, UnknownWorkerClass
 from skalds.model.task import ModeEnum, Task, TaskLifecycleStatus
 from tests.support.procs import wait_for
 
@@ -169,12 +169,11 @@ def test_retries_wait_for_the_backoff_and_stop_at_the_budget(service):
 
 def test_create_validates_against_the_advertised_schema(service):
     # Given no skald online, When a task is created, Then the class is unknown
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(UnknownWorkerClass, match="no skald is online"):
         create(service, "t")
-    assert err.value.code == "unknown_class" and "no skald is online" in err.value.message
     # Given a node advertising Job, When attachments break its schema, Then the field is named
     register(service, "a")
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(InvalidAttachments) as err:
         service.create_task(TaskCreate.model_validate({"className": "Job", "attachments": {"n": "x"}}))
     assert err.value.details == [{"field": "attachments.n", "message": "'x' is not of type 'integer'"}]
     # When valid, Then it is stored Created with a generated id and source API

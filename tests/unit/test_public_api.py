@@ -47,6 +47,7 @@ def test_exported_members() -> None:
             "ForkServerError",
             "IllegalTransition",
             "InvalidAttachments",
+            "LostWrite",
             "MissingDriver",
             "ModeEnum",
             "Skald",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skalds.backends.guard import Guarded
-from skalds.errors import Conflict, IllegalTransition, SkaldsError, TaskExists, TaskNotFound
+from skalds.errors import Conflict, LostWrite, SkaldsError, TaskExists, TaskNotFound
 from skalds.model.task import (
     LIVE_STATUSES,
     STATUS_HISTORY_LIMIT,
@@ -280,8 +280,8 @@ class TaskStore(Guarded, ABC):
 
         Each change applies or is refused on its own (not all or none). A task another writer
         changed between the read and the write is retried alone by :meth:`modify`. Returns, per
-        id, the task after its change (as it was, when the change returned None) or the error
-        that refused it (:class:`TaskNotFound`, :class:`Conflict`, :class:`IllegalTransition`).
+        id, the task after its change (as it was, when the change returned None) or the
+        :class:`~skalds.errors.LostWrite` that refused it (TaskNotFound, Conflict, IllegalTransition).
         """
         results: dict[str, Task | SkaldsError] = {}
         ids = list(changes)
@@ -298,7 +298,7 @@ class TaskStore(Guarded, ABC):
                 current = Task.model_validate(doc)
                 try:
                     prepared = _prepare(current, changes[task_id])
-                except (Conflict, IllegalTransition) as exc:
+                except LostWrite as exc:
                     results[task_id] = exc
                     continue
                 if prepared is None:
@@ -313,7 +313,7 @@ class TaskStore(Guarded, ABC):
                     continue
                 try:  # someone wrote it in between: decide again on what is stored now
                     results[task_id] = self.modify(task_id, changes[task_id])
-                except (Conflict, IllegalTransition, TaskNotFound) as exc:
+                except LostWrite as exc:
                     results[task_id] = exc
         return results
 
