@@ -10,8 +10,10 @@ passes run in worker threads, and a pass in flight finishes before shutdown clos
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -20,6 +22,7 @@ from fastapi import FastAPI
 from skalds import __version__
 from skalds.controller.auth import (
     PUBLIC_PATHS,
+    AuthDecision,
     TokenAuth,
     TokenThrottle,
     add_security_to_openapi,
@@ -33,7 +36,7 @@ from skalds.controller.events import EventHub
 from skalds.controller.hardening import JsonBodiesOnly, LoopbackHostOnly, SecurityHeaders
 from skalds.controller.leader import LeaderLease
 from skalds.controller.limits import BodySizeLimit
-from skalds.controller.metrics import ControllerMetrics, HttpMetrics, instrument_dispatcher
+from skalds.controller.metrics import ControllerMetrics, HttpMetrics
 from skalds.controller.metrics import router as metrics_router
 from skalds.controller.monitor import Monitor
 from skalds.controller.routes import auth as auth_routes
@@ -62,103 +65,129 @@ async def _every(interval: float, name: str, fn: Callable[[], object], status: d
         await asyncio.sleep(interval)
 
 
-def _failover_parts(
-    config: ControllerConfig, service: ControllerService, dispatcher: Dispatcher | None
-) -> tuple[LeaderLease | None, Monitor | None]:
-    """The leader lease (dispatching controllers compete for it) and the monitor (MONITOR and
-    DISPATCHER modes). A MONITOR-mode controller fails tasks over without the lease: every
-    failover is a fenced compare-and-set, so it cannot conflict with the leader's."""
-    if not config.runs_sampler:
-        return None, None
+@dataclass
+class _Parts:
+    """What one app runs, built and wired to each other once, in :func:`_build`."""
+
+    config: ControllerConfig
+    service: ControllerService
+    metrics: ControllerMetrics
+    hub: EventHub
+    dispatcher: Dispatcher | None
+    leader: LeaderLease | None
+    monitor: Monitor | None
+
+
+def _build(config: ControllerConfig) -> _Parts:
+    """The service, metrics, SSE hub and (by mode) dispatcher, leader lease and monitor, each
+    given the hooks it calls at construction: the metrics observe the service's publishes, the
+    live view's activity, the dispatcher's assignments and the monitor's failovers."""
+    metrics = ControllerMetrics()
+    service = ControllerService(config, on_publish=metrics.count_published, on_activity=metrics.count_activity)
+    metrics.add_store_gauges(service)
     leader = None
-    if dispatcher is not None:
+    if config.runs_dispatcher and config.runs_sampler:  # dispatching controllers compete for the lease
         leader = LeaderLease(
             lambda: service.state.cache, ttl=config.leader_lease_ttl, renew_interval=config.leader_renew_interval
         )
+    dispatcher = None
+    if config.runs_dispatcher:
         lease = leader
-        dispatcher.may_dispatch = lambda: lease.is_leader
-    return leader, Monitor(service)
+        dispatcher = Dispatcher(
+            service,
+            may_dispatch=(lambda: lease.is_leader) if lease is not None else None,
+            on_assigned=functools.partial(metrics.observe_assignments, service),
+        )
+    monitor = _monitor(config, service, metrics, dispatcher)
+    return _Parts(config, service, metrics, EventHub(service, metrics), dispatcher, leader, monitor)
 
 
-def _failover_loops(
-    app: FastAPI, config: ControllerConfig, leader: LeaderLease | None, monitor: Monitor | None
-) -> list[asyncio.Task[None]]:
+def _monitor(
+    config: ControllerConfig, service: ControllerService, metrics: ControllerMetrics, dispatcher: Dispatcher | None
+) -> Monitor | None:
+    """The monitor (MONITOR and DISPATCHER modes). A MONITOR-mode controller fails tasks over
+    without the lease: every failover is a fenced compare-and-set, so it cannot conflict with the
+    leader's."""
+    if not config.runs_sampler:
+        return None
+
+    def failed_over(task_ids: list[str]) -> None:
+        metrics.failovers.inc(len(task_ids))
+        if dispatcher is not None:
+            dispatcher.dispatch_pending()  # at once, not at the next sweep
+
+    return Monitor(service, on_failover=failed_over)
+
+
+def _loop(app: FastAPI, key: str, interval: float, name: str, fn: Callable[[], object]) -> asyncio.Task[None]:
+    """Start ``fn`` every ``interval`` seconds, its state shown under ``key`` in /api/system/status."""
+    status = app.state.loops.setdefault(key, {"interval": interval})
+    return asyncio.create_task(_every(interval, name, fn, status))
+
+
+def _failover_loops(app: FastAPI, parts: _Parts) -> list[asyncio.Task[None]]:
+    config, leader, monitor = parts.config, parts.leader, parts.monitor
     if monitor is None:
         return []
     loops = []
     if leader is not None:
-        status = app.state.loops.setdefault("leaderLease", {"interval": config.leader_renew_interval})
-        loops.append(asyncio.create_task(_every(config.leader_renew_interval, "leader lease", leader.tick, status)))
-
-    def failed_over(task_ids: list[str]) -> None:
-        counter = getattr(getattr(app.state, "metrics", None), "failovers", None)
-        if counter is not None:
-            counter.inc(len(task_ids))
-        dispatcher = getattr(app.state, "dispatcher", None)
-        if dispatcher is not None:
-            dispatcher.dispatch_pending()  # at once, not at the next sweep
-
-    monitor.on_failover = failed_over
+        loops.append(_loop(app, "leaderLease", config.leader_renew_interval, "leader lease", leader.tick))
 
     def monitor_pass() -> None:
         if leader is None or leader.is_leader:
             monitor.pass_()
 
     interval = min(config.monitor_skald_interval, config.monitor_task_interval)
-    status = app.state.loops.setdefault("monitor", {"interval": interval})
-    loops.append(asyncio.create_task(_every(interval, "monitor", monitor_pass, status)))
+    loops.append(_loop(app, "monitor", interval, "monitor", monitor_pass))
     app.state.leader, app.state.monitor = leader, monitor
     return loops
 
 
-def create_app(config: ControllerConfig | None = None) -> FastAPI:
-    """The controller app; backends open lazily, loops start with the lifespan."""
-    config = config if config is not None else ControllerConfig()
-    service = ControllerService(config)
-    dispatcher = Dispatcher(service) if config.runs_dispatcher else None
-    auth = decide_token(config.system_controller_host, config.api_token)  # secure by default (auth.py)
-    announce(auth)
-    metrics = ControllerMetrics(service)
+def _start_loops(app: FastAPI, parts: _Parts) -> list[asyncio.Task[None]]:
+    """Every background loop of the app's mode, started."""
+    config, service, dispatcher = parts.config, parts.service, parts.dispatcher
+    loops: list[asyncio.Task[None]] = [asyncio.create_task(parts.hub.run())]  # SSE poller (idle without clients)
+    if config.runs_sampler:
+        interval = config.monitor_task_interval
+        loops.append(_loop(app, "heartbeatSampler", interval, "heartbeat sampler", service.sample_heartbeats))
+    loops.extend(_failover_loops(app, parts))
     if dispatcher is not None:
-        instrument_dispatcher(dispatcher, metrics)
-    hub = EventHub(service, metrics)
-    leader, monitor = _failover_parts(config, service, dispatcher)
+        loops.append(_loop(app, "dispatcher", config.dispatcher_interval, "dispatcher", dispatcher.sweep))
+        # what other controllers created or resumed: assigned within WANTED_POLL, not at the sweep
+        loops.append(_loop(app, "dispatchWanted", WANTED_POLL, "dispatch wanted", dispatcher.dispatch_wanted))
+    return loops
 
+
+def _lifespan(parts: _Parts) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loops: list[asyncio.Task[None]] = [asyncio.create_task(hub.run())]  # SSE poller (idle without clients)
-        if config.runs_sampler:
-            status = app.state.loops.setdefault("heartbeatSampler", {"interval": config.monitor_task_interval})
-            loops.append(
-                asyncio.create_task(
-                    _every(config.monitor_task_interval, "heartbeat sampler", service.sample_heartbeats, status)
-                )
-            )
-        loops.extend(_failover_loops(app, config, leader, monitor))
-        if dispatcher is not None:
-            status = app.state.loops.setdefault("dispatcher", {"interval": config.dispatcher_interval})
-            sweep = _every(config.dispatcher_interval, "dispatcher", dispatcher.sweep, status)
-            loops.append(asyncio.create_task(sweep))
-            # what other controllers created or resumed: assigned within WANTED_POLL, not at the sweep
-            status = app.state.loops.setdefault("dispatchWanted", {"interval": WANTED_POLL})
-            wanted = _every(WANTED_POLL, "dispatch wanted", dispatcher.dispatch_wanted, status)
-            loops.append(asyncio.create_task(wanted))
+        loops = _start_loops(app, parts)
+        dispatcher = parts.dispatcher
         logger.info(
-            f"system controller {__version__} in {config.system_controller_mode.value} mode"
+            f"system controller {__version__} in {parts.config.system_controller_mode.value} mode"
             + (f", dispatching by {dispatcher.strategy.value}" if dispatcher else "")
         )
         try:
             yield
         finally:
-            hub.close()
+            parts.hub.close()
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            if leader is not None:
-                await anyio.to_thread.run_sync(leader.release)  # a standby takes over at once
-            await anyio.to_thread.run_sync(service.close)
+            if parts.leader is not None:
+                await anyio.to_thread.run_sync(parts.leader.release)  # a standby takes over at once
+            await anyio.to_thread.run_sync(parts.service.close)
             logger.info("system controller stopped")
 
+    return lifespan
+
+
+def create_app(config: ControllerConfig | None = None) -> FastAPI:
+    """The controller app; backends open lazily, loops start with the lifespan."""
+    config = config if config is not None else ControllerConfig()
+    parts = _build(config)
+    auth = decide_token(config.system_controller_host, config.api_token)  # secure by default (auth.py)
+    announce(auth)
     app = FastAPI(
         title="Skalds System Controller",
         version=__version__,
@@ -166,26 +195,19 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
         redoc_url=None,
-        lifespan=lifespan,
+        lifespan=_lifespan(parts),
     )
-    app.state.service = service
-    app.state.dispatcher = dispatcher
+    app.state.service = parts.service
+    app.state.dispatcher = parts.dispatcher
     app.state.config = config
     app.state.started_at = now_ms()
     app.state.loops = {}
     app.state.auth = auth
     app.state.token_throttle = throttle = TokenThrottle()  # shared by the middleware and the login form
-    app.state.metrics = metrics
-    app.state.events = hub
+    app.state.metrics = parts.metrics
+    app.state.events = parts.hub
     install_error_handlers(app)
-    # Outermost last. Requests pass: headers, (open mode) Host check, metrics, token, content type, size.
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, read_timeout=config.request_timeout)
-    app.add_middleware(JsonBodiesOnly)  # 415 before the body is read
-    app.add_middleware(TokenAuth, token=auth.token, throttle=throttle)  # before the body is read: 401 costs nothing
-    app.add_middleware(HttpMetrics, metrics=metrics)  # counts 401 / 413 / 415 too
-    if not auth.enforced:  # with a token any Host is fine: the token is the guard
-        app.add_middleware(LoopbackHostOnly, bound_host=config.system_controller_host)
-    app.add_middleware(SecurityHeaders)  # on every response, errors of the middlewares above included
+    _add_middlewares(app, config, auth, throttle, parts.metrics)
     for module in (tasks, skalds, system, events):
         app.include_router(module.router)
     app.include_router(metrics_router)
@@ -194,6 +216,19 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
     compat.install(app, config.dashboard_dir)  # 0.3.x names, matched before ours
     _declare_security(app, auth.enforced)
     return app
+
+
+def _add_middlewares(
+    app: FastAPI, config: ControllerConfig, auth: AuthDecision, throttle: TokenThrottle, metrics: ControllerMetrics
+) -> None:
+    # Outermost last. Requests pass: headers, (open mode) Host check, metrics, token, content type, size.
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, read_timeout=config.request_timeout)
+    app.add_middleware(JsonBodiesOnly)  # 415 before the body is read
+    app.add_middleware(TokenAuth, token=auth.token, throttle=throttle)  # before the body is read: 401 costs nothing
+    app.add_middleware(HttpMetrics, metrics=metrics)  # counts 401 / 413 / 415 too
+    if not auth.enforced:  # with a token any Host is fine: the token is the guard
+        app.add_middleware(LoopbackHostOnly, bound_host=config.system_controller_host)
+    app.add_middleware(SecurityHeaders)  # on every response, errors of the middlewares above included
 
 
 def _declare_security(app: FastAPI, enforced: bool) -> None:

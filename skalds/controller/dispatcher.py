@@ -20,8 +20,8 @@ Failed. Deadlines: a task not yet final whose ``deadlineDateTime`` has passed is
 exception text "deadline passed".
 
 Leadership: with several dispatching controllers only the holder of the leader lease
-(:mod:`skalds.controller.leader`) assigns; the app sets :attr:`Dispatcher.may_dispatch` to its
-lease check, and every pass of a standby does nothing. A controller that may not dispatch (a
+(:mod:`skalds.controller.leader`) assigns; the app gives the Dispatcher its lease check
+(``may_dispatch``), and every pass of a standby does nothing. A controller that may not dispatch (a
 standby, or one in CONTROLLER mode) appends the ids of the tasks it made runnable to the cache list
 :data:`DISPATCH_WANTED`; the leader looks at it every :data:`WANTED_POLL` seconds
 (:meth:`Dispatcher.dispatch_wanted`), so such a task is assigned within about that, not at the
@@ -43,7 +43,7 @@ from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import DispatcherStrategyEnum
 from skalds.controller.fleet import SkaldInfo
 from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
-from skalds.errors import Conflict, IllegalTransition, TaskNotFound
+from skalds.errors import Conflict, LostWrite
 from skalds.model.task import LIVE_STATUSES, OPEN_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
 from skalds.utils.logging import logger
 
@@ -51,7 +51,6 @@ S = TaskLifecycleStatus
 DEADLINE_PASSED = "deadline passed"
 #: Longest wait between two retries of a task, however many it has had.
 MAX_BACKOFF_S = 300.0
-_LOST = (Conflict, IllegalTransition, TaskNotFound)
 #: Cache list of task ids other controllers want dispatched now (read and emptied by the leader).
 DISPATCH_WANTED = "skalds:controller:dispatch-wanted"
 #: Seconds between the leader's looks at :data:`DISPATCH_WANTED`.
@@ -83,6 +82,8 @@ class Dispatcher:
         retry_budget: int | None = None,
         backoff_base: float = 1.0,
         rng: random.Random | None = None,
+        may_dispatch: Callable[[], bool] | None = None,
+        on_assigned: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> None:
         self.service = service
         self.strategy = DispatcherStrategyEnum(strategy or service.config.dispatcher_strategy)
@@ -96,7 +97,10 @@ class Dispatcher:
         self.last_error: str | None = None
         self.assigned_total = 0
         #: Whether this process may dispatch now (the leader lease; always, when used alone).
-        self.may_dispatch: Callable[[], bool] = lambda: True
+        self.may_dispatch: Callable[[], bool] = may_dispatch or (lambda: True)
+        #: Told the ``(task id, skald id)`` of every pass that assigned some (the app measures
+        #: dispatch latency); its failure never fails the pass.
+        self.on_assigned = on_assigned
         #: How many waiting tasks the last dispatch pass read (for status and tests).
         self.last_considered = 0
 
@@ -118,32 +122,41 @@ class Dispatcher:
         if not self.may_dispatch():
             return []
         with self._lock:
-            pending = self._pending(task_ids)
-            self.last_considered = len(pending)
-            if not pending:
-                return []
-            nodes = [s for s in self.service.fleet.online() if s.type == "node"]
-            if not nodes:
-                return []
-            load = self._load(nodes) if self.strategy == DispatcherStrategyEnum.LEAST_TASKS else {}
-            deps = self._dependency_statuses(pending)
-            now = now_ms()
-            choices: dict[str, tuple[Task, str]] = {}
-            for task in pending:
-                if task.deadline_date_time is not None and task.deadline_date_time <= now:
-                    self._expire(task)
-                    continue
-                if any(deps.get(d) != S.FINISHED for d in task.dependencies or ()):
-                    continue
-                candidates = [n for n in nodes if n.supports(task.class_name)]
-                if not candidates:
-                    continue
-                chosen = self._choose(candidates, load)
-                load[chosen.id] = load.get(chosen.id, 0) + 1
-                choices[task.id] = (task, chosen.id)
-            assigned = self._assign_many(choices)
+            assigned = self._dispatch(task_ids)
             self.assigned_total += len(assigned)
-            return assigned
+        if assigned and self.on_assigned is not None:
+            try:
+                self.on_assigned(assigned)
+            except Exception as exc:  # an observer never breaks dispatch
+                logger.debug(f"observer of {len(assigned)} assignment(s) failed: {exc}")
+        return assigned
+
+    def _dispatch(self, task_ids: Sequence[str] | None) -> list[tuple[str, str]]:
+        """One dispatch pass (under the lock): choose a node for each task that can run, write."""
+        pending = self._pending(task_ids)
+        self.last_considered = len(pending)
+        if not pending:
+            return []
+        nodes = [s for s in self.service.fleet.online() if s.type == "node"]
+        if not nodes:
+            return []
+        load = self._load(nodes) if self.strategy == DispatcherStrategyEnum.LEAST_TASKS else {}
+        deps = self._dependency_statuses(pending)
+        now = now_ms()
+        choices: dict[str, tuple[Task, str]] = {}
+        for task in pending:
+            if task.deadline_date_time is not None and task.deadline_date_time <= now:
+                self._expire(task)
+                continue
+            if any(deps.get(d) != S.FINISHED for d in task.dependencies or ()):
+                continue
+            candidates = [n for n in nodes if n.supports(task.class_name)]
+            if not candidates:
+                continue
+            chosen = self._choose(candidates, load)
+            load[chosen.id] = load.get(chosen.id, 0) + 1
+            choices[task.id] = (task, chosen.id)
+        return self._assign_many(choices)
 
     def _pending(self, task_ids: Sequence[str] | None) -> list[Task]:
         """The waiting Passive tasks to consider, by priority then age."""
@@ -265,7 +278,7 @@ class Dispatcher:
 
         try:
             self.service.store.modify(task.id, change)
-        except _LOST as exc:
+        except LostWrite as exc:
             logger.debug(f"task {task.id}: not retried: {exc}")
             return False
         logger.info(f"task {task.id}: retry {task.retries + 1} of {self.retry_budget} after it failed")
@@ -276,7 +289,7 @@ class Dispatcher:
             self.service.store.set_status(
                 task.id, S.CANCELLED, expect_statuses=OPEN_STATUSES, exception=DEADLINE_PASSED
             )
-        except _LOST as exc:
+        except LostWrite as exc:
             logger.debug(f"task {task.id}: deadline not enforced: {exc}")
             return False
         logger.info(f"task {task.id}: deadline passed; cancelled")

@@ -12,7 +12,7 @@ metric                                  type       source
 ``skalds_tasks{status,class_name}``     gauge      the store, counted at scrape time (one GROUP BY)
 ``skalds_skalds{mode,status}``          gauge      the fleet (state cache), read at scrape time
 ``skalds_dispatch_latency_seconds``     histogram  create → first assignment, see below
-``skalds_failovers_total``              counter    incremented by the monitor: ``metrics.failovers.inc()``
+``skalds_failovers_total``              counter    the monitor's ``on_failover`` hook (app.py)
 ``skalds_events_consumed_total{kind}``  counter    status changes read from the task records (the
                                                    activity log: created, running, failed, …)
 ``skalds_events_published_total``       counter    bus events this controller published, by topic
@@ -27,19 +27,21 @@ Gauges that reflect the store are computed on scrape (a custom collector) rather
 date by hand: the store is the truth (docs/design.md, principle 1), other controllers change it too, and a
 scrape every 15–60 s costs one count per (status, class). The scrape runs in a worker thread, never on the loop.
 
-Dispatch latency is observed by :func:`instrument_dispatcher`, which wraps the dispatcher's
-``dispatch_pending`` (the one pass both the sweep and create-triggered dispatch go through): for
-each task it assigned, it reads the task back and observes ``now - createDateTime`` when this was
-its first assignment (epoch 1). Later assignments (retries, resumes, failovers) would measure how
-long the task had lived, not how long dispatch took, so they are left out. Wrapping the instance
-keeps ``dispatcher.py`` untouched; a hook inside the Dispatcher can replace it.
+Dispatch latency is observed by :meth:`ControllerMetrics.observe_assignments`, the Dispatcher's
+``on_assigned`` hook, after every ``dispatch_pending`` pass (the one pass both the sweep and
+create-triggered dispatch go through): for each task it assigned, it reads the task back and
+observes ``now - createDateTime`` when this was its first assignment (epoch 1). Later assignments
+(retries, resumes, failovers) would measure how long the task had lived, not how long dispatch
+took, so they are left out.
+
+The app wires every hook once, at construction (``create_app``): the service's ``on_publish``,
+its live view's ``on_activity``, the dispatcher's ``on_assigned``, the monitor's ``on_failover``.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import Counter as Tally
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, cast
 
 import anyio.to_thread
@@ -50,10 +52,9 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skalds.backends.store.base import TaskQuery
-from skalds.controller.dispatcher import Dispatcher
+from skalds.controller.live import Activity
 from skalds.controller.service import ControllerService
 from skalds.model.task import now_ms
-from skalds.utils.logging import logger
 
 #: Buckets of the dispatch latency (seconds): milliseconds when dispatch runs on create, up to the
 #: sweep interval and beyond for tasks that waited for a node or a dependency.
@@ -84,11 +85,11 @@ class StoreCollector(Collector):
 class ControllerMetrics:
     """Every metric of one controller app, in its own registry.
 
-    Other parts of the controller record into the public attributes; in particular the monitor
-    counts each task it moves off a lost skald with ``app.state.metrics.failovers.inc()``.
+    The app records into it through the hooks of the parts that observe something (the methods
+    below, and ``failovers`` from the monitor's); the EventHub and :class:`HttpMetrics` are given it.
     """
 
-    def __init__(self, service: ControllerService | None = None) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.failovers = Counter(
             "skalds_failovers", "Tasks returned to dispatch because their skald was lost", registry=self.registry
@@ -124,10 +125,18 @@ class ControllerMetrics:
         self.sse_dropped = Counter(
             "skalds_sse_dropped", "SSE clients dropped because they read too slowly", registry=self.registry
         )
-        if service is not None:
-            self.registry.register(StoreCollector(service))
-            service.on_publish = lambda topic, ok: self.events_published.labels(topic, "ok" if ok else "failed").inc()
-            service.live.on_activity = lambda entry: self.events_consumed.labels(entry.kind).inc()
+
+    def add_store_gauges(self, service: ControllerService) -> None:
+        """Serve the task and skald gauges of ``service``'s backends (read at scrape time)."""
+        self.registry.register(StoreCollector(service))
+
+    def count_published(self, topic: str, ok: bool) -> None:
+        """The service's ``on_publish`` hook: one bus event published, or failed."""
+        self.events_published.labels(topic, "ok" if ok else "failed").inc()
+
+    def count_activity(self, entry: Activity) -> None:
+        """The live view's ``on_activity`` hook: one status change read from the store."""
+        self.events_consumed.labels(entry.kind).inc()
 
     def observe_assignments(self, service: ControllerService, assigned: list[tuple[str, str]]) -> None:
         """Record the dispatch latency of the first assignments among ``assigned`` (blocking)."""
@@ -137,23 +146,6 @@ class ControllerMetrics:
         for task in service.store.list(TaskQuery(ids=tuple(task_id for task_id, _ in assigned))).items:
             if task.epoch == 1:
                 self.dispatch_latency.observe(max(now - task.create_date_time, 0) / 1000)
-
-
-def instrument_dispatcher(dispatcher: Dispatcher, metrics: ControllerMetrics) -> None:
-    """Observe dispatch latency after every ``dispatch_pending`` pass of ``dispatcher``."""
-    original = dispatcher.dispatch_pending
-
-    @functools.wraps(original)
-    def dispatch_pending(task_ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
-        assigned = original(task_ids)
-        try:
-            metrics.observe_assignments(dispatcher.service, assigned)
-        except Exception as exc:  # metrics never break dispatch
-            logger.debug(f"dispatch latency not recorded: {exc}")
-        return assigned
-
-    # An instance attribute shadows the method, so the sweep's internal call is measured too.
-    setattr(dispatcher, "dispatch_pending", dispatch_pending)  # noqa: B010 - mypy forbids assigning to a method
 
 
 class HttpMetrics:

@@ -37,10 +37,7 @@ MAX_FAILED_LOGINS = MAX_FAILED_TOKENS
 
 
 def _throttle(request: Request) -> TokenThrottle:
-    throttle = getattr(request.app.state, "token_throttle", None)
-    if throttle is None:
-        throttle = request.app.state.token_throttle = TokenThrottle()
-    return cast(TokenThrottle, throttle)
+    return cast(TokenThrottle, request.app.state.token_throttle)  # set by create_app
 
 
 class LoginRequest(BaseModel):
