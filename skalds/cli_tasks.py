@@ -143,7 +143,7 @@ def _show(item: dict[str, Any], as_json: bool) -> None:
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in item.items():
-        if key in ("attachments", "type", "status"):
+        if key in ("attachments", "result", "type", "status"):
             continue
         if key.endswith("DateTime"):
             value = _when(value)
@@ -151,6 +151,8 @@ def _show(item: dict[str, Any], as_json: bool) -> None:
             value = _styled(str(value))
         table.add_row(key, "-" if value is None else str(value))
     table.add_row("attachments", json.dumps(item.get("attachments"), indent=2, ensure_ascii=False))
+    if item.get("result") is not None:
+        table.add_row("result", json.dumps(item["result"], indent=2, ensure_ascii=False))
     console.print(table)
 
 

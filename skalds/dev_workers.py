@@ -1,7 +1,7 @@
 """Example workers that ``skalds dev`` runs when no module is given.
 
-``Counter`` counts up, one step per tick, and finishes after ``ticks`` ticks; an update changes
-its step, interval or ticks on the fly. It logs its attachment values when it starts and when an
+``Counter`` counts up, one step per tick, and finishes after ``ticks`` ticks — its result is
+``{"total": …, "ticks": …}``; an update changes its step, interval or ticks on the fly. It logs its attachment values when it starts and when an
 update changes them (``step=3 interval=1 ticks=60``), so the log tail shows them. ``Camera`` is
 the MyWorker shape of the README: it "reads" a stream until stopped.
 """
@@ -33,7 +33,7 @@ class Counter(BaseTaskWorker[CounterModel]):
         return f"step={self.step} interval={self.interval:g} ticks={self.ticks}"
 
     @run_main_handler
-    def main(self) -> None:
+    def main(self) -> dict[str, int]:
         logger.info(f"counting: {self.values()}")
         tick = 0
         while tick < self.ticks:
@@ -41,6 +41,7 @@ class Counter(BaseTaskWorker[CounterModel]):
             self.total += self.step
             logger.info(f"tick {tick}/{self.ticks}: total={self.total} (step {self.step})")
             time.sleep(self.interval)
+        return {"total": self.total, "ticks": tick}  # the task's result
 
     @update_event_handler
     def update(self, data: CounterModel) -> None:

@@ -121,6 +121,8 @@ class Task(BaseModel):
     version: int = 0
     #: Text of the last exception, when the task failed.
     exception: str | None = None
+    #: What the worker's main returned (JSON), once the task finished; cleared when it runs again.
+    result: Any = None
     #: How many times the task has been retried after a failure.
     retries: int = 0
     #: Every status change, oldest first (the last :data:`STATUS_HISTORY_LIMIT`), written by the

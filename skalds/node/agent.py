@@ -407,6 +407,7 @@ class SkaldAgent:
                     expect_epoch=handle.epoch,
                     expect_statuses=LIVE_STATUSES,
                     exception=None,
+                    result=None,
                 ),
             )
         except (Conflict, IllegalTransition, TaskNotFound) as exc:
@@ -510,7 +511,9 @@ class SkaldAgent:
             self._record_end(UnwrittenEnd(task_id, status.value, handle.epoch, only_from=live, ran=ran))
             self.backends.with_state("ended", lambda v: v.task_ended(task_id, HEARTBEAT_CANCELLED))
         else:
-            self._record_end(UnwrittenEnd(task_id, outcome.value, handle.epoch, exception=exception, ran=ran))
+            result = handle.result if outcome == S.FINISHED else None
+            end = UnwrittenEnd(task_id, outcome.value, handle.epoch, exception=exception, ran=ran, result=result)
+            self._record_end(end)
             value = _END_VALUE.get(outcome, HEARTBEAT_FAILED)
             self.backends.with_state("ended", lambda v: v.task_ended(task_id, value, exception))
 
@@ -523,15 +526,19 @@ class SkaldAgent:
         exception: str | None = None,
         only_from: tuple[TaskLifecycleStatus, ...] | None = None,
         ran: bool = False,
+        result: Any = None,
     ) -> bool:
         """Write ``status`` fenced on this skald and ``epoch``; with ``ran``, Running first (the
-        worker's start not recorded yet), both in one store write.
+        worker's start not recorded yet), both in one store write. ``result``: what main
+        returned, for Finished (a task's result is cleared whenever it runs again).
 
         True when the store took the write or decided against it (a fence lost: the task is no
         longer ours to write); False when the store could not be reached (or could not write)."""
         fields: dict[str, Any] = {}
         if exception is not None:
             fields["exception"] = exception
+        if status == S.FINISHED:
+            fields["result"] = result
         changes = [
             status_change(
                 status, expect_executor=self.skald_id, expect_epoch=epoch, expect_statuses=only_from, **fields
@@ -544,6 +551,7 @@ class SkaldAgent:
                 expect_epoch=epoch,
                 expect_statuses=LIVE_STATUSES,
                 exception=None,
+                result=None,
             )
             changes.insert(0, running)
         try:
@@ -569,6 +577,7 @@ class SkaldAgent:
             exception=end.exception,
             only_from=end.expect_statuses,
             ran=end.ran,
+            result=end.result,
         )
 
     def flush_unwritten(self, task_id: str | None = None) -> None:

@@ -44,6 +44,8 @@ class UnwrittenEnd:
     only_from: tuple[str, ...] | None = None
     #: Running was not recorded yet either: write it first, in the same store write.
     ran: bool = False
+    #: What main returned (JSON), for a finished task.
+    result: Any = None
 
     @property
     def lifecycle_status(self) -> TaskLifecycleStatus:
@@ -149,6 +151,7 @@ def _end_from_json(item: Any) -> UnwrittenEnd:
         exception=None if item.get("exception") is None else str(item["exception"]),
         only_from=None if only_from is None else tuple(S(s).value for s in only_from),
         ran=bool(item.get("ran", False)),
+        result=item.get("result"),
     )
 
 

@@ -50,6 +50,8 @@ PENDING_SIGNALS: list[int] = []
 
 #: Exit codes of a worker process.
 EXIT_FINISHED = 0
+#: The largest result (JSON bytes) a task keeps of what its main returned.
+MAX_RESULT_BYTES = 256 * 1024
 EXIT_FAILED = 1
 
 
@@ -239,13 +241,15 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
         status = Outcome.FINISHED
         exit_code = EXIT_FINISHED
         exception_text: str | None = None
+        result: Any = None
         try:
             if PENDING_SIGNALS:
                 self._skalds_stopping = True
                 raise WorkerTerminated(PENDING_SIGNALS[0])
             self._run_before()
-            self._run_main()
+            returned = self._run_main()
             self._run_after()
+            result = self._storable_result(returned)
         except WorkerTerminated as stop:
             self._skalds_stopping = True
             status = Outcome.CANCELLED
@@ -262,7 +266,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
                 logger.opt(exception=inner).error(f"worker {self.task_id}: error handler raised")
         finally:
             self._skalds_stopping = True
-            self._skalds_link.report(Final(status, exception_text))
+            self._skalds_link.report(Final(status, exception_text, result))
             self._release_once()
             self._restore_signal_handlers(previous)
         return exit_code
@@ -281,12 +285,33 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
         for hook in self._hooks("before"):
             hook()
 
-    def _run_main(self) -> None:
+    def _run_main(self) -> Any:
         self._skalds_link.report(Running())
         mains = self._hooks("main")
         if not mains:
             raise WorkerDefinitionError(f"worker class {self.task_type} has no @run_main_handler")
-        mains[0]()
+        return mains[0]()
+
+    def _storable_result(self, returned: Any) -> Any:
+        """What main returned, as the task's stored result: JSON (a pydantic model as its JSON),
+        at most :data:`MAX_RESULT_BYTES` of it; anything else is left out with a warning (the task
+        still finished)."""
+        if returned is None:
+            return None
+        if isinstance(returned, BaseModel):
+            returned = returned.model_dump(mode="json", by_alias=True)
+        try:
+            text = json.dumps(returned)
+        except (TypeError, ValueError) as exc:
+            logger.warning(f"worker {self.task_id}: main's result is not stored: it is not JSON ({exc})")
+            return None
+        if len(text) > MAX_RESULT_BYTES:
+            logger.warning(
+                f"worker {self.task_id}: main's result is not stored: {len(text):,} bytes of JSON, "
+                f"more than {MAX_RESULT_BYTES:,}"
+            )
+            return None
+        return json.loads(text)
 
     def _run_after(self) -> None:
         for hook in self._hooks("after"):

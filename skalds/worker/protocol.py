@@ -37,8 +37,8 @@ object, of a kind the channel does not carry or with a field of the wrong type r
   applied. :class:`UpdateError` ``update_error`` (``error``) — it was rejected. Answers come in the
   order the updates were sent; the supervisor matches them and sets ``origin`` (not on the wire).
 - :class:`WorkerException` ``exception`` (``text``: the traceback) — the task raised.
-- :class:`Final` ``final`` (``status``: an :class:`Outcome`, ``exception``: text or null) — the task's
-  end, sent once before release.
+- :class:`Final` ``final`` (``status``: an :class:`Outcome`, ``exception``: text or null, ``result``:
+  what main returned, as JSON, or null) — the task's end, sent once before release.
 - :class:`Fenced` ``fenced`` (``after``: seconds without an ack) — the worker stops itself.
 - :class:`Logs` ``logs`` (``lines``: ``[n, timestamp ms, level, message]`` each) — recent log lines,
   after a heartbeat and on exit (:mod:`skalds.worker.logtail`).
@@ -160,6 +160,10 @@ def _spec_or_empty(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 def _text(raw: Mapping[str, Any], key: str) -> str:
     return str(raw.get(key))
+
+
+def _json_or_none(raw: Mapping[str, Any], key: str) -> Any:
+    return raw.get(key)
 
 
 def _text_or_none(raw: Mapping[str, Any], key: str) -> str | None:
@@ -296,6 +300,8 @@ class Final(Message):
     kind: ClassVar[Kind] = Kind.FINAL
     status: Outcome = field(metadata={"read": _outcome})
     exception: str | None = field(default=None, metadata={"read": _text_or_none})
+    #: What main returned, as JSON (None when it returned nothing, or nothing storable).
+    result: Any = field(default=None, metadata={"read": _json_or_none})
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ class WorkerHandle:
     last_beat: int | None = None
     outcome: Outcome | None = None  # final status the worker reported
     exception: str | None = None
+    result: Any = None  # what main returned (JSON), when the task finished
     stop_reason: StopReason | None = None
     kill_at: float | None = None
     exit_code: int | None = None
@@ -417,9 +418,10 @@ class Supervisor:
                     if handle.stop_reason is None:
                         handle.stop_reason = StopReason.FENCED
                         handle.kill_at = time.monotonic() + self._grace
-                case Final(status=status, exception=exception):
+                case Final(status=status, exception=exception, result=result):
                     handle.outcome = status
                     handle.exception = exception
+                    handle.result = result
                 case Done():
                     # The task is over and its process stays for another: nothing more is read here
                     # until that process is given its next task.

@@ -290,3 +290,15 @@ def test_open_controller_needs_no_login(dev):
     assert r.json() == {"auth": "open", "authenticated": True}
     assert httpx.get(dev.url + "/", headers={"Accept": "text/html"}).status_code == 200
     assert httpx.get(dev.url + "/dashboard/login").status_code == 200
+
+
+def test_a_finished_tasks_result_shows_on_its_page(dev, new_page):
+    # Given a Counter that finishes after 3 ticks of 3 (its main returns its total)
+    task = dev.create(className="Counter", name="ui-result", attachments={"ticks": 3, "step": 3, "interval": 0.01})
+    page = new_page()
+    page.goto(f"{dev.url}/#/tasks/{task['id']}")
+    # Then, once Finished, its page shows the result main returned
+    expect(_status(page)).to_have_text("Finished", timeout=RUNNING_S)
+    expect(page.locator("#result-json")).to_contain_text('"total": 9', timeout=10_000)
+    expect(page.locator("#result-json")).to_contain_text('"ticks": 3')
+    assert dev.http.get(f"/api/tasks/{task['id']}").json()["result"] == {"total": 9, "ticks": 3}

@@ -55,7 +55,7 @@ def test_yaml_tasks_start_and_are_recorded_as_active(procs, home, tmp_path, clie
     wait_for(lambda: client.get("cam1") and client.get("cam1").lifecycle_status == S.RUNNING, what="Running")
     task = client.get("cam1")
     assert task.mode == ModeEnum.ACTIVE and task.executor == "edge-1" and task.source == "YAML"
-    assert task.attachments == {"duration": 30.0, "fail": False, "someValue": 1, "label": "front"}
+    assert task.attachments == {"duration": 30.0, "fail": False, "someValue": 1, "label": "front", "returns": None}
 
 
 def test_hot_reload_add_change_remove(procs, home, tmp_path, client):

@@ -311,3 +311,27 @@ def test_each_running_task_reports_its_worker_cpu_and_memory(procs, home, tmp_pa
     # And when the task ends its usage goes with it (a lease)
     client.cancel("busy")
     wait_for(lambda: view.task_state("busy")["usage"] is None, timeout=10, what="usage gone")
+
+
+def test_what_main_returns_is_the_tasks_result(procs, home, tmp_path, client):
+    # Given a node and tasks whose main returns JSON, returns something that is not JSON, or fails
+    start_node(procs, home, tmp_path, "node-a")
+    answer = {"frames": 1200, "labels": ["cat", "dog"], "ok": True}
+    client.create_task(
+        Task(id="r-json", className="Recorder", attachments={"duration": 0, "returns": answer}), executor="node-a"
+    )
+    client.create_task(Task(id="r-none", className="Recorder", attachments={"duration": 0}), executor="node-a")
+    client.create_task(
+        Task(id="r-fail", className="Recorder", attachments={"duration": 0, "fail": True, "returns": 5}),
+        executor="node-a",
+    )
+    done = {
+        "r-json": TaskLifecycleStatus.FINISHED,
+        "r-none": TaskLifecycleStatus.FINISHED,
+        "r-fail": TaskLifecycleStatus.FAILED,
+    }
+    wait_for(lambda: all(client.get(t).lifecycle_status == s for t, s in done.items()), what="all ended")
+    # Then the finished task keeps what main returned; the others have no result
+    assert client.get("r-json").result == answer
+    assert client.get("r-none").result is None
+    assert client.get("r-fail").result is None

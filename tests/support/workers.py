@@ -37,6 +37,8 @@ class RecorderModel(BaseModel):
     fail: bool = False
     value: int = Field(0, alias="someValue")
     label: str = "x"
+    #: What main returns (the task's result), when given.
+    returns: Any = None
 
 
 class Recorder(BaseTaskWorker[RecorderModel]):
@@ -45,13 +47,14 @@ class Recorder(BaseTaskWorker[RecorderModel]):
         self.fail = data.fail
         self.value = data.value
         self.label = data.label
+        self.returns = data.returns
 
     @run_before_handler
     def before(self) -> None:
         record(self.task_id, "before", value=self.value)
 
     @run_main_handler
-    def main(self) -> None:
+    def main(self) -> Any:
         record(self.task_id, "main", value=self.value, label=self.label)
         logger.info(f"recorder main: someValue={self.value}")
         deadline = time.monotonic() + self.duration
@@ -59,6 +62,7 @@ class Recorder(BaseTaskWorker[RecorderModel]):
             time.sleep(0.02)
         if self.fail:  # the label in the message: tests check what becomes of exception text
             raise RuntimeError("boom from main" + ("" if self.label == "x" else f": {self.label}"))
+        return self.returns
 
     @run_after_handler
     def after(self) -> None:

@@ -132,6 +132,19 @@ export function throttle(fn, wait) {
   return wrapped;
 }
 
+/** A byte count for people: 512 B, 37.4 MB, 1.2 GB. */
+export function fmtBytes(n) {
+  if (n === null || n === undefined) return "—";
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let value = Number(n);
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
 export function pretty(value) {
   try {
     return JSON.stringify(value, null, 2);

@@ -3,7 +3,7 @@
 
 import { ApiError, get, put, withQuery } from "../api.js";
 import { lineChart } from "../charts.js";
-import { clear, fill, throttle, fmtTime, h, pretty, statusBadge } from "../dom.js";
+import { clear, fill, throttle, fmtBytes, fmtTime, h, pretty, statusBadge } from "../dom.js";
 import { clearErrors, schemaFields, showErrors } from "../form.js";
 import { watchTask } from "../live.js";
 import { confirmAction, errorBox, facts, loading, notify, section } from "../ui.js";
@@ -29,6 +29,7 @@ export function taskView(main, { param: taskId, ctx }) {
   const heartbeat = h("div", { id: "heartbeat" }, loading());
   const history = h("div", { id: "status-history" }, loading());
   const exception = h("div", { id: "exception" });
+  const result = h("div", { id: "result" });
   const logList = h("ol", { class: "log", id: "log-lines", role: "log", "aria-label": "Recent log lines", tabindex: "0" });
   const logState = h("p", { class: "muted", id: "log-state" }, "Loading log lines…");
   const follow = h("input", { type: "checkbox", id: "log-follow", checked: true });
@@ -38,7 +39,7 @@ export function taskView(main, { param: taskId, ctx }) {
     actions,
     h("div", { class: "grid-2" }, section("Fields", fields), section("Attachments", attachView, attachForm)),
     h("div", { class: "grid-2" }, section("Heartbeat", heartbeat), section("Status history", history)),
-    section("Last exception", exception),
+    h("div", { class: "grid-2" }, section("Result", result), section("Last exception", exception)),
     section("Log", h("div", { class: "log-tools" }, h("div", { class: "check" }, follow, h("label", { for: "log-follow" }, "Follow new lines"))), logState, logList),
   );
 
@@ -72,11 +73,17 @@ export function taskView(main, { param: taskId, ctx }) {
         ["Created", fmtTime(task.createDateTime)],
         ["Updated", fmtTime(task.updateDateTime)],
         ["Deadline", task.deadlineDateTime ? fmtTime(task.deadlineDateTime) : null],
+        ["Max run time", task.maxRunTime ? `${task.maxRunTime} s` : null],
+        ["CPU", task.usage && task.usage.cpuPercent != null ? `${task.usage.cpuPercent} %` : null],
+        ["Memory", task.usage && task.usage.memoryBytes != null ? fmtBytes(task.usage.memoryBytes) : null],
         ["Dependencies", (task.dependencies || []).join(", ")],
         ["Description", task.description],
       ]),
     );
     attachView.textContent = pretty(task.attachments ?? {});
+    fill(result, task.result != null
+      ? h("pre", { class: "json", id: "result-json", tabindex: "0", "aria-label": "Result as JSON" }, pretty(task.result))
+      : h("p", { class: "muted" }, task.status === "Finished" ? "Main returned nothing." : "None yet."));
     const text = task.exception || task.error;
     fill(exception, text ? h("pre", { class: "exception", tabindex: "0", "aria-label": "Exception text" }, text) : h("p", { class: "muted" }, "None."));
     if (!formBuilt && schema !== null) buildForm();
