@@ -1,8 +1,9 @@
 """Example workers that ``skalds dev`` runs when no module is given.
 
 ``Counter`` counts up, one step per tick, and finishes after ``ticks`` ticks — its result is
-``{"total": …, "ticks": …}``; an update changes its step, interval or ticks on the fly. It logs its attachment values when it starts and when an
-update changes them (``step=3 interval=1 ticks=60``), so the log tail shows them. ``Camera`` is
+``{"total": …, "ticks": …}``; an update changes its step, interval or ticks on the fly. It logs
+its attachment values when it starts and when an update changes them (``step=3 interval=1
+ticks=60``), so the log tail shows them. ``Camera`` is
 the MyWorker shape of the README: it "reads" a stream until stopped.
 """
 

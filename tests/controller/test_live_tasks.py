@@ -69,7 +69,7 @@ def test_snapshot_fetches_only_changed_records_and_reads_leases_in_one_batch(ser
 
     # Then it holds the open tasks with the cache state of those that run
     assert sorted(first.tasks) == ["a", "b", "c"]
-    assert first.state("a") == {"heartbeat": 42, "error": "disk full", "exception": None}
+    assert first.state("a") == {"heartbeat": 42, "error": "disk full", "exception": None, "usage": None}
     assert first.state("b")["heartbeat"] is None  # no lease
     assert first.state("c") == first.state("nope")  # not running: nothing read
     assert sorted(store.fetched) == ["a", "b", "c"]
