@@ -5,6 +5,13 @@ Edge autonomy (docs/design.md, principle 6): a backend that cannot be reached is
 it (open + one cheap read) every ``RETRY_AFTER`` seconds and marks it *up* again when the probe
 succeeds, so the agent's loop never waits on a connect timeout more than once per outage.
 
+Only the backend failing is an outage: :class:`~skalds.errors.BackendUnavailable` (every driver
+raises it for its own connection, timeout and disk errors, :mod:`skalds.backends.guard`), a missing
+driver, or a driver error of that kind that reached the caller unnamed. Any other error of a
+``with_*`` call is the caller's to handle (a domain error such as
+:class:`~skalds.errors.LostWrite`) or a bug (logged at ERROR with its traceback): both propagate and
+leave the backend up — marking it down would only hide the bug behind an outage that is not one.
+
 The embedded SQLite backend is opened synchronously on first use (it is a local file).
 """
 
@@ -19,9 +26,10 @@ from urllib.parse import urlsplit
 from skalds.backends.bus.base import EventBus
 from skalds.backends.cache.state import StateView
 from skalds.backends.factory import bus_options, open_bus, open_cache, open_store, store_options
+from skalds.backends.guard import Guarded
 from skalds.backends.store.base import TaskStore
 from skalds.config.skald_config import SkaldConfig
-from skalds.errors import BackendUnavailable, ConfigError, MissingDriver, SkaldsError, StoreError
+from skalds.errors import BackendUnavailable, ConfigError, MissingDriver, SkaldsError
 from skalds.utils.logging import logger, mask_secrets
 
 R = TypeVar("R")
@@ -133,6 +141,25 @@ class _Slot:
         self._next_probe = time.monotonic() + RETRY_AFTER / 2
 
 
+def _is_outage(exc: Exception, backend: Guarded) -> bool:
+    """Whether ``exc`` means the backend cannot serve (rather than a domain error or a bug)."""
+    return isinstance(exc, (BackendUnavailable, MissingDriver, *backend.unavailable_errors))
+
+
+def _call(slot: _Slot, backend: Guarded, what: str, run: Callable[[], R]) -> R | None:
+    """``run()``; on an outage mark ``slot`` down and return None, else let the error through."""
+    try:
+        return run()
+    except Exception as exc:
+        if not _is_outage(exc, backend):
+            if not isinstance(exc, SkaldsError):
+                logger.opt(exception=exc).error(f"{slot.kind}: {what} failed (a bug, not an outage): {exc!r}")
+            raise
+        logger.debug(f"{slot.kind}: {what} failed: {exc!r}")
+        slot.failed(exc)
+        return None
+
+
 def _close(value: Any) -> None:
     try:
         if value is not None and hasattr(value, "close"):
@@ -177,41 +204,22 @@ class Backends:
         return self._view
 
     def with_store(self, what: str, fn: Callable[[TaskStore], R]) -> R | None:
-        """Run ``fn(store)``; on a backend failure log, mark the store down, return None.
+        """Run ``fn(store)``; when the store cannot serve, mark it down and return None.
 
-        Domain errors (Conflict, IllegalTransition, TaskNotFound...) propagate to the caller.
+        Domain errors (a :class:`~skalds.errors.LostWrite`, ...) and bugs propagate to the caller
+        and leave the store up (see the module docstring).
         """
         store = self.store()
         if store is None:
             return None
-        try:
-            return fn(store)
-        except StoreError:
-            raise
-        except BackendUnavailable as exc:  # the driver's own errors, named (skalds.backends.guard)
-            logger.debug(f"store: {what} failed: {exc!r}")
-            self._store.failed(exc)
-            return None
-        except SkaldsError as exc:
-            if isinstance(exc, MissingDriver):
-                self._store.failed(exc)
-                return None
-            raise
-        except Exception as exc:
-            logger.debug(f"store: {what} failed: {exc!r}")
-            self._store.failed(exc)
-            return None
+        return _call(self._store, store, what, lambda: fn(store))
 
     def with_state(self, what: str, fn: Callable[[StateView], R]) -> R | None:
+        """:meth:`with_store` for the state cache."""
         view = self.state()
         if view is None:
             return None
-        try:
-            return fn(view)
-        except Exception as exc:
-            logger.debug(f"cache: {what} failed: {exc!r}")
-            self._cache.failed(exc)
-            return None
+        return _call(self._cache, view.cache, what, lambda: fn(view))
 
     def close(self) -> None:
         for slot in (self._store, self._bus, self._cache):
