@@ -107,6 +107,7 @@ def task_view(task: Task, live: Mapping[str, Any]) -> dict[str, Any]:
         # Exception text can quote a DSN with its password: masked wherever it leaves the controller.
         "error": masked(live.get("error")),
         "exception": masked(live.get("exception") or task.exception),
+        "usage": live.get("usage"),
     }
 
 
@@ -289,6 +290,7 @@ class EventHub:
             return before
         view = dict(before)
         view["heartbeat"] = live["heartbeat"]
+        view["usage"] = live.get("usage")
         return view
 
     def _diff_skalds(self, skalds: dict[str, dict[str, Any]], now: int) -> list[Event]:
@@ -328,6 +330,7 @@ class EventHub:
                     "heartbeat": view["heartbeat"],
                     "previous": last.get("heartbeat"),
                     "lifecycleStatus": view["status"],
+                    "usage": view.get("usage"),
                 }
                 events.append(_task_event("task_heartbeat", task_id, data, now))
             for key in ("error", "exception"):

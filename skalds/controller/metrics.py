@@ -53,8 +53,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skalds.backends.store.base import TaskQuery
 from skalds.controller.live import Activity
-from skalds.controller.service import ControllerService
-from skalds.model.task import now_ms
+from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
+from skalds.model.task import TaskLifecycleStatus, now_ms
 
 #: Buckets of the dispatch latency (seconds): milliseconds when dispatch runs on create, up to the
 #: sweep interval and beyond for tasks that waited for a node or a dependency.
@@ -80,6 +80,23 @@ class StoreCollector(Collector):
             for status in ("online", "offline"):
                 skalds.add_metric([mode, status], fleet.get((mode, status), 0))
         yield skalds
+        yield from self._usage()
+
+    def _usage(self) -> Iterator[Metric]:
+        """CPU and memory of each running task's worker process (from the shared snapshot)."""
+        labels = ["task_id", "class_name", "executor"]
+        cpu = GaugeMetricFamily("skalds_task_cpu_percent", "A running task's worker CPU, % of one core", labels=labels)
+        memory = GaugeMetricFamily("skalds_task_memory_bytes", "A running task's worker resident memory", labels=labels)
+        snapshot = self.service.live.snapshot(max_age=SHARED_SNAPSHOT_AGE)
+        for task in snapshot.with_status(TaskLifecycleStatus.RUNNING):
+            usage = snapshot.state(task.id).get("usage") or {}
+            values = [task.id, task.class_name, task.executor or ""]
+            if isinstance(usage.get("cpuPercent"), int | float):
+                cpu.add_metric(values, float(usage["cpuPercent"]))
+            if isinstance(usage.get("memoryBytes"), int | float):
+                memory.add_metric(values, float(usage["memoryBytes"]))
+        yield cpu
+        yield memory
 
 
 class ControllerMetrics:

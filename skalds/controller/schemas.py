@@ -124,6 +124,13 @@ class StatusUpdate(BaseModel):
     status: str = Field(..., examples=list(STATUS_TARGETS))
 
 
+class TaskUsage(BaseModel):
+    """A running task's worker process, sampled with each skald heartbeat."""
+
+    cpuPercent: float | None = Field(None, description="percent of one core since the last sample")
+    memoryBytes: int | None = Field(None, description="resident memory")
+
+
 class TaskItem(BaseModel):
     """One task: the 0.3.x fields first, then every other Task field by alias."""
 
@@ -140,6 +147,7 @@ class TaskItem(BaseModel):
     error: str | None = None
     exception: str | None = None
     priority: int = 0
+    usage: TaskUsage | None = Field(None, description="CPU and memory of its worker process while it runs")
 
 
 class TaskBatchResult(BaseModel):

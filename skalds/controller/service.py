@@ -25,7 +25,7 @@ from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import ControllerConfig
 from skalds.controller.fleet import Fleet
 from skalds.controller.history import HeartbeatHistory
-from skalds.controller.live import Activity, LiveTasks
+from skalds.controller.live import NOT_RUNNING, Activity, LiveTasks
 from skalds.controller.publisher import Publisher
 from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
 from skalds.controller.validation import check_attachments, unknown_class
@@ -122,7 +122,7 @@ class ControllerService(BackendClients):
             if not best_effort:
                 raise
             logger.warning(f"live state of {len(tasks)} task(s) not read ({exc}); answered without it")
-            states = [{"heartbeat": None, "error": None, "exception": None} for _ in tasks]
+            states = [dict(NOT_RUNNING) for _ in tasks]
         items = []
         for task, live in zip(tasks, states, strict=True):
             doc = task.to_json_dict()
@@ -133,6 +133,8 @@ class ControllerService(BackendClients):
                 # Exception text can quote a DSN with its password: masked wherever it is shown.
                 error=masked(live["error"]),
                 exception=masked(live["exception"] or task.exception),
+                # CPU and memory of its worker process while it runs (None otherwise).
+                usage=live.get("usage"),
             )
             items.append(doc)
         return items

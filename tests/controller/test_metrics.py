@@ -73,3 +73,35 @@ def test_metrics_agree_with_the_api(start_controller, start_skald):
     # (m3 may have been created, run and failed between two of the controller's looks: still counted)
     wait_for(lambda: consumed().get("failed") == 1 and consumed().get("running", 0) >= 2, what="changes counted")
     assert consumed().get("created", 0) == 3
+
+
+def test_a_running_tasks_cpu_and_memory_in_the_api_and_the_metrics(start_controller, start_skald, events):
+    # Given a running task on a node
+    api = start_controller()
+    start_skald("node-a")
+    wait_for(lambda: online(api, "node-a"), what="node-a online")
+    api.create(id="use", className="Recorder", attachments={"duration": 60})
+    pid = wait_for(lambda: events("use", "main"), what="running")[0]["pid"]
+    # Then its item carries its worker's usage, with a CPU rate once sampled twice
+    usage = wait_for(
+        lambda: (api.task("use").get("usage") or {}).get("cpuPercent") is not None and api.task("use")["usage"],
+        timeout=15,
+        what="usage in the task item",
+    )
+    with open(f"/proc/{pid}/statm") as fh:
+        rss = int(fh.read().split()[1]) * 4096
+    assert 0.5 * rss < usage["memoryBytes"] < 2 * rss
+
+    # And /metrics has the same process's gauges, labelled by task
+    def gauges() -> dict[str, float]:
+        found = samples(api.http.get("/metrics").text)
+        return {
+            name: value
+            for name in ("skalds_task_cpu_percent", "skalds_task_memory_bytes")
+            for labels, value in found.get(name, [])
+            if labels.get("task_id") == "use" and labels.get("class_name") == "Recorder"
+        }
+
+    got = wait_for(lambda: len(gauges()) == 2 and gauges(), timeout=10, what="usage gauges")
+    assert 0.5 * rss < got["skalds_task_memory_bytes"] < 2 * rss
+    api.set_status("use", "Cancelled")

@@ -49,15 +49,7 @@ export function taskView(main, { param: taskId, ctx }) {
   let samples = [];
   let destroyed = false;
 
-  function renderTask() {
-    if (!task) return;
-    title.textContent = task.name || task.id;
-    fill(badge, statusBadge(task.status));
-    fill(actions, 
-      ACTIONS.filter((a) => a.when.includes(task.status)).map((a) =>
-        h("button", { type: "button", class: a.danger ? "danger" : "", "data-action": a.label.toLowerCase(), onclick: () => act(a) }, `${a.label} task`),
-      ),
-    );
+  function renderFacts() {
     fill(fields, 
       facts([
         ["Id", h("span", { class: "mono" }, task.id)],
@@ -80,6 +72,18 @@ export function taskView(main, { param: taskId, ctx }) {
         ["Description", task.description],
       ]),
     );
+  }
+
+  function renderTask() {
+    if (!task) return;
+    title.textContent = task.name || task.id;
+    fill(badge, statusBadge(task.status));
+    fill(actions, 
+      ACTIONS.filter((a) => a.when.includes(task.status)).map((a) =>
+        h("button", { type: "button", class: a.danger ? "danger" : "", "data-action": a.label.toLowerCase(), onclick: () => act(a) }, `${a.label} task`),
+      ),
+    );
+    renderFacts();
     attachView.textContent = pretty(task.attachments ?? {});
     fill(result, task.result != null
       ? h("pre", { class: "json", id: "result-json", tabindex: "0", "aria-label": "Result as JSON" }, pretty(task.result))
@@ -286,7 +290,13 @@ export function taskView(main, { param: taskId, ctx }) {
       const value = event.data ? event.data.heartbeat : null;
       samples.push({ timestamp: event.timestamp, heartbeat: value });
       samples = samples.slice(-MAX_HEARTBEATS);
-      if (task) task.heartbeat = value;
+      if (task) {
+        task.heartbeat = value;
+        if (event.data && "usage" in event.data && JSON.stringify(task.usage) !== JSON.stringify(event.data.usage)) {
+          task.usage = event.data.usage;
+          renderFacts();
+        }
+      }
       drawHeartbeat(lastInfo ? { ...lastInfo, heartbeat: value, isAlive: value !== null && value >= 0 && value < 200, lastUpdate: event.timestamp } : null);
     } else if (event.type === "task_deleted") {
       notify(`Task ${taskId} was deleted`);
