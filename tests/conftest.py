@@ -3,9 +3,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.browser import launch_browser, pages
 from tests.support.procs import Proc
 from tests.support.servers import PostgresServer, RedisServer, TansuServer, running
 
@@ -58,3 +60,16 @@ def mongo_uri() -> str:
     if not uri:
         pytest.skip("SKALDS_TEST_MONGO_URI is not set: the MongoDB tests need a real MongoDB server")
     return uri
+
+
+# ---- a real browser (tests/support/browser.py) ------------------------------------------------
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, once per session (the dashboard and 0.3.x compat tests share it)."""
+    yield from launch_browser()
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Any]:
+    """``new_page(viewport=DESKTOP)``: a page in a fresh context; uncaught page errors fail the test."""
+    yield from pages(browser)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.controller.conftest import events, start_controller, start_skald  # noqa: F401 (fixtures)
-from tests.dashboard.conftest import _unavailable, browser, new_page  # noqa: F401 (fixtures)
+from tests.support.browser import unavailable
 from tests.support.procs import ROOT
 
 
@@ -22,5 +22,5 @@ def dashboard038() -> Path:
     """The directory of the 0.3.8 dashboard's ``index.html`` and ``assets/``."""
     directory = Path(os.environ.get("SKALDS_DASHBOARD_038") or ROOT / ".cache" / "dashboard038")
     if not (directory / "index.html").is_file():
-        _unavailable(f"no Skalds 0.3.8 dashboard in {directory}: scripts/test downloads it")
+        unavailable(f"no Skalds 0.3.8 dashboard in {directory}: scripts/test downloads it")
     return directory

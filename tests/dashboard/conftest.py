@@ -7,9 +7,8 @@ Screenshots go to ``test-output/dashboard/`` at the repository root (gitignored)
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,41 +20,9 @@ import pytest
 from tests.support.procs import ROOT, Proc, base_env, wait_for
 from tests.support.servers import free_port
 
-CHROMIUM = os.environ.get("SKALDS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SHOTS = ROOT / "test-output" / "dashboard"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("SKALDS_REQUIRE_SERVERS") == "1":
-        pytest.fail(f"{reason} (SKALDS_REQUIRE_SERVERS=1)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed: pip install playwright (never `playwright install`)")
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"no chromium at {CHROMIUM}: apt-get install -y chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @dataclass
@@ -131,26 +98,6 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
         yield server
     finally:
         stop_dev(server)
-
-
-@pytest.fixture
-def new_page(browser: Any) -> Iterator[Callable[..., Any]]:
-    """``new_page(viewport=DESKTOP)``: a page in a fresh context; uncaught page errors fail the test."""
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def make(viewport: dict[str, int] = DESKTOP) -> Any:
-        context = browser.new_context(viewport=viewport)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.set_default_timeout(10_000)
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def shot(page: Any, name: str) -> Path:
