@@ -30,7 +30,7 @@ from skalds.backends.bus.base import Message
 from skalds.backends.cache.state import HEARTBEAT_CANCELLED, HEARTBEAT_FAILED, HEARTBEAT_FINISHED
 from skalds.backends.store.base import status_change
 from skalds.config.skald_config import SkaldConfig, SkaldModeEnum
-from skalds.errors import Conflict, IllegalTransition, SkaldsError, TaskNotFound
+from skalds.errors import LostWrite, SkaldsError
 from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus, now_ms
 from skalds.node.backends import Backends
 from skalds.node.commands import MalformedEvent, parse_message
@@ -410,7 +410,7 @@ class SkaldAgent:
                     result=None,
                 ),
             )
-        except (Conflict, IllegalTransition, TaskNotFound) as exc:
+        except LostWrite as exc:
             self.policy.ownership_lost(handle, str(exc))
 
     def _on_update_applied(self, handle: WorkerHandle, attachments: Any, origin: str) -> None:
@@ -556,7 +556,7 @@ class SkaldAgent:
             changes.insert(0, running)
         try:
             done = self.backends.with_store("status", lambda s: s.modify_in_turn(task_id, changes) is not None)
-        except (Conflict, IllegalTransition, TaskNotFound) as exc:
+        except LostWrite as exc:
             logger.debug(f"task {task_id}: status {status.value} not written: {exc}")
             return True
         return done is not None

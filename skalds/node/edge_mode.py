@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from skalds.backends.store.base import TaskQuery, TaskStore
-from skalds.errors import Conflict, IllegalTransition, SkaldsError
+from skalds.errors import LostWrite, SkaldsError
 from skalds.model.task import Task, TaskLifecycleStatus
 from skalds.node.edge import EdgeTasks
 from skalds.node.policy import ModePolicy
@@ -130,7 +130,7 @@ class EdgePolicy(ModePolicy):
             return
         try:
             store.modify(task.id, lambda t: self._record_change(t, task, running, status, sync_attachments))
-        except (Conflict, IllegalTransition) as exc:
+        except LostWrite as exc:
             logger.debug(f"task {task.id}: not recorded: {exc}")
 
     def _record_change(
