@@ -19,6 +19,11 @@ time is when the backoff starts), with ``retries`` incremented; when the budget 
 Failed. Deadlines: a task not yet final whose ``deadlineDateTime`` has passed is cancelled with the
 exception text "deadline passed".
 
+Delayed start: a task whose ``notBefore`` lies ahead is left Created. Each pass remembers when
+the delayed tasks it saw become due (:attr:`Dispatcher.next_due_ms`), and the leader's look every
+:data:`WANTED_POLL` seconds dispatches those that have come due, so a delayed task starts within
+about that after its time, not at the next sweep; the sweep finds any it did not remember.
+
 Leadership: with several dispatching controllers only the holder of the leader lease
 (:mod:`skalds.controller.leader`) assigns; the app gives the Dispatcher its lease check
 (``may_dispatch``), and every pass of a standby does nothing. A controller that may not dispatch (a
@@ -60,6 +65,8 @@ WANTED_MAX, WANTED_TTL = 10_000, 60.0
 #: Waiting tasks (highest priority, then oldest first) a pass for given tasks also considers, so
 #: the queue's head keeps its place before newer tasks, at a cost that does not grow with the queue.
 QUEUE_HEAD = 16
+#: Delayed tasks whose due time the dispatcher remembers at most (the earliest; the sweep finds the rest).
+DUE_MAX = 10_000
 
 
 @dataclass
@@ -103,6 +110,8 @@ class Dispatcher:
         self.on_assigned = on_assigned
         #: How many waiting tasks the last dispatch pass read (for status and tests).
         self.last_considered = 0
+        #: Delayed tasks seen by the passes: task id → ``notBefore`` (ms).
+        self._due: dict[str, int] = {}
 
     # ---- passes --------------------------------------------------------------------------
     def sweep(self) -> SweepResult:
@@ -135,6 +144,7 @@ class Dispatcher:
         """One dispatch pass (under the lock): choose a node for each task that can run, write."""
         pending = self._pending(task_ids)
         self.last_considered = len(pending)
+        self._remember_due(pending, full=task_ids is None)
         if not pending:
             return []
         nodes = [s for s in self.service.fleet.online() if s.type == "node"]
@@ -148,6 +158,8 @@ class Dispatcher:
             if task.deadline_date_time is not None and task.deadline_date_time <= now:
                 self._expire(task)
                 continue
+            if task.not_before is not None and task.not_before > now:
+                continue  # remembered by _remember_due: dispatched once due
             if any(deps.get(d) != S.FINISHED for d in task.dependencies or ()):
                 continue
             candidates = [n for n in nodes if n.supports(task.class_name)]
@@ -157,6 +169,32 @@ class Dispatcher:
             load[chosen.id] = load.get(chosen.id, 0) + 1
             choices[task.id] = (task, chosen.id)
         return self._assign_many(choices)
+
+    def _remember_due(self, pending: Sequence[Task], *, full: bool) -> None:
+        """Note when the delayed tasks among ``pending`` become due; a full pass (the sweep) saw
+        every waiting task, so it replaces what was remembered."""
+        now = now_ms()
+        delayed = {t.id: t.not_before for t in pending if t.not_before is not None and t.not_before > now}
+        due = delayed if full else {**self._due, **delayed}
+        if len(due) > DUE_MAX:
+            due = dict(sorted(due.items(), key=lambda item: item[1])[:DUE_MAX])
+        self._due = due
+
+    @property
+    def next_due_ms(self) -> int | None:
+        """When the earliest delayed task this dispatcher knows of becomes due (ms), if any."""
+        return min(self._due.values(), default=None)
+
+    def dispatch_due(self) -> list[tuple[str, str]]:
+        """Dispatch the delayed tasks that have come due (see :meth:`_remember_due`), if we lead."""
+        if not self._due or not self.may_dispatch():
+            return []
+        now = now_ms()
+        with self._lock:
+            due = [i for i, at in self._due.items() if at <= now]
+            for task_id in due:
+                del self._due[task_id]
+        return self.dispatch_pending(due) if due else []
 
     def _pending(self, task_ids: Sequence[str] | None) -> list[Task]:
         """The waiting Passive tasks to consider, by priority then age."""
@@ -170,16 +208,18 @@ class Dispatcher:
         return sorted(merged.values(), key=lambda t: (-t.priority, t.create_date_time, t.id))
 
     def dispatch_wanted(self) -> list[tuple[str, str]]:
-        """Dispatch the tasks other controllers asked for (:data:`DISPATCH_WANTED`), if we lead.
-        An id appended between the read and the delete waits for the sweep."""
+        """Dispatch the delayed tasks that have come due (:meth:`dispatch_due`) and the tasks other
+        controllers asked for (:data:`DISPATCH_WANTED`), if we lead. An id appended between the
+        read and the delete waits for the sweep."""
         if not self.may_dispatch():
             return []
+        assigned = self.dispatch_due()
         cache = self.service.state.cache
         wanted = cache.lrange(DISPATCH_WANTED)
         if not wanted:
-            return []
+            return assigned
         cache.delete(DISPATCH_WANTED)
-        return self.dispatch_pending(list(dict.fromkeys(wanted)))
+        return assigned + self.dispatch_pending(list(dict.fromkeys(wanted)))
 
     def retry_failed(self) -> list[str]:
         """Put failed Passive tasks whose backoff has passed back to Created, within the budget."""
@@ -303,6 +343,7 @@ class Dispatcher:
             "lastSweep": self.last_sweep_ms,
             "lastError": self.last_error,
             "assignedTotal": self.assigned_total,
+            "nextDue": self.next_due_ms,
         }
 
 

@@ -96,6 +96,9 @@ class TaskCreate(BaseModel):
     dependencies: list[Text] | None = Field(None, max_length=1000)
     priority: int = Field(0, ge=0, le=10)
     deadlineDateTime: int | None = Field(None, ge=0, description="ms since the epoch; cancelled once passed")
+    notBefore: int | None = Field(
+        None, ge=0, description="ms since the epoch; the dispatcher does not start the task before it"
+    )
     maxRunTime: float | None = Field(
         None, gt=0, le=366 * 86400, description="seconds one run may last; past it the worker is stopped and it fails"
     )

@@ -364,6 +364,12 @@ class ControllerService(BackendClients):
                 )
         if body.deadlineDateTime is not None and body.deadlineDateTime <= now_ms():
             raise InvalidRequest("deadlineDateTime is already in the past")
+        if body.notBefore is not None and body.deadlineDateTime is not None and body.notBefore >= body.deadlineDateTime:
+            raise InvalidRequest(
+                "notBefore is not before deadlineDateTime: the task would be cancelled before it could start;"
+                " move notBefore earlier or the deadline later",
+                [{"field": "notBefore", "message": "must be before deadlineDateTime"}],
+            )
         return Task(
             id=task_id,
             class_name=body.className,
@@ -374,6 +380,7 @@ class ControllerService(BackendClients):
             mode=ModeEnum.PASSIVE,
             is_persistent=body.isPersistent,
             deadline_date_time=body.deadlineDateTime,
+            not_before=body.notBefore,
             max_run_time=body.maxRunTime,
             lifecycle_status=S.CREATED,
             priority=body.priority,

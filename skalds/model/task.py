@@ -109,6 +109,8 @@ class Task(BaseModel):
     create_date_time: int = Field(default_factory=now_ms, alias="createDateTime")
     update_date_time: int = Field(default_factory=now_ms, alias="updateDateTime")
     deadline_date_time: int | None = Field(None, alias="deadlineDateTime")
+    #: Not dispatched before this time (ms since the epoch); None: at once.
+    not_before: int | None = Field(None, alias="notBefore")
     #: Seconds a run may last before its worker is stopped (release runs) and the task fails;
     #: None: the class's ``max_run_time``, if any.
     max_run_time: float | None = Field(None, alias="maxRunTime", gt=0, le=366 * 86400)

@@ -65,6 +65,7 @@ export function taskView(main, { param: taskId, ctx }) {
         ["Created", fmtTime(task.createDateTime)],
         ["Updated", fmtTime(task.updateDateTime)],
         ["Deadline", task.deadlineDateTime ? fmtTime(task.deadlineDateTime) : null],
+        ["Not before", task.notBefore ? fmtTime(task.notBefore) : null],
         ["Max run time", task.maxRunTime ? `${task.maxRunTime} s` : null],
         ["CPU", task.usage && task.usage.cpuPercent != null ? `${task.usage.cpuPercent} %` : null],
         ["Memory", task.usage && task.usage.memoryBytes != null ? fmtBytes(task.usage.memoryBytes) : null],
