@@ -8,7 +8,7 @@ import pytest
 
 from skalds.backends.store.base import TaskQuery, TaskStore
 from skalds.errors import Conflict, IllegalTransition, TaskExists, TaskNotFound
-from skalds.model.task import ModeEnum, Task
+from skalds.model.task import ModeEnum, Task, now_ms
 from skalds.model.task import TaskLifecycleStatus as S
 
 FORK = mp.get_context("fork")
@@ -156,6 +156,24 @@ def test_list_by_priority_then_age(catalogue: TaskStore) -> None:
     # Then highest priority comes first, ties oldest first
     assert ids(catalogue, order="-priority") == ["t4", "t2", "t3", "t1", "x5"]
     assert ids(catalogue, order="-priority", statuses=(S.RUNNING, S.ASSIGNING), limit=2) == ["t2", "t3"]
+
+
+def test_list_by_lowest_priority_status_and_last_change(catalogue: TaskStore) -> None:
+    # Given tasks of priorities 1, 5, 5, 9, 0 / When listed by "priority" / Then lowest first, ties oldest first
+    assert ids(catalogue, order="priority") == ["x5", "t1", "t2", "t3", "t4"]
+    # When listed by status / Then status names A-Z (ties oldest first), or Z-A (ties newest first)
+    assert ids(catalogue, order="lifecycleStatus") == ["t3", "t1", "t4", "t2", "x5"]
+    assert ids(catalogue, order="-lifecycleStatus") == ["x5", "t2", "t4", "t1", "t3"]
+    # When t3 and then t1 change after the others
+    for task_id in ("t3", "t1"):
+        before = now_ms()
+        while now_ms() == before:  # the next millisecond, so the two changes never tie
+            pass
+        catalogue.modify(task_id, lambda t: {"name": "changed"})
+    # Then by last change they come last (oldest change first) or first (newest change first)
+    assert ids(catalogue, order="updateDateTime")[-2:] == ["t3", "t1"]
+    assert ids(catalogue, order="-updateDateTime")[:2] == ["t1", "t3"]
+    assert ids(catalogue, order="-updateDateTime", offset=1, limit=1) == ["t3"]
 
 
 def test_counts_by_status_and_class(catalogue: TaskStore) -> None:

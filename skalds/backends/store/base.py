@@ -45,8 +45,9 @@ class TaskQuery:
     search: str | None = None  # substring of id or name
     offset: int = 0
     limit: int | None = None
-    #: "createDateTime" (oldest first), "-createDateTime" (newest first) or "-priority" (priority
-    #: desc, then oldest first: the dispatcher's queue)
+    #: "createDateTime" (oldest first), "-createDateTime" (newest first), "-priority" (priority
+    #: desc, then oldest first: the dispatcher's queue), "priority", "updateDateTime",
+    #: "-updateDateTime", "lifecycleStatus", "-lifecycleStatus" (docs/wire-formats.md)
     order: str = "createDateTime"
 
 

@@ -3,7 +3,7 @@
 The document stores (PostgreSQL, MongoDB) translate a :class:`~skalds.backends.store.base.TaskQuery`
 into their own query language. The meaning of a query — which fields it compares, that an empty
 ``statuses``/``ids`` tuple matches nothing, that ``search`` is a case-sensitive substring of the id
-or the name, the two sort orders and their tie-breaks — is decided here once, mirroring the SQLite
+or the name, the sort orders and their tie-breaks — is decided here once, mirroring the SQLite
 driver, so the drivers only spell it. That keeps the part of the MongoDB driver that cannot be run
 against a real server here as small as possible.
 """
@@ -40,6 +40,13 @@ ORDERS: dict[str, tuple[tuple[str, int], ...]] = {
     "createDateTime": (("createDateTime", ASCENDING), ("id", ASCENDING)),
     "-createDateTime": (("createDateTime", DESCENDING), ("id", DESCENDING)),
     "-priority": (("priority", DESCENDING), ("createDateTime", ASCENDING), ("id", ASCENDING)),
+    "priority": (("priority", ASCENDING), ("createDateTime", ASCENDING), ("id", ASCENDING)),
+    # Not an indexed field: these two sort every matching task (fine for listings, not for queues).
+    "updateDateTime": (("updateDateTime", ASCENDING), ("id", ASCENDING)),
+    "-updateDateTime": (("updateDateTime", DESCENDING), ("id", DESCENDING)),
+    # Status names byte-wise (Assigning, Cancelled, Created, Failed, Finished, Paused, Running).
+    "lifecycleStatus": (("lifecycleStatus", ASCENDING), ("createDateTime", ASCENDING), ("id", ASCENDING)),
+    "-lifecycleStatus": (("lifecycleStatus", DESCENDING), ("createDateTime", DESCENDING), ("id", DESCENDING)),
 }
 
 

@@ -334,6 +334,8 @@ def _column(alias: str) -> str:
 
 
 def _order_by(alias: str, direction: int) -> str:
+    if alias not in COLUMNS:  # a document field without a column of its own (updateDateTime)
+        return f"(doc->>'{alias}')::bigint {'ASC' if direction > 0 else 'DESC'}"
     column = _column(alias)
     collate = ' COLLATE "C"' if column in _TEXT_COLUMNS else ""
     return f"{column}{collate} {'ASC' if direction > 0 else 'DESC'}"

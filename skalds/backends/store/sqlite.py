@@ -30,6 +30,12 @@ _ORDERS = {
     "createDateTime": "createDateTime ASC, id ASC",
     "-createDateTime": "createDateTime DESC, id DESC",
     "-priority": "priority DESC, createDateTime ASC, id ASC",
+    "priority": "priority ASC, createDateTime ASC, id ASC",
+    # Not a column: these two read every matching document (fine for listings, not for queues).
+    "updateDateTime": "json_extract(doc, '$.updateDateTime') ASC, id ASC",
+    "-updateDateTime": "json_extract(doc, '$.updateDateTime') DESC, id DESC",
+    "lifecycleStatus": "lifecycleStatus ASC, createDateTime ASC, id ASC",
+    "-lifecycleStatus": "lifecycleStatus DESC, createDateTime DESC, id DESC",
 }
 
 

@@ -52,6 +52,11 @@ class ListOrder(str, Enum):
     OLDEST_FIRST = "createDateTime"
     NEWEST_FIRST = "-createDateTime"
     PRIORITY = "-priority"
+    LOWEST_PRIORITY_FIRST = "priority"
+    UPDATED_FIRST = "updateDateTime"
+    UPDATED_LAST_FIRST = "-updateDateTime"
+    STATUS = "lifecycleStatus"
+    STATUS_DESCENDING = "-lifecycleStatus"
 
 
 #: Highest page number accepted (keeps offsets within what every store can take).
@@ -81,7 +86,10 @@ async def list_tasks(
     executor: str | None = Query(None, description="skald id"),
     q: str | None = Query(None, max_length=200, description="part of the task's id or name (case-sensitive)"),
     order: ListOrder = Query(
-        ListOrder.OLDEST_FIRST, description="createDateTime (oldest first), -createDateTime or -priority"
+        ListOrder.OLDEST_FIRST,
+        description="createDateTime (oldest first), -createDateTime (newest first), -priority (highest "
+        "first, then oldest), priority, updateDateTime / -updateDateTime (least / most recently changed "
+        "first), lifecycleStatus / -lifecycleStatus (status names A-Z / Z-A, then by age)",
     ),
     service: ControllerService = Service,
 ) -> dict[str, Any]:
