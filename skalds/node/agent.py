@@ -165,25 +165,36 @@ class SkaldAgent:
         self.policy.started()
 
     def _shutdown(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-        handles = self.supervisor.handles()
-        if handles:
-            logger.info(f"stopping {len(handles)} worker(s)")
-            grace = 0.0 if self._stop_requested > 1 else self.config.stop_grace_period
-            self.supervisor.stop_many([h.task_id for h in handles], "shutdown", grace)
-            self.supervisor.wait_all_exited(grace + 5.0, self._poll_once)
-        self.supervisor.retire_idle(float("inf"))
-        if len(self.unwritten):
-            self._guard("write kept task ends", self.flush_unwritten)
-        self._flush_beats()
-        self._flush_logs()
-        self.backends.with_state("unregister", lambda v: v.unregister_skald(self.skald_id))
-        self.forkserver.stop()
-        if self._listener is not None:
-            self._listener.join(timeout=3.0)
-        self.backends.close()
+        """Stop the workers (release runs), write what is left, unregister — each step guarded, so
+        a failing one never keeps the fork server (and any worker still alive with it) running."""
+        try:
+            if self._listener is not None:
+                self._listener.stop()
+            self._guard("stop workers", self._stop_workers)
+            self._guard("retire idle processes", self.supervisor.retire_idle, float("inf"))
+            if len(self.unwritten):
+                self._guard("write kept task ends", self.flush_unwritten)
+            self._guard("write heartbeats", self._flush_beats)
+            self._guard("write log lines", self._flush_logs)
+            self._guard("unregister", self._unregister)
+        finally:
+            self.forkserver.stop()  # workers still alive die with it (PDEATHSIG)
+            if self._listener is not None:
+                self._listener.join(timeout=3.0)
+            self.backends.close()
         logger.info(f"skald {self.skald_id} stopped")
+
+    def _stop_workers(self) -> None:
+        handles = self.supervisor.handles()
+        if not handles:
+            return
+        logger.info(f"stopping {len(handles)} worker(s)")
+        grace = 0.0 if self._stop_requested > 1 else self.config.stop_grace_period
+        self.supervisor.stop_many([h.task_id for h in handles], "shutdown", grace)
+        self.supervisor.wait_all_exited(grace + 5.0, self._poll_once)
+
+    def _unregister(self) -> None:
+        self.backends.with_state("unregister", lambda v: v.unregister_skald(self.skald_id))
 
     def _register(self) -> None:
         self._register_only()

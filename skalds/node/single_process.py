@@ -89,9 +89,12 @@ class _InProcessLink(NullLink):
     def _beat(self) -> None:
         beat = 0
         while not self._stop.is_set():
-            self._send_beat(beat)
-            if self._logs is not None:
-                self._logs.flush()
+            try:
+                self._send_beat(beat)
+                if self._logs is not None:
+                    self._logs.flush()
+            except Exception as exc:  # a bug must not end the heartbeats (an outage never raises here)
+                logger.opt(exception=exc).error(f"task {self._task_id}: heartbeat failed: {exc!r}")
             beat = (beat + 1) % 200
             self._stop.wait(self._interval)
 
