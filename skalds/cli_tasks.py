@@ -2,8 +2,12 @@
 
 With a controller URL (``--url`` or ``SKALDS_CONTROLLER_URL``; token from ``SKALDS_API_TOKEN``)
 every command goes through its REST API, so validation, dispatch and events happen as they do for
-any client. Without one, ``list`` and ``show`` read the configured task store directly (the
-embedded file by default); changing tasks needs a controller.
+any client. Without one, ``list``, ``show`` and ``history`` read the configured task store directly
+(the embedded file by default) and ``logs`` the configured cache; changing tasks needs a controller.
+
+``cancel``, ``pause``, ``resume`` and ``delete`` take one task id, several, or a filter
+(``--status``, ``--class``, ``--executor``, ``--search``): several tasks go through
+``POST /api/tasks/bulk``, previewed first (``--dry-run`` stops there) and confirmed unless ``--yes``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from rich.table import Table
 from skalds.errors import SkaldsError
 
 task_app = typer.Typer(
-    help="Tasks: list / show (controller or store), create / update / cancel / pause / resume (controller).",
+    help="Tasks: list / show / history / logs (controller or store), create / update / cancel / pause / "
+    "resume / delete, one or many by filter (controller).",
     no_args_is_help=True,
 )
 console = Console()
@@ -174,47 +179,86 @@ def _json_arg(text: str, what: str) -> dict[str, Any]:
 
 
 # ---- commands -------------------------------------------------------------------------------
+#: ``--sort`` names → the API's ``order`` (ascending; ``--desc`` reverses).
+SORTS = {"created": "createDateTime", "updated": "updateDateTime", "priority": "priority", "status": "lifecycleStatus"}
+
+
+def _statuses(text: str | None) -> tuple[Any, ...] | None:
+    """``"running,paused"`` → statuses (case-insensitive); exits naming the allowed ones otherwise."""
+    from skalds.model.task import statuses_named
+
+    if not text:
+        return None
+    try:
+        return statuses_named(text)
+    except ValueError as exc:
+        _fail(str(exc))
+        raise
+
+
+StatusOption = Annotated[
+    str | None, typer.Option(help="Lifecycle status, or several separated by commas (Running,Paused)")
+]
+ClassOption = Annotated[str | None, typer.Option("--class", help="Worker class")]
+ExecutorOption = Annotated[str | None, typer.Option(help="Skald id")]
+SearchOption = Annotated[
+    str | None, typer.Option(help="Part of the task's id or name (case-sensitive), as the dashboard's search")
+]
+
+
 @task_app.command("list")
 def task_list(
-    status: Annotated[str | None, typer.Option(help="Filter by lifecycle status")] = None,
-    class_name: Annotated[str | None, typer.Option("--class", help="Filter by worker class")] = None,
-    executor: Annotated[str | None, typer.Option(help="Filter by skald id")] = None,
-    limit: Annotated[int, typer.Option(help="Rows to show (at most 100 through a controller)")] = 50,
+    status: StatusOption = None,
+    class_name: ClassOption = None,
+    executor: ExecutorOption = None,
+    search: SearchOption = None,
+    sort: Annotated[str, typer.Option(help="Sort by created, updated, priority or status")] = "created",
+    desc: Annotated[bool, typer.Option("--desc", help="Descending (newest, highest, Z-A first)")] = False,
+    page: Annotated[int, typer.Option(min=1, help="Page number")] = 1,
+    page_size: Annotated[
+        int, typer.Option("--page-size", "--limit", min=1, help="Rows per page (at most 100 through a controller)")
+    ] = 50,
     url: UrlOption = None,
     token: TokenOption = None,
     store_url: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List tasks."""
-    from skalds.model.task import TaskLifecycleStatus
-
-    statuses = None
-    if status:
-        try:
-            statuses = (TaskLifecycleStatus(status.capitalize()),)
-        except ValueError:
-            _fail(f"unknown status {status!r} (one of: {', '.join(s.value for s in TaskLifecycleStatus)})")
+    """List tasks: filtered, sorted, one page at a time."""
+    statuses = _statuses(status)
+    if sort not in SORTS:
+        _fail(f"unknown sort {sort!r} (one of: {', '.join(SORTS)}; add --desc for descending)")
+    order = ("-" if desc else "") + SORTS[sort]
     if url:
-        params: dict[str, Any] = {"page": 1, "pageSize": max(1, min(limit, 100))}
+        page_size = min(page_size, 100)
+        params: dict[str, Any] = {"page": page, "pageSize": page_size, "order": order}
+        for key, value in (("type", class_name), ("executor", executor), ("q", search)):
+            if value:
+                params[key] = value
         if statuses:
-            params["status"] = statuses[0].value
-        if class_name:
-            params["type"] = class_name
-        if executor:
-            params["executor"] = executor
-        page = _Api(url, token).call("GET", "/api/tasks", params=params)
-        items, total = [_item(t) for t in page["items"]], page["total"]
+            params["status"] = ",".join(s.value for s in statuses)
+        found = _Api(url, token).call("GET", "/api/tasks", params=params)
+        items, total = [_item(t) for t in found["items"]], found["total"]
     else:
         from skalds.backends.store.base import TaskQuery
 
-        found = _store(store_url).list(
-            TaskQuery(statuses=statuses, class_name=class_name, executor=executor, limit=limit)
+        query = TaskQuery(
+            statuses=statuses,
+            class_name=class_name,
+            executor=executor,
+            search=search,
+            order=order,
+            offset=(page - 1) * page_size,
+            limit=page_size,
         )
-        items, total = [_item(t.to_json_dict()) for t in found.items], found.total
+        stored = _store(store_url).list(query)
+        items, total = [_item(t.to_json_dict()) for t in stored.items], stored.total
     if as_json:
         console.print_json(json.dumps(items))
         return
-    console.print(_table(items, f"tasks ({len(items)} of {total})"))
+    pages = max(1, -(-total // page_size))
+    first = (page - 1) * page_size + 1
+    shown = f"{first}-{first + len(items) - 1} of {total}" if items else f"none of {total}"
+    console.print(_table(items, f"tasks {shown} (page {page} of {pages}, by {sort}{' desc' if desc else ''})"))
 
 
 @task_app.command("show")
@@ -277,28 +321,228 @@ def task_update(
     _show(_item(_Api(_need_url(url), token).call("PUT", f"/api/tasks/{task_id}/attachments", json=body)), as_json)
 
 
-def _set_status(task_id: str, status: str, url: str | None, token: str | None, as_json: bool) -> None:
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Only show what would happen")]
+IdsArgument = Annotated[
+    list[str] | None, typer.Argument(help="Task id(s); or give a filter instead", show_default=False)
+]
+#: The single-task status each action sets (``PUT /api/tasks/{id}/status``).
+_SINGLE_STATUS = {"cancel": "Cancelled", "pause": "Paused", "resume": "Created"}
+
+
+def _act(
+    action: str,
+    task_ids: list[str] | None,
+    filters: dict[str, str | None],
+    *,
+    yes: bool,
+    dry_run: bool,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """One task through its own route, several (ids or a filter) through ``POST /api/tasks/bulk``."""
     api = _Api(_need_url(url), token)
-    item = api.call("PUT", f"/api/tasks/{task_id}/status", json={"status": status})
-    _show(_item(item), as_json)
+    ids = list(dict.fromkeys(task_ids or []))
+    given = {k: v for k, v in filters.items() if v}
+    if ids and given:
+        _fail("give task ids or a filter (--status, --class, --executor, --search), not both")
+    if not ids and not given:
+        _fail(f"give a task id, or a filter (--status, --class, --executor, --search) to {action} many tasks")
+    if len(ids) == 1 and not dry_run:
+        if action == "delete":
+            if not yes:
+                typer.confirm(f"Delete task {ids[0]}?", abort=True)
+            api.call("DELETE", f"/api/tasks/{ids[0]}")
+            if as_json:
+                console.print_json(json.dumps({"id": ids[0], "deleted": True}))
+            else:
+                console.print(f"task {ids[0]} deleted")
+            return
+        item = api.call("PUT", f"/api/tasks/{ids[0]}/status", json={"status": _SINGLE_STATUS[action]})
+        _show(_item(item), as_json)
+        return
+    if "status" in given:
+        given["status"] = ",".join(s.value for s in _statuses(given["status"]) or ())
+    which: dict[str, Any] = {"ids": ids} if ids else given
+
+    def bulk(preview: bool) -> dict[str, Any]:
+        return api.call("POST", "/api/tasks/bulk", json={"action": action, "filter": which, "dryRun": preview})
+
+    preview = bulk(True)
+    if dry_run or not preview["done"]:
+        _bulk_report(preview, as_json)
+        return
+    if not yes:
+        if not as_json:
+            _bulk_report(preview, False)
+        typer.confirm(f"{action.capitalize()} {preview['done']} task(s)?", abort=True)
+    result = bulk(False)
+    _bulk_report(result, as_json)
+    if result["failed"]:
+        raise typer.Exit(1)
 
 
-@task_app.command("cancel")
-def task_cancel(task_id: str, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
-    """Cancel a task (its worker is stopped and released)."""
-    _set_status(task_id, "Cancelled", url, token, as_json)
+def _bulk_report(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    dry = result["dryRun"]
+    done = "would be done" if dry else "done"
+    table = Table()
+    for col in ("id", "status", "outcome", "reason"):
+        table.add_column(col, no_wrap=col != "reason")
+    style = {"done": "green", "skipped": "yellow", "failed": "red"}
+    for i in result["items"]:
+        outcome = i["outcome"]
+        shown = done if outcome == "done" else outcome
+        table.add_row(
+            i["id"], _styled(i["status"]), f"[{style[outcome]}]{shown}[/{style[outcome]}]", i.get("reason") or ""
+        )
+    if result["items"]:
+        console.print(table)
+    console.print(
+        f"{result['action']}{' (dry run)' if dry else ''}: {result['matched']} matched, "
+        f"{result['done']} {done}, {result['skipped']} skipped, {result['failed']} failed",
+        soft_wrap=True,
+    )
 
 
-@task_app.command("pause")
-def task_pause(task_id: str, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
-    """Pause a task: its worker stops and it is not dispatched until resumed."""
-    _set_status(task_id, "Paused", url, token, as_json)
+def _status_command(action: str, help_text: str) -> None:
+    def command(
+        task_ids: IdsArgument = None,
+        status: StatusOption = None,
+        class_name: ClassOption = None,
+        executor: ExecutorOption = None,
+        search: SearchOption = None,
+        yes: YesOption = False,
+        dry_run: DryRunOption = False,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        filters = {"status": status, "type": class_name, "executor": executor, "q": search}
+        _act(action, task_ids, filters, yes=yes, dry_run=dry_run, url=url, token=token, as_json=as_json)
+
+    command.__doc__ = help_text
+    task_app.command(action)(command)
 
 
-@task_app.command("resume")
-def task_resume(task_id: str, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
-    """Resume a paused task (or run a failed / cancelled / finished one again)."""
-    _set_status(task_id, "Created", url, token, as_json)
+_status_command("cancel", "Cancel tasks (their workers are stopped and released): one id, several, or a filter.")
+_status_command(
+    "pause", "Pause tasks: workers stop, nothing is dispatched until resumed. One id, several, or a filter."
+)
+_status_command(
+    "resume",
+    "Resume paused tasks (one id also runs a failed / cancelled / finished task again). One id, several, or a filter.",
+)
+_status_command(
+    "delete", "Delete tasks (cancelled first), after a confirmation unless --yes. One id, several, or a filter."
+)
+
+
+@task_app.command("history")
+def task_history(task_id: str, url: UrlOption = None, token: TokenOption = None, store_url: StoreOption = None,
+                 as_json: JsonOption = False) -> None:  # fmt: skip
+    """A task's status changes, oldest first (who, at which epoch, why)."""
+    if url:
+        items = _Api(url, token).call("GET", f"/api/tasks/{task_id}/history")["items"]
+    else:
+        task = _store(store_url).get(task_id)
+        if task is None:
+            _fail(f"no task with id {task_id!r}", 1)
+        items = [
+            {"timestamp": c.timestamp, "status": c.status.value, "executor": c.executor, "epoch": c.epoch,
+             "detail": c.detail}
+            for c in task.status_history
+        ]  # fmt: skip
+    if as_json:
+        console.print_json(json.dumps(items))
+        return
+    table = Table(title=f"task {task_id}: {len(items)} status change(s)")
+    for col in ("time", "status", "executor", "epoch", "detail"):
+        table.add_column(col, no_wrap=col != "detail")
+    for c in items:
+        table.add_row(_when(c["timestamp"]), _styled(c["status"]), c.get("executor") or "-", str(c.get("epoch", "-")),
+                      c.get("detail") or "")  # fmt: skip
+    console.print(table)
+
+
+@task_app.command("logs")
+def task_logs(
+    task_id: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C or the task ends")
+    ] = False,
+    after: Annotated[int | None, typer.Option(min=0, help="Only lines after this seq")] = None,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls with --follow")] = 1.0,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per line")] = False,
+) -> None:
+    """The log lines of a task's workers (the last 500 are kept), through a controller or the cache."""
+    import time
+
+    from skalds.model.task import FINAL_STATUSES
+
+    read_page, read_status = _log_source(task_id, url, token)
+    final = {s.value for s in FINAL_STATUSES}
+    try:
+        while True:
+            ended = read_status() in final  # read before the lines: none can be missed after it
+            page = read_page(after)
+            for line in page["lines"]:
+                _print_log_line(line, as_json)
+            if page["lastSeq"] is not None:
+                after = page["lastSeq"]
+            if not follow or (ended and not page["lines"]):
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+def _log_source(task_id: str, url: str | None, token: str | None) -> tuple[Any, Any]:
+    """(read a page of log lines after a seq, read the task's status) through a controller or the
+    configured store and cache."""
+    if url:
+        api = _Api(url, token)
+
+        def api_page(after: int | None) -> dict[str, Any]:
+            params = {"after": after} if after is not None else {}
+            return api.call("GET", f"/api/tasks/{task_id}/logs", params=params)
+
+        return api_page, lambda: api.call("GET", f"/api/tasks/{task_id}")["status"]
+    from skalds.backends.clients import BackendClients
+    from skalds.config.skald_config import SkaldConfig
+
+    backends = BackendClients(SkaldConfig())
+    try:
+        task = backends.store.get(task_id)
+    except SkaldsError as exc:
+        _fail(str(exc))
+        raise
+    if task is None:
+        _fail(f"no task with id {task_id!r}", 1)
+
+    def status() -> str:
+        current = backends.store.get(task_id)
+        return current.lifecycle_status.value if current is not None else "Cancelled"  # deleted: nothing more comes
+
+    return lambda after: backends.state.task_logs_page(task_id, after, 500), status
+
+
+def _print_log_line(line: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+        return
+    stamp = line.get("timestamp")
+    when = datetime.fromtimestamp(stamp / 1000).strftime("%H:%M:%S.%f")[:-3] if isinstance(stamp, int | float) else "-"
+    level = str(line.get("level") or "")
+    style = {"ERROR": "red", "CRITICAL": "red", "WARNING": "yellow", "DEBUG": "dim"}.get(level, "")
+    shown = f"[{style}]{level:<7}[/{style}]" if style else f"{level:<7}"
+    console.print(f"{line.get('seq', '')!s:>5} {when} {shown} ", end="")
+    console.print(str(line.get("message", "")), markup=False, highlight=False, soft_wrap=True)
 
 
 __all__ = ["task_app"]

@@ -74,6 +74,19 @@ def check_transition(task_id: str, current: TaskLifecycleStatus, target: TaskLif
         )
 
 
+def statuses_named(text: str) -> tuple[TaskLifecycleStatus, ...]:
+    """``"Running,paused"`` → statuses (case-insensitive, repeats dropped); ValueError naming the
+    allowed ones for an unknown name."""
+    by_lower = {s.value.lower(): s for s in S}
+    found = []
+    for part in text.split(","):
+        status = by_lower.get(part.strip().lower())
+        if status is None:
+            raise ValueError(f"unknown status {part.strip()!r} (use one of {', '.join(s.value for s in S)})")
+        found.append(status)
+    return tuple(dict.fromkeys(found))
+
+
 #: Status changes a task record keeps (the oldest go first).
 STATUS_HISTORY_LIMIT = 50
 

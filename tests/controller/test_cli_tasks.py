@@ -54,3 +54,77 @@ def test_task_commands_through_the_controller(start_controller, start_skald, eve
     env["SKALDS_API_TOKEN"] = "wrong"
     refused = skalds("list", ok=False)
     assert refused.returncode == 1 and "unauthorized" in refused.stderr
+
+
+def test_list_paging_sort_search_history_logs_delete_and_bulk(start_controller, start_skald, events, home):
+    # Given a controller, a node skald and three long tasks of priorities 1, 9, 5 plus one other
+    controller = start_controller()
+    start_skald("node-cli")
+    for task_id, priority in (("p-1", 1), ("p-2", 9), ("p-3", 5)):
+        controller.create(id=task_id, className="Recorder", priority=priority, attachments={"duration": 60})
+    controller.create(id="other", className="Recorder", attachments={"duration": 60})
+    running = ("p-1", "p-2", "p-3")
+    wait_for(lambda: all(controller.status_is(t, "Running") for t in (*running, "other")), timeout=15, what="Running")
+    env = base_env(home, SKALDS_CONTROLLER_URL=controller.url, COLUMNS="200")
+    store_env = base_env(home, COLUMNS="200")  # no controller: the store directly
+
+    def skalds(*args: str, ok: bool = True, via: dict[str, str] = env, stdin: str = "") -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "skalds", "task", *args], env=via, capture_output=True, text=True, input=stdin
+        )
+        assert (result.returncode == 0) == ok, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    def ids(*args: str, via: dict[str, str] = env) -> list[str]:
+        return [t["id"] for t in json.loads(skalds("list", "--json", *args, via=via))]
+
+    # When tasks are listed by search, sorted by priority (highest first), one page at a time
+    # Then through the controller and straight from the store alike, the pages hold the right tasks
+    for via in (env, store_env):
+        assert ids("--search", "p-", "--sort", "priority", "--desc", via=via) == ["p-2", "p-3", "p-1"]
+        assert ids("--search", "p-", "--sort", "priority", "--page", "2", "--page-size", "2", via=via) == ["p-2"]
+    table = skalds("list", "--search", "p-", "--status", "running,paused", "--page", "2", "--page-size", "2")
+    assert "tasks 3-3 of 3 (page 2 of 2, by created)" in table and "p-3" in table
+    assert "unknown sort" in skalds("list", "--sort", "colour", ok=False)
+
+    # When one is paused, it is the most recently changed, and its history and logs show it
+    skalds("pause", "p-1")
+    assert ids("--search", "p-", "--sort", "updated", "--desc")[0] == "p-1"
+    for via in (env, store_env):
+        history = skalds("history", "p-1", via=via)
+        assert "Created" in history and "Running" in history and "Paused" in history and "node-cli" in history
+    wait_for(lambda: "recorder main" in skalds("logs", "p-1"), timeout=10, what="log line through the API")
+    assert "recorder main: someValue=0" in skalds("logs", "p-1", via=store_env)
+    lines = [json.loads(line) for line in skalds("logs", "p-1", "--json").splitlines()]
+    assert lines and all({"seq", "timestamp", "level", "message"} <= set(line) for line in lines)
+    assert "no task with id 'nope'" in skalds("history", "nope", via=store_env, ok=False)
+
+    # When the logs of a short task are followed, they end when the task does
+    controller.create(id="short", className="Recorder", attachments={"duration": 0.5, "someValue": 7})
+    followed = skalds("logs", "short", "--follow", "--interval", "0.2")
+    assert "recorder main: someValue=7" in followed and controller.status_is("short", "Finished")
+
+    # When a bulk cancel is previewed, nothing changes
+    preview = skalds("cancel", "--search", "p-", "--dry-run")
+    assert "cancel (dry run): 3 matched, 3 would be done, 0 skipped" in preview
+    assert controller.status_is("p-2", "Running")
+    # When a bulk pause by status and search is confirmed with --yes, the running ones are paused
+    paused = json.loads(skalds("pause", "--status", "Running", "--search", "p-", "--yes", "--json"))
+    assert (paused["matched"], paused["done"]) == (2, 2)
+    assert all(controller.status_is(t, "Paused") for t in running) and controller.status_is("other", "Running")
+    # When a bulk delete is not confirmed, nothing is deleted; confirmed, they are gone
+    refused = skalds("delete", "--search", "p-", ok=False, stdin="n\n")
+    assert "Delete 3 task(s)?" in refused and controller.status_is("p-1", "Paused")
+    deleted = skalds("delete", "--class", "Recorder", "--status", "paused", stdin="y\n")
+    assert "delete: 3 matched, 3 done" in deleted
+    assert controller.http.get("/api/tasks/p-2").status_code == 404
+    # When one task is deleted, a confirmation is asked (or skipped with --yes)
+    assert "task short deleted" in skalds("delete", "short", stdin="y\n")
+    assert "deleted" in skalds("delete", "other", "--yes")
+    assert controller.http.get("/api/tasks", params={"q": ""}).json()["total"] == 0
+
+    # And the mistakes say what to do
+    assert "give a task id, or a filter" in skalds("cancel", ok=False)
+    assert "not both" in skalds("pause", "x", "--status", "running", ok=False)
+    assert "unknown status 'sleeping'" in skalds("cancel", "--status", "sleeping", ok=False)
+    assert "needs a controller" in skalds("delete", "x", "--yes", via=store_env, ok=False)
