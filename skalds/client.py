@@ -15,8 +15,11 @@ from skalds.backends.bus.base import Topic
 from skalds.backends.clients import BackendClients
 from skalds.backends.store.base import TaskPage, TaskQuery
 from skalds.config.skald_config import SkaldConfig
+from skalds.controller.fleet import Fleet
+from skalds.model.attachments import check_task
 from skalds.model.event import TaskEvent, UpdateTaskWorkerEvent
 from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, Task, TaskLifecycleStatus
+from skalds.utils.logging import logger
 
 S = TaskLifecycleStatus
 
@@ -37,8 +40,30 @@ class SkaldsClient(BackendClients):
         event = TaskEvent(title=topic.value, initiator=self.initiator, recipient=recipient, taskIds=[task_id])
         self.bus.publish(topic.value, task_id, event.to_json())
 
-    def create_task(self, task: Task, *, executor: str | None = None) -> Task:
-        """Store a new task; with ``executor``, also assign it there and announce it."""
+    def check_task(self, task: Task, *, require_class: bool = False) -> tuple[Task, list[str]]:
+        """Check ``task`` as ``POST /api/tasks`` does, against the classes the online skalds
+        advertise: the task with its attachments as the class's model reads them (field names
+        rewritten to aliases), and warnings — its class is run by no online skald yet, so it will
+        wait and its attachments were not checked. Raises :class:`~skalds.errors.InvalidAttachments`
+        (``details`` per field: an unknown key names the closest known one) and, with
+        ``require_class``, :class:`~skalds.errors.UnknownWorkerClass`. Checking attachments needs
+        ``jsonschema`` (:class:`~skalds.errors.MissingDriver` names the pip command)."""
+        checked = check_task(
+            task.class_name, task.attachments, Fleet(self.state).class_schemas(), require_class=require_class
+        )
+        if checked.attachments is not task.attachments:
+            task = task.model_copy(update={"attachments": checked.attachments})
+        return task, checked.warnings
+
+    def create_task(
+        self, task: Task, *, executor: str | None = None, validate: bool = True, require_class: bool = False
+    ) -> Task:
+        """Check the task (:meth:`check_task`, unless ``validate`` is False; warnings are logged),
+        store it; with ``executor``, also assign it there and announce it."""
+        if validate:
+            task, warnings = self.check_task(task, require_class=require_class)
+            for warning in warnings:
+                logger.warning(f"task {task.id}: {warning}")
         stored = self.store.create(task)
         if executor is not None:
             stored = self.assign(stored.id, executor)

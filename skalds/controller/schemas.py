@@ -153,9 +153,23 @@ class TaskItem(BaseModel):
     usage: TaskUsage | None = Field(None, description="CPU and memory of its worker process while it runs")
 
 
+#: What a create's ``warnings`` say.
+WARNINGS_DOC = (
+    "what to know about tasks stored anyway: a class no online skald runs yet (the task waits "
+    "for one; its attachments could not be validated)"
+)
+
+
+class TaskCreated(TaskItem):
+    """The task just created, and warnings about it."""
+
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_DOC)
+
+
 class TaskBatchResult(BaseModel):
     items: list[TaskItem]
     total: int
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_DOC + "; each names its tasks[i]")
 
 
 class TaskPage(BaseModel):

@@ -17,7 +17,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from skalds.backends.bus.base import Topic
 from skalds.backends.clients import BackendClients
@@ -28,7 +28,6 @@ from skalds.controller.history import HeartbeatHistory
 from skalds.controller.live import NOT_RUNNING, Activity, LiveTasks
 from skalds.controller.publisher import Publisher
 from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
-from skalds.controller.validation import check_attachments, unknown_class
 from skalds.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -38,19 +37,13 @@ from skalds.errors import (
     TaskNotFound,
     UnknownDependency,
 )
+from skalds.model.attachments import check_attachments, check_task, rename_keys, unadvertised_warning
 from skalds.model.event import TaskEvent
-from skalds.model.task import (
-    FINAL_STATUSES,
-    LIVE_STATUSES,
-    ModeEnum,
-    Task,
-    TaskLifecycleStatus,
-    now_ms,
-    statuses_named,
-)
+from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
 from skalds.utils.logging import logger, mask_secrets, masked
 
 S = TaskLifecycleStatus
+T = TypeVar("T")
 MAX_PAGE_SIZE = 100
 #: Seconds a snapshot of the open tasks may be old for the periodic loops (which run each second:
 #: the first of them to run refreshes it, the others reuse it).
@@ -247,12 +240,14 @@ class ControllerService(BackendClients):
         return self.fleet.class_schemas()
 
     def _validate(
-        self, class_name: str, attachments: Any, classes: dict[str, tuple[dict[str, Any], list[str]]] | None = None
-    ) -> None:
-        classes = self.class_schemas() if classes is None else classes
-        if class_name not in classes:
-            raise unknown_class(class_name, list(classes))
-        check_attachments(class_name, classes[class_name][0], attachments)
+        self, body: TaskCreate, classes: dict[str, tuple[dict[str, Any], list[str]]] | None = None
+    ) -> tuple[TaskCreate, list[str]]:
+        """``body`` with its attachments as the class's model reads them (aliases), and warnings
+        for the answer (:func:`skalds.model.attachments.check_task`, which the client shares)."""
+        checked = check_task(body.className, body.attachments, self.class_schemas() if classes is None else classes)
+        if checked.attachments is not body.attachments:
+            body = body.model_copy(update={"attachments": checked.attachments})
+        return body, checked.warnings
 
     def create_task(self, body: TaskCreate) -> Task:
         """Validate and store a new Passive task (Created); the dispatcher assigns it."""
@@ -262,16 +257,17 @@ class ControllerService(BackendClients):
         """:meth:`create_tasks_keyed` without a key."""
         return self.create_tasks_keyed(bodies)[0]
 
-    def create_task_keyed(self, body: TaskCreate, idempotency_key: str | None = None) -> tuple[Task, bool]:
+    def create_task_keyed(self, body: TaskCreate, idempotency_key: str | None = None) -> Created[Task]:
         """:meth:`create_task`, answering a retried request again instead of storing a copy.
 
-        Returns the task and whether it was created now: False when ``idempotency_key`` names a
+        Returns the task, whether it was created now, and warnings for the answer (its class is
+        run by no online skald yet). Created is False when ``idempotency_key`` names a
         task an earlier request with the same key and body created (that task is returned). The
         key is stored on the task; without an id in the body the task's id is derived from the
         key, so the store's unique id makes a retry find the first task, on any controller.
         """
         digest = _check_key(idempotency_key, body.model_dump(mode="json")) if idempotency_key else None
-        self._validate(body.className, body.attachments)
+        body, warnings = self._validate(body)
         task_id = body.id or (_keyed_id(idempotency_key) if idempotency_key else uuid.uuid4().hex)
         dependencies = list(dict.fromkeys(body.dependencies)) if body.dependencies else None
         found: set[str] = set()
@@ -289,9 +285,9 @@ class ControllerService(BackendClients):
             if not earlier:
                 raise
             logger.info(f"task {task_id}: the request with this Idempotency-Key was answered again")
-            return earlier[0], False
+            return Created(earlier[0], False, warnings)
         logger.info(f"task {task_id} ({body.className}, priority {body.priority}) created")
-        return stored, True
+        return Created(stored, True, warnings)
 
     def _replay(self, key: str, digest: str | None, task_ids: list[str]) -> list[Task]:
         """The tasks an earlier request with ``key`` created among ``task_ids`` (the request is
@@ -310,13 +306,12 @@ class ControllerService(BackendClients):
         order = {i: n for n, i in enumerate(task_ids)}
         return sorted(mine, key=lambda t: order[t.id])
 
-    def create_tasks_keyed(
-        self, bodies: list[TaskCreate], idempotency_key: str | None = None
-    ) -> tuple[list[Task], bool]:
+    def create_tasks_keyed(self, bodies: list[TaskCreate], idempotency_key: str | None = None) -> Created[list[Task]]:
         """Validate and store several new tasks at once: all of them, or none and the first error
-        (its fields prefixed with ``tasks[i].``). A task may depend on one created before it in the
-        same batch. ``idempotency_key`` works as for :meth:`create_task` (the ids of tasks without
-        one derive from the key and their place in the batch)."""
+        (its fields prefixed with ``tasks[i].``); the warnings name the tasks they are about. A
+        task may depend on one created before it in the same batch. ``idempotency_key`` works as
+        for :meth:`create_task` (the ids of tasks without one derive from the key and their place
+        in the batch)."""
         digest = None
         if idempotency_key:
             digest = _check_key(idempotency_key, [b.model_dump(mode="json") for b in bodies])
@@ -336,9 +331,12 @@ class ControllerService(BackendClients):
         outside = sorted({d for b in bodies for d in b.dependencies or () if d not in first_at})
         found = {t.id for t in self.store.list(TaskQuery(ids=tuple(outside))).items} if outside else set()
         tasks = []
+        waiting: dict[str, list[int]] = {}  # class no online skald runs -> the tasks of it
         for n, (body, task_id) in enumerate(zip(bodies, ids, strict=True)):
             try:
-                self._validate(body.className, body.attachments, classes)
+                body, warned = self._validate(body, classes)
+                if warned:
+                    waiting.setdefault(body.className, []).append(n)
                 tasks.append(self._build_task(body, task_id, found))
             except InvalidRequest as exc:
                 raise _in_batch(exc, n) from None
@@ -354,9 +352,9 @@ class ControllerService(BackendClients):
             if not earlier:
                 raise
             logger.info(f"batch of {len(ids)}: the request with this Idempotency-Key was answered again")
-            return earlier, False
+            return Created(earlier, False, _batch_warnings(waiting, list(classes)))
         logger.info(f"{len(stored)} tasks created in one batch")
-        return stored, True
+        return Created(stored, True, _batch_warnings(waiting, list(classes)))
 
     def _build_task(self, body: TaskCreate, task_id: str, existing: set[str]) -> Task:
         """The task record of ``body``; its dependencies must be among ``existing`` task ids."""
@@ -415,15 +413,14 @@ class ControllerService(BackendClients):
     def update_attachments(self, task_id: str, attachments: dict[str, Any]) -> Task:
         """Merge onto the stored attachments, validate the result, store, tell the owner."""
         class_name = self.require(task_id).class_name
-        classes = self.class_schemas()
-        if class_name not in classes:
-            raise unknown_class(class_name, list(classes))
-        schema = classes[class_name][0]
+        # A class no online skald runs yet: its waiting task takes new values unchecked, as it was
+        # created (the worker checks them when it starts).
+        schema = self.class_schemas().get(class_name, ({}, []))[0]
+        attachments = rename_keys(schema, attachments)  # the keys of the stored ones (aliases)
 
         def merge(t: Task) -> dict[str, Any]:
-            merged = {**(t.attachments if isinstance(t.attachments, dict) else {}), **attachments}
-            check_attachments(t.class_name, schema, merged)
-            return {"attachments": merged}
+            stored = rename_keys(schema, t.attachments if isinstance(t.attachments, dict) else {})
+            return {"attachments": check_attachments(t.class_name, schema, {**stored, **attachments})}
 
         task = self.store.modify(task_id, merge)
         self.publish(Topic.TASK_UPDATE_ATTACHMENT, task_id)
@@ -562,11 +559,36 @@ def parse_statuses(text: str | None) -> tuple[TaskLifecycleStatus, ...] | None:
     otherwise."""
     if not text:
         return None
-    try:
-        return statuses_named(text)
-    except ValueError as exc:
-        allowed = ", ".join(s.value for s in S)
-        raise InvalidRequest(str(exc), [{"field": "query.status", "message": f"must be one of {allowed}"}]) from None
+    by_lower = {s.value.lower(): s for s in S}
+    statuses = []
+    for part in text.split(","):
+        status = by_lower.get(part.strip().lower())
+        if status is None:
+            allowed = ", ".join(s.value for s in S)
+            raise InvalidRequest(
+                f"unknown status {part.strip()!r} (use one of {allowed})",
+                [{"field": "query.status", "message": f"must be one of {allowed}"}],
+            )
+        statuses.append(status)
+    return tuple(dict.fromkeys(statuses))
+
+
+class Created(NamedTuple, Generic[T]):
+    """What a create returns: the task(s), whether stored now (False: an Idempotency-Key's
+    earlier answer, given again), and warnings for the answer."""
+
+    tasks: T
+    created: bool
+    warnings: list[str]
+
+
+def _batch_warnings(waiting: dict[str, list[int]], known: list[str]) -> list[str]:
+    """One warning per class of a batch that no online skald runs, naming its tasks."""
+    out = []
+    for class_name, places in waiting.items():
+        more = f" and {len(places) - 1} more" if len(places) > 1 else ""
+        out.append(f"tasks[{places[0]}]{more}: {unadvertised_warning(class_name, known)}")
+    return out
 
 
 def _parse_target(target: str) -> TaskLifecycleStatus:

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from skalds.errors import UnknownWorkerClass, WorkerDefinitionError
+from skalds.model.attachments import attachments_schema
 from skalds.worker.baseclass import BaseTaskWorker
 
 
@@ -55,5 +56,6 @@ class WorkerRegistry:
         return out
 
     def json_schemas(self) -> dict[str, dict[str, Any]]:
-        """Each class's attachments JSON schema (by alias), as skalds advertise them."""
-        return {name: model.model_json_schema(by_alias=True) for name, model in self.models().items()}
+        """Each class's attachments JSON schema (by alias, with the keys the model also takes and
+        its ``extra``), as skalds advertise them (:func:`skalds.model.attachments.attachments_schema`)."""
+        return {name: attachments_schema(model) for name, model in self.models().items()}

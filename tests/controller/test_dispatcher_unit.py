@@ -19,7 +19,7 @@ from skalds.controller.config import ControllerConfig, DispatcherStrategyEnum, S
 from skalds.controller.dispatcher import QUEUE_HEAD, Dispatcher
 from skalds.controller.schemas import TaskCreate
 from skalds.controller.service import ControllerService
-from skalds.errors import InvalidAttachments, UnknownWorkerClass
+from skalds.errors import InvalidAttachments
 from skalds.model.task import ModeEnum, Task, TaskLifecycleStatus
 from tests.support.procs import wait_for
 
@@ -168,9 +168,14 @@ def test_retries_wait_for_the_backoff_and_stop_at_the_budget(service):
 
 
 def test_create_validates_against_the_advertised_schema(service):
-    # Given no skald online, When a task is created, Then the class is unknown
-    with pytest.raises(UnknownWorkerClass, match="no skald is online"):
-        create(service, "t")
+    # Given no skald online, When a task is created, Then it is stored to wait, with a warning
+    task, created, warnings = service.create_task_keyed(
+        TaskCreate.model_validate({"id": "t", "className": "Job", "attachments": {"n": "x"}})
+    )
+    assert created and task.lifecycle_status == S.CREATED and task.attachments == {"n": "x"}
+    assert warnings == [
+        "no online skald runs class 'Job'; the task waits until one does, and its attachments could not be validated"
+    ]
     # Given a node advertising Job, When attachments break its schema, Then the field is named
     register(service, "a")
     with pytest.raises(InvalidAttachments) as err:

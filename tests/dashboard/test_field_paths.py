@@ -3,7 +3,7 @@ error must name the field itself — also when the field is missing."""
 
 from __future__ import annotations
 
-from skalds.controller.validation import attachment_errors
+from skalds.model.attachments import attachment_errors
 
 SCHEMA = {
     "type": "object",

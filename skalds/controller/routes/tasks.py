@@ -27,6 +27,7 @@ from skalds.controller.schemas import (
     TaskBatchResult,
     TaskClassList,
     TaskCreate,
+    TaskCreated,
     TaskHeartbeat,
     TaskHistory,
     TaskItem,
@@ -109,7 +110,7 @@ async def get_task(task_id: str, service: ControllerService = Service) -> dict[s
 @router.post(
     "",
     status_code=201,
-    response_model=TaskItem,
+    response_model=TaskCreated,
     summary="Create a task (dispatched at once)",
     responses=_REPLAY_DOC,
 )
@@ -121,10 +122,10 @@ async def create_task(
     idempotency_key: str | None = IdempotencyKey,
 ) -> dict[str, Any]:
     def work() -> tuple[dict[str, Any], bool]:
-        task, created = service.create_task_keyed(body, idempotency_key)
+        task, created, warnings = service.create_task_keyed(body, idempotency_key)
         if created:
             dispatch_now(service, dispatcher, [task.id])
-        return service.stored_items([task])[0], created
+        return {**service.stored_items([task])[0], "warnings": warnings}, created
 
     item, created = await blocking(work)
     if not created:
@@ -149,11 +150,11 @@ async def create_tasks(
     idempotency_key: str | None = IdempotencyKey,
 ) -> dict[str, Any]:
     def work() -> tuple[dict[str, Any], bool]:
-        tasks, created = service.create_tasks_keyed(body.tasks, idempotency_key)
+        tasks, created, warnings = service.create_tasks_keyed(body.tasks, idempotency_key)
         if created:
             dispatch_now(service, dispatcher, [t.id for t in tasks])
         items = service.stored_items(tasks)
-        return {"items": items, "total": len(items)}, created
+        return {"items": items, "total": len(items), "warnings": warnings}, created
 
     result, created = await blocking(work)
     if not created:
