@@ -39,7 +39,15 @@ from skalds.errors import (
 )
 from skalds.model.attachments import check_attachments, check_task, rename_keys, unadvertised_warning
 from skalds.model.event import TaskEvent
-from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
+from skalds.model.task import (
+    FINAL_STATUSES,
+    LIVE_STATUSES,
+    ModeEnum,
+    Task,
+    TaskLifecycleStatus,
+    now_ms,
+    statuses_named,
+)
 from skalds.utils.logging import logger, mask_secrets, masked
 
 S = TaskLifecycleStatus
@@ -559,18 +567,11 @@ def parse_statuses(text: str | None) -> tuple[TaskLifecycleStatus, ...] | None:
     otherwise."""
     if not text:
         return None
-    by_lower = {s.value.lower(): s for s in S}
-    statuses = []
-    for part in text.split(","):
-        status = by_lower.get(part.strip().lower())
-        if status is None:
-            allowed = ", ".join(s.value for s in S)
-            raise InvalidRequest(
-                f"unknown status {part.strip()!r} (use one of {allowed})",
-                [{"field": "query.status", "message": f"must be one of {allowed}"}],
-            )
-        statuses.append(status)
-    return tuple(dict.fromkeys(statuses))
+    try:
+        return statuses_named(text)
+    except ValueError as exc:
+        allowed = ", ".join(s.value for s in S)
+        raise InvalidRequest(str(exc), [{"field": "query.status", "message": f"must be one of {allowed}"}]) from None
 
 
 class Created(NamedTuple, Generic[T]):
