@@ -1,11 +1,12 @@
-// One task: fields, actions (pause / resume / retry / cancel, confirmed first), attachments with a
+// One task: fields, actions (pause / resume / retry / cancel / delete, confirmed first), attachments with a
 // hot-update form, status history, heartbeat chart, last exception, and its log lines tailing live.
 
-import { ApiError, get, put, withQuery } from "../api.js";
+import { ApiError, api, get, put, withQuery } from "../api.js";
 import { lineChart } from "../charts.js";
 import { clear, fill, throttle, fmtBytes, fmtTime, h, pretty, statusBadge } from "../dom.js";
 import { clearErrors, schemaFields, showErrors } from "../form.js";
 import { watchTask } from "../live.js";
+import { go } from "../nav.js";
 import { confirmAction, errorBox, facts, loading, notify, section } from "../ui.js";
 
 const ACTIONS = [
@@ -13,6 +14,7 @@ const ACTIONS = [
   { label: "Resume", target: "Created", when: ["Paused"], text: "The task becomes dispatchable again and starts on a skald that supports its class." },
   { label: "Retry", target: "Created", when: ["Failed", "Cancelled", "Finished"], text: "The task runs again with a fresh retry budget." },
   { label: "Cancel", target: "Cancelled", when: ["Created", "Assigning", "Running", "Paused"], text: "The worker is stopped and the task ends as Cancelled.", danger: true },
+  { label: "Delete", remove: true, when: ["Created", "Assigning", "Running", "Paused", "Finished", "Failed", "Cancelled"], text: "A running worker is stopped first; the task, its history and its result are gone for good.", danger: true },
 ];
 const LOG_POLL_MS = 1000;
 const MAX_LOG_LINES = 500;
@@ -143,6 +145,16 @@ export function taskView(main, { param: taskId, ctx }) {
     const name = task.name || task.id;
     const ok = await confirmAction({ title: `${action.label} task ${name}?`, text: action.text, confirm: `${action.label} task`, danger: action.danger });
     if (!ok) return;
+    if (action.remove) {
+      try {
+        await api("DELETE", `/api/tasks/${encodeURIComponent(taskId)}`);
+        notify(`Deleted: ${name}`);
+        go("#/tasks");
+      } catch (err) {
+        notify(err.message, "error");
+      }
+      return;
+    }
     try {
       task = await put(`/api/tasks/${encodeURIComponent(taskId)}/status`, { status: action.target });
       notify(`${action.label}: ${name} is ${task.status}`);

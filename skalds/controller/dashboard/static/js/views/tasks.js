@@ -1,12 +1,19 @@
 // Tasks: the list with filters (status, class, executor), search by id / name and pagination, all
 // kept in the URL hash. The page is re-read when the tasks stream reports a status change.
 
-import { get, withQuery } from "../api.js";
+import { get, post, withQuery } from "../api.js";
 import { STATUSES, debounce, fill, h, throttle } from "../dom.js";
 import { setQuery } from "../nav.js";
-import { errorBox, loading, pager, section, taskTable } from "../ui.js";
+import { confirmAction, errorBox, loading, notify, pager, section, taskTable } from "../ui.js";
 
 const PAGE_SIZES = [10, 20, 50, 100];
+// What "Act on matching tasks" offers (POST /api/tasks/bulk, previewed with a dry run first).
+const BULK = [
+  { action: "pause", label: "Pause", done: "paused" },
+  { action: "resume", label: "Resume", done: "resumed" },
+  { action: "cancel", label: "Cancel", done: "cancelled" },
+  { action: "delete", label: "Delete", done: "deleted" },
+];
 
 function readQuery(query) {
   return {
@@ -43,7 +50,54 @@ export function tasksView(main, { query, ctx }) {
     h("div", { class: "filter filter-actions" }, clearButton),
   );
   const results = h("div", { "aria-live": "polite", "aria-busy": "true" }, loading());
-  main.append(h("div", { class: "title-row" }, h("h1", {}, "Tasks"), h("a", { class: "button primary", href: "#/new" }, "New task")), section("Filters", form), section("Results", results));
+  const bulkAction = h("select", { id: "bulk-action", name: "action" }, BULK.map((b) => h("option", { value: b.action }, b.label)));
+  const bulkButton = h("button", { type: "submit", class: "danger" }, "Apply to matching tasks…");
+  const bulkForm = h(
+    "form",
+    { class: "filters", id: "bulk-form", "aria-label": "Act on the tasks the filters match" },
+    h("div", { class: "filter" }, h("label", { for: "bulk-action" }, "Action"), bulkAction),
+    h("div", { class: "filter filter-actions" }, bulkButton),
+  );
+  bulkForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    bulk();
+  });
+  main.append(h("div", { class: "title-row" }, h("h1", {}, "Tasks"), h("a", { class: "button primary", href: "#/new" }, "New task")), section("Filters", form), section("Act on matching tasks", bulkForm), section("Results", results));
+
+  // Every task the filters match (all pages, at most 1,000), after a dry run says how many and a confirmation.
+  async function bulk() {
+    const choice = BULK.find((b) => b.action === bulkAction.value);
+    const filter = {};
+    for (const key of ["status", "type", "executor", "q"]) if (filters[key]) filter[key] = filters[key];
+    if (!Object.keys(filter).length) {
+      notify("Choose a filter first (search, status, class or executor): a bulk action never applies to every task.", "error");
+      return;
+    }
+    bulkButton.disabled = true;
+    try {
+      const preview = await post("/api/tasks/bulk", { action: choice.action, filter, dryRun: true });
+      if (!preview.done) {
+        notify(`${choice.label}: none of the ${preview.matched} matching task(s) can be ${choice.done}.`);
+        return;
+      }
+      const skipped = preview.skipped ? `, ${preview.skipped} skipped (the action does not apply to them)` : "";
+      const ok = await confirmAction({
+        title: `${choice.label} ${preview.done} task(s)?`,
+        text: `The filters match ${preview.matched} task(s): ${preview.done} will be ${choice.done}${skipped}.`,
+        confirm: `${choice.label} ${preview.done} task(s)`,
+        danger: true,
+      });
+      if (!ok) return;
+      const result = await post("/api/tasks/bulk", { action: choice.action, filter });
+      const failed = result.failed ? `, ${result.failed} failed` : "";
+      notify(`${choice.label}: ${result.done} ${choice.done}, ${result.skipped} skipped${failed}`, result.failed ? "error" : "info");
+      load();
+    } catch (err) {
+      notify(err.message, "error");
+    } finally {
+      bulkButton.disabled = false;
+    }
+  }
 
   function ensureOption(select, value) {
     if (value && ![...select.options].some((o) => o.value === value)) select.append(h("option", { value }, value));
