@@ -1,5 +1,6 @@
 """Run a skald with the test workers: ``python run_skald.py MODE SKALD_ID [YAML]``."""
 
+import os
 import sys
 
 from skalds import SkaldConfig, Skalds
@@ -16,4 +17,9 @@ app.register_task_worker(ReusedRecorder)
 app.register_task_worker(PooledRecorder)
 app.register_task_worker(Digest)
 app.register_task_worker(ReusedDigest)
+if os.environ.get("SKALDS_TEST_CAMERA"):  # the README's model, and one that keeps unknown keys
+    from tests.support.workers import Camera, Loose
+
+    app.register_task_worker(Camera)
+    app.register_task_worker(Loose)
 app.run()

@@ -70,6 +70,8 @@ class Recorder(BaseTaskWorker[RecorderModel]):
 
     @update_event_handler
     def update(self, data: RecorderModel) -> None:
+        if data.label == "refused":  # an update the model accepts and the handler rejects
+            raise ValueError("the update handler refuses label 'refused'")
         record(self.task_id, "update", value=data.value, label=data.label, typed=type(data).__name__)
         logger.info(f"recorder update: someValue={data.value}")
         self.value = data.value
@@ -156,3 +158,42 @@ def read_events(path: str) -> list[dict[str, Any]]:
             return [json.loads(line) for line in fh if line.strip()]
     except FileNotFoundError:
         return []
+
+
+class CameraModel(BaseModel):
+    """The README's model: fields by alias, or by name (``populate_by_name``)."""
+
+    rtsp_url: str = Field(..., alias="rtspUrl")
+    fix_frame: int = Field(..., alias="fixFrame")
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Camera(BaseTaskWorker[CameraModel]):
+    """Records the values it runs with, and each update; runs until cancelled."""
+
+    def initialize(self, data: CameraModel) -> None:
+        self.rtsp_url, self.fix_frame = data.rtsp_url, data.fix_frame
+
+    @run_main_handler
+    def main(self) -> None:
+        record(self.task_id, "main", rtsp_url=self.rtsp_url, fix_frame=self.fix_frame)
+        while True:
+            time.sleep(0.05)
+
+    @update_event_handler
+    def update(self, data: CameraModel) -> None:
+        self.fix_frame = data.fix_frame
+        record(self.task_id, "update", fix_frame=data.fix_frame)
+
+
+class LooseModel(BaseModel):
+    """Keeps keys it does not declare (``extra="allow"``)."""
+
+    model_config = ConfigDict(extra="allow")
+    fix_frame: int = Field(1, alias="fixFrame")
+
+
+class Loose(BaseTaskWorker[LooseModel]):
+    @run_main_handler
+    def main(self) -> None:
+        record(self.task_id, "main", extra=self._skalds_data.model_extra if self._skalds_data else None)
