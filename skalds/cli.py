@@ -236,9 +236,11 @@ def _need_controller_extra() -> None:
 
 
 def main() -> None:
+    from skalds.cli_skalds import skald_app
     from skalds.cli_tasks import task_app
 
     app.add_typer(task_app, name="task")
+    app.add_typer(skald_app, name="skald")
     app()
 
 

@@ -40,7 +40,7 @@ from skalds.controller.metrics import ControllerMetrics, HttpMetrics
 from skalds.controller.metrics import router as metrics_router
 from skalds.controller.monitor import Monitor
 from skalds.controller.routes import auth as auth_routes
-from skalds.controller.routes import bulk, compat, dashboard, events, skalds, system, tasks
+from skalds.controller.routes import bulk, compat, dashboard, events, skald_admin, skalds, system, tasks
 from skalds.controller.service import ControllerService
 from skalds.model.task import now_ms
 from skalds.utils.logging import logger, mask_secrets
@@ -208,7 +208,7 @@ def create_app(config: ControllerConfig | None = None) -> FastAPI:
     app.state.events = parts.hub
     install_error_handlers(app)
     _add_middlewares(app, config, auth, throttle, parts.metrics)
-    for module in (bulk, tasks, skalds, system, events):
+    for module in (bulk, tasks, skalds, skald_admin, system, events):
         app.include_router(module.router)
     app.include_router(metrics_router)
     app.include_router(auth_routes.router)

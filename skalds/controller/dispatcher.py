@@ -46,6 +46,7 @@ from typing import Any
 from skalds.backends.bus.base import Topic
 from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import DispatcherStrategyEnum
+from skalds.controller.cordon import drain_pass
 from skalds.controller.fleet import SkaldInfo
 from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
 from skalds.errors import Conflict, LostWrite
@@ -76,6 +77,7 @@ class SweepResult:
     assigned: list[tuple[str, str]] = field(default_factory=list)  # (task id, skald id)
     retried: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    drained: list[tuple[str, str]] = field(default_factory=list)  # (task id, draining skald id)
 
 
 class Dispatcher:
@@ -120,6 +122,7 @@ class Dispatcher:
             return SweepResult()
         with self._lock:
             result = SweepResult(expired=self.enforce_deadlines(), retried=self.retry_failed())
+            result.drained = drain_pass(self.service, self.service.fleet.all())
             result.assigned = self.dispatch_pending()
             self.last_sweep_ms = now_ms()
             return result
@@ -147,7 +150,7 @@ class Dispatcher:
         self._remember_due(pending, full=task_ids is None)
         if not pending:
             return []
-        nodes = [s for s in self.service.fleet.online() if s.type == "node"]
+        nodes = [s for s in self.service.fleet.online() if s.type == "node" and not s.cordoned]
         if not nodes:
             return []
         load = self._load(nodes) if self.strategy == DispatcherStrategyEnum.LEAST_TASKS else {}

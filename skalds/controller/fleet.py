@@ -16,7 +16,9 @@ from skalds.backends.cache.state import (
     SKALDS_HASH,
     SKALDS_MODE_HASH,
     StateView,
+    parse_cordon,
     skald_classes_key,
+    skald_cordon_key,
     skald_heartbeat_key,
     skald_schemas_key,
     skald_tasks_key,
@@ -35,6 +37,18 @@ class SkaldInfo:
     supported_tasks: list[str] = field(default_factory=list)
     current_tasks: list[str] = field(default_factory=list)
     schemas: dict[str, Any] = field(default_factory=dict)
+    #: ``{"drain": bool, "since": ms}`` while cordoned (``skalds:{id}:cordoned``), else None.
+    cordon: dict[str, Any] | None = None
+
+    @property
+    def cordoned(self) -> bool:
+        """No new tasks are dispatched to it."""
+        return self.cordon is not None
+
+    @property
+    def draining(self) -> bool:
+        """Cordoned, and its Passive tasks are moved to other nodes."""
+        return self.cordon is not None and bool(self.cordon.get("drain"))
 
     def item(self) -> dict[str, Any]:
         """The API's skald item (docs/wire-formats.md)."""
@@ -47,6 +61,9 @@ class SkaldInfo:
             "currentTasks": self.current_tasks,
             "heartbeat": self.heartbeat,
             "taskCount": len(self.current_tasks),
+            "cordoned": self.cordoned,
+            "draining": self.draining,
+            "cordonedSince": self.cordon.get("since") if self.cordon else None,
         }
 
     def supports(self, class_name: str) -> bool:
@@ -98,6 +115,7 @@ class Fleet:
             supported_tasks=cache.lrange(skald_classes_key(skald_id)),
             current_tasks=cache.lrange(skald_tasks_key(skald_id)),
             schemas=schemas if isinstance(schemas, dict) else {},
+            cordon=parse_cordon(cache.get(skald_cordon_key(skald_id))),
         )
 
     def all(self) -> list[SkaldInfo]:
@@ -108,18 +126,20 @@ class Fleet:
         ids = sorted(set(modes) | set(seen))
         if not ids:
             return []
-        strings = cache.get_many([k for i in ids for k in (skald_heartbeat_key(i), skald_schemas_key(i))])
+        per_skald = (skald_heartbeat_key, skald_schemas_key, skald_cordon_key)
+        strings = cache.get_many([key(i) for i in ids for key in per_skald])
         lists = cache.lrange_many([k for i in ids for k in (skald_classes_key(i), skald_tasks_key(i))])
         return [
             SkaldInfo(
                 id=skald_id,
                 type="edge" if modes.get(skald_id) == "edge" else "node",
-                online=strings[2 * n] is not None,
+                online=strings[3 * n] is not None,
                 last_heartbeat=int_or_none(seen.get(skald_id)),
-                heartbeat=int_or_none(strings[2 * n]),
+                heartbeat=int_or_none(strings[3 * n]),
                 supported_tasks=lists[2 * n],
                 current_tasks=lists[2 * n + 1],
-                schemas=self._schemas(strings[2 * n + 1]),
+                schemas=self._schemas(strings[3 * n + 1]),
+                cordon=parse_cordon(strings[3 * n + 2]),
             )
             for n, skald_id in enumerate(ids)
         ]

@@ -48,9 +48,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skalds.backends.cache.state import SKALD_ACTIVITY_TTL, SKALDS_HASH, SKALDS_MODE_HASH, skald_heartbeat_key
+from skalds.controller.cordon import return_to_dispatch
 from skalds.controller.fleet import int_or_none
 from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
-from skalds.errors import Conflict, LostWrite
+from skalds.errors import LostWrite
 from skalds.model.task import LIVE_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
 from skalds.utils.logging import logger
 
@@ -193,19 +194,12 @@ class Monitor:
 
     def _fail_over(self, task: Task) -> bool:
         """Back to Created, only if it is still live on the same executor at the same epoch."""
-        executor, epoch = task.executor, task.epoch
-
-        def change(t: Task) -> dict[str, Any]:
-            if t.executor != executor or t.epoch != epoch or t.lifecycle_status not in LIVE_STATUSES:
-                raise Conflict(f"task {t.id!r} changed since it was read ({t.lifecycle_status.value} on {t.executor})")
-            return {"lifecycle_status": S.CREATED, "executor": None}
-
         try:
-            self.service.store.modify(task.id, change)
+            return_to_dispatch(self.service.store, task)
         except LostWrite as exc:
             logger.debug(f"task {task.id}: not failed over: {exc}")
             return False
-        logger.warning(f"task {task.id}: skald {executor} is offline; returned to dispatch (was epoch {epoch})")
+        logger.warning(f"task {task.id}: skald {task.executor} is offline; back to dispatch (was epoch {task.epoch})")
         return True
 
     def _expire(self, task: Task) -> bool:

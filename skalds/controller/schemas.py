@@ -190,6 +190,24 @@ class SkaldItem(BaseModel):
     currentTasks: list[str] = Field(default_factory=list)
     heartbeat: int | None = None
     taskCount: int = 0
+    cordoned: bool = Field(False, description="no new tasks are dispatched to it")
+    draining: bool = Field(False, description="cordoned, and its Passive tasks are moved to other nodes")
+    cordonedSince: int | None = Field(None, description="ms since the epoch")
+
+
+class SkaldSchedule(BaseModel):
+    """Whether the dispatcher may give a node skald tasks (``PUT /api/skalds/{id}/schedulable``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cordoned: bool = Field(..., description="true: no new tasks for it (running ones stay); false: schedulable again")
+    drain: bool = Field(False, description="with cordoned: also move its Passive tasks to other nodes")
+
+
+class SkaldScheduled(SkaldItem):
+    """The skald after the change, and the tasks moved off it now."""
+
+    drained: list[str] = Field(default_factory=list, description="ids of the tasks moved back to dispatch")
 
 
 class SkaldList(BaseModel):

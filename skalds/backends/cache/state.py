@@ -7,6 +7,7 @@
 ``skalds:{id}:allow-task-class-name``  list of class names
 ``skalds:{id}:all-task``            list of the task ids it runs
 ``skalds:{id}:task-schemas``        JSON: class name → attachments JSON schema
+``skalds:{id}:cordoned``            JSON ``{"drain": bool, "since": ms}``: no new tasks (no TTL)
 ``task:{id}:heartbeat``             lease: 0–199 alive; 200 finished, −1 failed, −2 cancelled
 ``task:{id}:has-error``             last error message (e.g. a rejected update)
 ``task:{id}:exception``             last exception text
@@ -67,6 +68,10 @@ def skald_tasks_key(skald_id: str) -> str:
 
 def skald_schemas_key(skald_id: str) -> str:
     return f"skalds:{skald_id}:task-schemas"
+
+
+def skald_cordon_key(skald_id: str) -> str:
+    return f"skalds:{skald_id}:cordoned"
 
 
 def task_heartbeat_key(task_id: str) -> str:
@@ -138,6 +143,14 @@ class StateView:
             skald_tasks_key(skald_id),
             skald_schemas_key(skald_id),
         )
+
+    def set_cordon(self, skald_id: str, cordon: dict[str, Any] | None) -> None:
+        """Cordon a skald (``{"drain": bool, "since": ms}``; kept without TTL, so it outlives
+        controller and skald restarts) or, with None, make it schedulable again."""
+        if cordon is None:
+            self.cache.delete(skald_cordon_key(skald_id))
+        else:
+            self.cache.set(skald_cordon_key(skald_id), json.dumps(cordon))
 
     def skald_alive(self, skald_id: str) -> bool:
         return self.cache.get(skald_heartbeat_key(skald_id)) is not None
@@ -242,6 +255,21 @@ class StateView:
         ``{"taskId", "lines": [{"seq", "timestamp", "level", "message"}], "lastSeq"}``."""
         lines, last = self.task_logs(task_id, after, limit)
         return {"taskId": task_id, "lines": lines, "lastSeq": last}
+
+
+def parse_cordon(raw: str | None) -> dict[str, Any] | None:
+    """A ``skalds:{id}:cordoned`` value as ``{"drain": bool, "since": ms or None}``; None when
+    absent. Any other value present still cordons (an operator's ``SET`` by hand counts)."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        return {"drain": False, "since": None}
+    since = value.get("since")
+    return {"drain": value.get("drain") is True, "since": since if isinstance(since, int) else None}
 
 
 def _usage(raw: str | None) -> dict[str, Any] | None:

@@ -1,9 +1,22 @@
 // Skalds: the fleet from the skalds stream (mode, status, seconds since the last heartbeat, classes,
-// task count), and one skald's page with the tasks the store gives it.
+// task count), and one skald's page with the tasks the store gives it and, for a node, cordon /
+// drain / uncordon (confirmed first).
 
-import { get, withQuery } from "../api.js";
+import { get, put, withQuery } from "../api.js";
 import { fill, fmtAgo, fmtTime, h, throttle } from "../dom.js";
-import { errorBox, facts, loading, pager, section, taskTable } from "../ui.js";
+import { confirmAction, errorBox, facts, loading, notify, pager, section, taskTable } from "../ui.js";
+
+const SCHEDULE_ACTIONS = [
+  { label: "Cordon", body: { cordoned: true }, when: (s) => !s.cordoned, text: "No new tasks are dispatched to it; the tasks it runs keep running." },
+  { label: "Drain", body: { cordoned: true, drain: true }, when: (s) => !s.draining, text: "No new tasks are dispatched to it, and its tasks move to other nodes: each stops here, then starts on another node.", danger: true },
+  { label: "Uncordon", body: { cordoned: false }, when: (s) => s.cordoned, text: "The dispatcher gives it tasks again." },
+];
+
+function schedulingOf(skald) {
+  if (skald.draining) return h("span", { class: "badge", "data-scheduling": "draining" }, "draining");
+  if (skald.cordoned) return h("span", { class: "badge", "data-scheduling": "cordoned" }, "cordoned");
+  return "schedulable";
+}
 
 function statusOf(skald) {
   return h("span", { class: `badge skald-${skald.status}`, "data-status": skald.status }, skald.status);
@@ -60,7 +73,7 @@ export function skaldsView(main, { ctx }) {
                 { "data-skald-id": skald.id },
                 h("td", {}, h("a", { href: `#/skalds/${encodeURIComponent(skald.id)}` }, skald.id)),
                 h("td", {}, skald.type || "—"),
-                h("td", {}, statusOf(skald)),
+                h("td", {}, statusOf(skald), skald.cordoned ? [" ", schedulingOf(skald)] : null),
                 h("td", { class: "num ago", "data-last": skald.lastHeartbeat ?? "", title: fmtTime(skald.lastHeartbeat) }, agoText(live, skald)),
                 h("td", { class: "opt classes" }, (skald.supportedTasks || []).join(", ") || "—"),
                 h("td", { class: "num" }, String(skald.taskCount ?? (skald.currentTasks || []).length)),
@@ -105,9 +118,11 @@ export function skaldView(main, { param: skaldId, query, ctx }) {
   const head = h("h1", {}, `Skald ${skaldId}`);
   const details = h("div", {}, loading());
   const tasks = h("div", {}, loading());
-  main.append(h("p", { class: "crumbs" }, h("a", { href: "#/skalds" }, "Skalds"), " / ", skaldId), head, section("Details", details), section("Tasks", tasks));
+  const actions = h("div", { class: "actions", role: "group", "aria-label": "Skald actions" });
+  main.append(h("p", { class: "crumbs" }, h("a", { href: "#/skalds" }, "Skalds"), " / ", skaldId), head, actions, section("Details", details), section("Tasks", tasks));
   let page = Number(query.get("page")) || 1;
   let skald = null;
+  let actionsShown = null;
 
   function renderDetails() {
     if (!skald) return;
@@ -117,10 +132,39 @@ export function skaldView(main, { param: skaldId, query, ctx }) {
         ["Mode", skald.type],
         ["Last heartbeat", h("span", { class: "ago", "data-seconds": secondsSince(live, skald) ?? "" }, `${agoText(live, skald)} (${fmtTime(skald.lastHeartbeat)})`)],
         ["Heartbeat", skald.heartbeat ?? "—"],
+        ["Scheduling", skald.type === "node" ? schedulingOf(skald) : "—"],
+        ["Cordoned since", skald.cordonedSince ? fmtTime(skald.cordonedSince) : null],
         ["Supported classes", (skald.supportedTasks || []).join(", ")],
         ["Running tasks", String((skald.currentTasks || []).length)],
       ]),
     );
+    // Rebuilt only when they change (details are redrawn every second; a button keeps its focus).
+    const shown = `${skald.type}:${Boolean(skald.cordoned)}:${Boolean(skald.draining)}`;
+    if (shown === actionsShown) return;
+    actionsShown = shown;
+    fill(actions,
+      skald.type === "node"
+        ? SCHEDULE_ACTIONS.filter((a) => a.when(skald)).map((a) =>
+            h("button", { type: "button", class: a.danger ? "danger" : "", "data-action": a.label.toLowerCase(), onclick: () => schedule(a) }, `${a.label} skald`),
+          )
+        : [],
+    );
+  }
+
+  async function schedule(action) {
+    const ok = await confirmAction({ title: `${action.label} skald ${skaldId}?`, text: action.text, confirm: `${action.label} skald`, danger: action.danger });
+    if (!ok) return;
+    try {
+      const item = await put(`/api/skalds/${encodeURIComponent(skaldId)}/schedulable`, action.body);
+      skald = { ...skald, ...item };
+      live.skalds.set(skaldId, skald);
+      const moved = (item.drained || []).length;
+      notify(`${action.label}: ${skaldId} is ${item.draining ? "draining" : item.cordoned ? "cordoned" : "schedulable"}` + (moved ? `; ${moved} task(s) moved` : ""));
+      renderDetails();
+      loadTasks();
+    } catch (err) {
+      notify(err.message, "error");
+    }
   }
 
   async function loadSkald() {
