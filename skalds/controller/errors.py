@@ -32,10 +32,12 @@ code                         status  when
                                     or a number too large for the store (``page=2**63``), a
                                     task id outside ``[A-Za-z0-9._:@-]{1,128}``, a NUL character
                                     in a string field or anywhere in the URL
-``unknown_class``            422     no online skald advertises the task's className
+``unknown_class``            422     a class that must be known is not (a create of a class no
+                                    online skald advertises is stored with a warning instead)
 ``unknown_dependency``       422     dependencies name tasks that do not exist
-``invalid_attachments``      422     attachments fail the class's JSON schema, nest deeper than
-                                    64 levels or hold a NUL character
+``invalid_attachments``      422     attachments fail the class's JSON schema or name a key its
+                                    model does not take, nest deeper than 64 levels or hold a
+                                    NUL character
 ``idempotency_key_reused``   422     an ``Idempotency-Key`` sent again with a different body
 ``payload_too_large``        413     the body is larger than ``SKALDS_MAX_BODY_BYTES``
 ``unsupported_media_type``   415     a body sent to ``/api`` without ``Content-Type: application/json``

@@ -95,7 +95,9 @@ export function createView(main, { query }) {
       submit.disabled = true;
       try {
         const created = await post("/api/tasks", payload);
-        notify(`Task ${created.name || created.id} created`);
+        // A class whose skalds went offline meanwhile: stored to wait, and the answer says so.
+        const note = created.warnings && created.warnings.length ? `; ${created.warnings.join("; ")}` : "";
+        notify(`Task ${created.name || created.id} created${note}`);
         go(`#/tasks/${encodeURIComponent(created.id)}`);
       } catch (err) {
         const left = err instanceof ApiError ? showErrors(groups, err.details) : [];
