@@ -63,9 +63,11 @@ def mongo_uri() -> str:
 
 
 # ---- a real browser (tests/support/browser.py) ------------------------------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium, once per session (the dashboard and 0.3.x compat tests share it)."""
+    """Debian's chromium, once per test module. Not once per session: Playwright's sync API keeps
+    an event loop running in this thread while it is open, and later tests that call
+    ``asyncio.run`` would fail."""
     yield from launch_browser()
 
 
