@@ -12,13 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skalds.errors import InvalidAttachments, UnknownWorkerClass
 from skalds.model.attachments import attachments_schema, check_task, rename_keys
-from skalds.worker.baseclass import BaseTaskWorker, run_main_handler
-
-
-class MyDataModel(BaseModel):  # the README's model
-    rtsp_url: str = Field(..., alias="rtspUrl")
-    fix_frame: int = Field(..., alias="fixFrame")
-    model_config = ConfigDict(populate_by_name=True)
+from tests.support.workers import Camera as MyWorker
+from tests.support.workers import CameraModel as MyDataModel  # the README's model
+from tests.support.workers import LooseModel as Loose
 
 
 class Region(BaseModel):
@@ -30,20 +26,9 @@ class Nested(BaseModel):
     regions: list[Region] = []
 
 
-class Loose(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    fix_frame: int = Field(1, alias="fixFrame")
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fix_frame: int = Field(1, alias="fixFrame")
-
-
-class MyWorker(BaseTaskWorker[MyDataModel]):
-    @run_main_handler
-    def main(self) -> None:
-        pass
 
 
 def classes(**models: type[BaseModel]) -> dict[str, tuple[dict, list[str]]]:
