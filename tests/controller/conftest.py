@@ -126,6 +126,15 @@ def events(tmp_path: Path) -> Callable[..., list[dict[str, Any]]]:
     return read
 
 
+@pytest.fixture
+def api(start_controller: Callable[..., Controller], start_skald: Callable[..., Proc]) -> Controller:
+    """A controller and one node skald ("node-a") it sees online (modules may define their own)."""
+    controller = start_controller()
+    start_skald("node-a")
+    wait_for(lambda: online(controller, "node-a"), what="node-a online")
+    return controller
+
+
 def online(controller: Controller, skald_id: str) -> bool:
     response = controller.http.get(f"/api/skalds/{skald_id}")
     return response.status_code == 200 and response.json()["status"] == "online"

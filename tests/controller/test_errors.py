@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.controller.conftest import Controller, online
 from tests.support.procs import wait_for
 
 
@@ -18,14 +16,6 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     error = body["error"]
     assert error["code"] == code and isinstance(error["message"], str) and error["message"]
     return error
-
-
-@pytest.fixture
-def api(start_controller, start_skald) -> Controller:
-    controller = start_controller()
-    start_skald("node-a")
-    wait_for(lambda: online(controller, "node-a"), what="node-a online")
-    return controller
 
 
 def test_unknown_things_are_404(api):
