@@ -16,6 +16,8 @@ SkaldsError
 │       ├── TaskNotFound        no task with that id
 │       ├── Conflict            a compare-and-set lost against a concurrent write
 │       └── IllegalTransition   a lifecycle status change the state machine forbids
+│           ├── TaskEnded       a change a task that ended for good cannot take (new attachments)
+│           └── DeadlinePassed  a resume / retry of a task whose deadline has passed
 ├── BackendUnavailable          a backend cannot serve right now (unreachable, timeout, disk full)
 ├── MissingDriver               an optional driver package is not installed
 └── ForkServerError             the worker fork server died or refused a request
@@ -111,6 +113,16 @@ class Conflict(LostWrite):
 
 class IllegalTransition(LostWrite):
     """A lifecycle status change that the task state machine forbids."""
+
+
+class TaskEnded(IllegalTransition):
+    """A change a task that ended for good cannot take: new attachments for a Finished or
+    Cancelled task, or a Failed one the dispatcher will not retry (nothing would ever run them)."""
+
+
+class DeadlinePassed(IllegalTransition):
+    """A resume or retry of a task whose deadline has passed: it would be cancelled again at once.
+    The message says how to set another deadline."""
 
 
 class BackendUnavailable(SkaldsError):

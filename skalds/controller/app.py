@@ -81,7 +81,8 @@ class _Parts:
 def _build(config: ControllerConfig) -> _Parts:
     """The service, metrics, SSE hub and (by mode) dispatcher, leader lease and monitor, each
     given the hooks it calls at construction: the metrics observe the service's publishes, the
-    live view's activity, the dispatcher's assignments and the monitor's failovers."""
+    live view's activity, the dispatcher's assignments and the monitor's failovers; the SSE hub
+    hears of the service's deletes."""
     metrics = ControllerMetrics()
     service = ControllerService(config, on_publish=metrics.count_published, on_activity=metrics.count_activity)
     metrics.add_store_gauges(service)
@@ -99,7 +100,9 @@ def _build(config: ControllerConfig) -> _Parts:
             on_assigned=functools.partial(metrics.observe_assignments, service),
         )
     monitor = _monitor(config, service, metrics, dispatcher)
-    return _Parts(config, service, metrics, EventHub(service, metrics), dispatcher, leader, monitor)
+    hub = EventHub(service, metrics)
+    service.on_deleted = hub.task_deleted  # streamed as task_deleted, whatever the task's status
+    return _Parts(config, service, metrics, hub, dispatcher, leader, monitor)
 
 
 def _monitor(

@@ -19,6 +19,16 @@ time is when the backoff starts), with ``retries`` incremented; when the budget 
 Failed. Deadlines: a task not yet final whose ``deadlineDateTime`` has passed is cancelled with the
 exception text "deadline passed".
 
+Dependencies: a Created task waits until each of its dependencies is Finished. When one of them can
+never finish — it was deleted, it is Cancelled, or it failed for good (Failed, and the dispatcher
+will not retry it: no retries left, its deadline passed, or one of *its* dependencies can never
+finish; see :func:`~skalds.model.task.retried_later`) — the task fails, with the exception
+"dependency <id> was deleted" / "dependency <id> was cancelled" / "dependency <id> failed" (the
+first such dependency in its list). A dependency that failed but will be retried is not final yet:
+its dependents keep waiting. The write is fenced like an assignment (still Created, at the epoch
+read). Such a task is not retried while the dependency stays so; once the dependency runs again (an
+operator retried it) the task is retried within its own budget like any other.
+
 Delayed start: a task whose ``notBefore`` lies ahead is left Created. Each pass remembers when
 the delayed tasks it saw become due (:attr:`Dispatcher.next_due_ms`), and the leader's look every
 :data:`WANTED_POLL` seconds dispatches those that have come due, so a delayed task starts within
@@ -50,7 +60,15 @@ from skalds.controller.cordon import drain_pass
 from skalds.controller.fleet import SkaldInfo
 from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
 from skalds.errors import Conflict, LostWrite
-from skalds.model.task import LIVE_STATUSES, OPEN_STATUSES, ModeEnum, Task, TaskLifecycleStatus, now_ms
+from skalds.model.task import (
+    LIVE_STATUSES,
+    OPEN_STATUSES,
+    ModeEnum,
+    Task,
+    TaskLifecycleStatus,
+    now_ms,
+    retried_later,
+)
 from skalds.utils.logging import logger
 
 S = TaskLifecycleStatus
@@ -148,6 +166,7 @@ class Dispatcher:
         pending = self._pending(task_ids)
         self.last_considered = len(pending)
         self._remember_due(pending, full=task_ids is None)
+        pending = self._fail_orphans(pending)
         if not pending:
             return []
         nodes = [s for s in self.service.fleet.online() if s.type == "node" and not s.cordoned]
@@ -239,6 +258,8 @@ class Dispatcher:
                     continue  # a retry could only be cancelled again
                 if now < task.update_date_time + self.backoff_ms(task.retries):
                     continue
+                if task.dependencies and self._never_ready([task], now):
+                    continue  # a retry could only fail again: a dependency can never finish
                 if self._retry(task):
                     retried.append(task.id)
             return retried
@@ -263,6 +284,61 @@ class Dispatcher:
         store = self.service.store
         live = tuple(LIVE_STATUSES)
         return {n.id: store.list(TaskQuery(executor=n.id, statuses=live, limit=0)).total for n in nodes}
+
+    def _fail_orphans(self, pending: Sequence[Task]) -> list[Task]:
+        """Fail the tasks of ``pending`` one of whose dependencies can never finish (fenced: only
+        if still Created at the epoch read); returns the others."""
+        orphans = self._never_ready([t for t in pending if t.dependencies], now_ms())
+        for task in pending:
+            why = orphans.get(task.id)
+            if why is None:
+                continue
+            try:
+                self.service.store.set_status(
+                    task.id, S.FAILED, expect_epoch=task.epoch, expect_statuses=(S.CREATED,), exception=why
+                )
+            except LostWrite as exc:
+                logger.debug(f"task {task.id}: not failed for its dependency: {exc}")
+                continue
+            logger.info(f"task {task.id}: failed: {why}")
+        return [t for t in pending if t.id not in orphans]
+
+    def _never_ready(self, tasks: Sequence[Task], now: int) -> dict[str, str]:
+        """Why each of ``tasks`` that can never run cannot (its first dependency that was deleted,
+        was cancelled or failed for good, as the exception text), by task id; the rest are left
+        out. Dependencies are read once per pass, and further down a chain only where a Failed
+        dependency could be retried but for its own dependencies."""
+        known: dict[str, Task | None] = {}
+
+        def read(ids: Sequence[str]) -> None:
+            wanted = sorted(set(ids) - known.keys())
+            if wanted:
+                found = {t.id: t for t in self.service.store.list(TaskQuery(ids=tuple(wanted))).items}
+                known.update({i: found.get(i) for i in wanted})
+
+        def blocker(task: Task, seen: frozenset[str]) -> str | None:
+            deps = task.dependencies or ()
+            read(deps)
+            for dep_id in deps:
+                dep = known[dep_id]
+                if dep is None:
+                    return f"dependency {dep_id} was deleted"
+                if dep.lifecycle_status == S.CANCELLED:
+                    return f"dependency {dep_id} was cancelled"
+                if dep.lifecycle_status == S.FAILED and dep_id not in seen and failed_for_good(dep, seen | {dep_id}):
+                    return f"dependency {dep_id} failed"
+            return None
+
+        def failed_for_good(dep: Task, seen: frozenset[str]) -> bool:
+            if dep.mode != ModeEnum.PASSIVE:
+                return not dep.is_persistent  # a persistent edge / single-process task restarts by itself
+            if not retried_later(dep, self.retry_budget, now):
+                return True
+            return bool(dep.dependencies) and blocker(dep, seen) is not None
+
+        read([d for t in tasks for d in t.dependencies or ()])  # the first level in one read
+        reasons = {t.id: blocker(t, frozenset({t.id})) for t in tasks}
+        return {i: why for i, why in reasons.items() if why is not None}
 
     def _dependency_statuses(self, tasks: Sequence[Task]) -> dict[str, TaskLifecycleStatus]:
         ids = sorted({d for t in tasks for d in t.dependencies or ()})

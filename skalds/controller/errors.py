@@ -27,6 +27,12 @@ code                         status  when
 ``task_exists``              409     ``POST /api/tasks`` with an id that is taken (a retry of a
                                     create with a client-chosen id)
 ``illegal_transition``       409     the state machine forbids the status change
+``task_ended``               409     new attachments for a task that ended for good (Finished,
+                                    Cancelled, or Failed with no retry to come): nothing would
+                                    run them; retry the task first. Nothing is stored
+``deadline_passed``          409     resume / retry of a task whose deadline has passed (it would
+                                    be cancelled at once); ``PUT /api/tasks/{id}/deadline``
+                                    sets a later one, or none
 ``conflict``                 409     a concurrent writer won (retry)
 ``invalid_request``          422     body / query / path fail validation (malformed JSON too),
                                     or a number too large for the store (``page=2**63``), a
@@ -66,11 +72,13 @@ from skalds.controller.schemas import MAX_ATTACHMENT_DEPTH
 from skalds.errors import (
     BackendUnavailable,
     Conflict,
+    DeadlinePassed,
     IdempotencyKeyReused,
     IllegalTransition,
     InvalidAttachments,
     InvalidRequest,
     SkaldNotFound,
+    TaskEnded,
     TaskExists,
     TaskNotFound,
     UnknownDependency,
@@ -135,6 +143,8 @@ DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (TaskNotFound, 404, "not_found"),
     (SkaldNotFound, 404, "not_found"),
     (TaskExists, 409, "task_exists"),
+    (TaskEnded, 409, "task_ended"),
+    (DeadlinePassed, 409, "deadline_passed"),
     (IllegalTransition, 409, "illegal_transition"),
     (Conflict, 409, "conflict"),
     (UnknownWorkerClass, 422, "unknown_class"),

@@ -15,6 +15,12 @@ the store grew (``live.NewTasks``), so a task created and ended between two pass
 Ended tasks stay in the snapshot (at most ``max_ended`` of them) so a retry is reported as a change
 from its final status.
 
+Deletions: a task that leaves the open set and is gone is reported ``task_deleted``; so is every
+task deleted through this controller's API, whatever its status (an ended task is not re-read every
+pass, so the service tells the hub: :meth:`EventHub.task_deleted`, at the next pass, which it
+starts at once). Until a snapshot of the open tasks taken after the delete, the task is left out of
+the passes, so a view read just before it cannot bring the row back.
+
 Events (``timestamp`` in ms since the epoch)::
 
     {"type": "snapshot", "data": {"skalds": [...]} | {"tasks": [...]}, "timestamp": ...}   # first, on connect
@@ -40,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +143,11 @@ class EventHub:
         self._new_tasks = NewTasks()
         self._last_pass_ms = 0
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Deletes the service reported and no pass has streamed yet: (task id, status before, ms).
+        self._deleted: deque[tuple[str, str, int]] = deque()
+        #: Tasks deleted, until a snapshot taken after the delete: task id -> when deleted (ms).
+        self._deleted_at: dict[str, int] = {}
         self.last_error: str | None = None
 
     # ---- subscribers (event loop only) ---------------------------------------------------
@@ -150,6 +161,19 @@ class EventHub:
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
         self._count_subscribers()
+
+    def task_deleted(self, task_id: str, previous: str) -> None:
+        """A task was deleted (``previous``: its status then): streamed as ``task_deleted`` by the
+        next pass, which starts now. Called from any thread."""
+        if not self.subscribers:
+            return  # nobody listens: the next subscriber's snapshot is read afresh
+        self._deleted.append((task_id, previous, now_ms()))
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop is closed: shutting down
+                pass
 
     def close(self) -> None:
         """End every stream (shutdown)."""
@@ -205,9 +229,12 @@ class EventHub:
     # ---- the poller ----------------------------------------------------------------------
     async def run(self) -> None:
         """Poll while anyone listens; runs until cancelled."""
+        self._loop = asyncio.get_running_loop()
         while True:
             if not self.subscribers:
                 self._skalds, self._tasks, self._primed = {}, OrderedDict(), False
+                self._deleted.clear()
+                self._deleted_at.clear()
                 self._wake.clear()
                 await self._wake.wait()
             self._wake.clear()
@@ -240,10 +267,14 @@ class EventHub:
         whose beat moves every second cost nothing; ``watched`` tasks always get their beats.
         """
         now = now_ms()
+        deleted = self._take_deleted(now)
         skalds = {s.id: s.item() for s in self.service.fleet.all()}
         snapshot = self.service.live.snapshot(max_age=self.snapshot_age)
         store, state = self.service.store, self.service.state
-        open_ids = snapshot.tasks.keys()
+        for task_id, at in list(self._deleted_at.items()):
+            if snapshot.taken_ms > at:
+                del self._deleted_at[task_id]  # this snapshot was read after the delete
+        open_ids = snapshot.tasks.keys() - self._deleted_at.keys()
         left = {i for i, v in self._tasks.items() if v["status"] not in _FINAL_VALUES} - open_ids
         extra_ids = (left | set(watched)) - open_ids
         extra = store.list(TaskQuery(ids=tuple(sorted(extra_ids)))).items if extra_ids else []
@@ -257,10 +288,11 @@ class EventHub:
         current = {
             t.id: self._view(t, states.get(t.id, NOT_RUNNING), beats or t.id in watched)
             for t in snapshot.tasks.values()
+            if t.id in open_ids
         }
         for task in (*extra, *new):
             current[task.id] = task_view(task, state.task_state(task.id))
-        events = self._diff_skalds(skalds, now) + self._diff_tasks(current, left - {t.id for t in extra}, now)
+        events = self._diff_skalds(skalds, now) + deleted + self._diff_tasks(current, left - {t.id for t in extra}, now)
         self._skalds = skalds
         for task_id, view in current.items():
             if self._tasks.get(task_id) is not view:
@@ -272,6 +304,19 @@ class EventHub:
                 del self._tasks[task_id]
         self._primed = True
         self._last_pass_ms = now
+        return events
+
+    def _take_deleted(self, now: int) -> list[Event]:
+        """``task_deleted`` of the deletes the service reported since the last pass; each task is
+        forgotten and left out of the passes until a snapshot read after its delete."""
+        events: list[Event] = []
+        while self._deleted:
+            task_id, previous, at = self._deleted.popleft()
+            before = self._tasks.pop(task_id, None)
+            self._deleted_at[task_id] = at
+            if self._primed:  # else the first snapshot is read after the delete
+                data = {"previous": before["status"] if before is not None else previous}
+                events.append(_task_event("task_deleted", task_id, data, now))
         return events
 
     def _view(self, task: Task, live: Mapping[str, Any], beats: bool) -> dict[str, Any]:

@@ -19,8 +19,21 @@ of their status history (written by the store with each change, see
 the counts of Running and Failed tasks feed the timeline (the dashboard's overview). Tasks that left
 the open set are fetched by id (they ended or were deleted), and the tasks created and ended
 between two looks are found at the tail of the creation-ordered listing, so a short task's
-activity is not lost. Both logs live in this process's memory: a restarted controller starts them
-afresh (the task records keep their own history).
+activity is not lost.
+
+A task that ended can run again and end again between two looks — the dispatcher's retry of a
+task that fails fast, a persistent task restarting — and then it is final at both looks, so the
+open set never shows it. So the tasks that may run again by themselves — seen ending Failed, or
+persistent — stay *watched* for :data:`ENDED_WATCH_MS` (renewed each time they end again; the
+:data:`ENDED_WATCH_MAX` most recent): each refresh also reads the versions of the watched tasks (one
+``id → version`` read per :data:`FETCH_CHUNK` of them) and fetches those whose version moved, and
+each new entry of their status history counts — entries are compared by the record version they
+were written at, never by the status the task shows now. The window covers the dispatcher's
+longest retry backoff. A task an operator runs again through this controller is watched afresh
+(:meth:`LiveTasks.watch`), however long ago it ended; one run again elsewhere (another controller,
+a client writing to the store) is seen when it is still open at a look. Both logs live in this
+process's memory: a restarted controller starts them afresh (the task records keep their own
+history).
 
 Thread-safe; blocking (driver calls): the app calls it from worker threads.
 """
@@ -30,7 +43,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -57,6 +70,11 @@ CLOCK_SLACK_MS = 2000
 RECORDED_TASKS = 50_000
 #: Extra tasks read at the tail of the creation-ordered listing (deletions hide new tasks from the count).
 RECENT_MARGIN = 20
+#: Milliseconds a task that ended (Failed, or persistent) stays watched for changes while final
+#: (twice the dispatcher's longest retry backoff, 300 s), and how many are watched at most (the
+#: most recent; reading the versions of 10,000 costs about 30 ms on the embedded store).
+ENDED_WATCH_MS = 600_000
+ENDED_WATCH_MAX = 10_000
 
 
 #: What the cache says about a task that does not run (``StateView.task_state``'s shape). Read only.
@@ -171,6 +189,8 @@ class LiveTasks:
         self.timeline: deque[dict[str, int]] = deque(maxlen=timeline_size)
         self.timeline_interval_ms = int(timeline_interval * 1000)
         self._recorded: OrderedDict[str, int] = OrderedDict()  # task id -> version of its last recorded change
+        #: Tasks seen ending: id -> (record version then, when seen, ms), least recently seen first.
+        self._ended: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self.refreshes = 0
         #: Called with each new activity entry (the app counts them in /metrics).
         self.on_activity = on_activity
@@ -185,6 +205,14 @@ class LiveTasks:
             self._taken_at = time.monotonic()
             self.refreshes += 1
             return self._snapshot
+
+    def watch(self, *task_ids: str) -> None:
+        """Look at these tasks at the next refresh even if they are final then (a task just made
+        to run again, which may end before the next look)."""
+        with self._lock:
+            for task_id in task_ids:
+                self._ended[task_id] = (-1, now_ms())
+                self._ended.move_to_end(task_id)
 
     def recent_activity(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest ``limit`` entries, newest first."""
@@ -210,17 +238,53 @@ class LiveTasks:
         known = versions.keys() | old.keys()
         since = before.taken_ms if before is not None else None
         created = [t for t in self._new_tasks.since(store, since) if t.id not in known]
+        rerun = self._moved_while_ended(store, versions.keys(), left)
         tasks = {i: t for i, v in versions.items() if (t := old.get(i)) is not None and t.version == v}
-        for task in fetched.values():
+        for task in (*fetched.values(), *rerun):
             if task.lifecycle_status not in FINAL_STATUSES:
-                tasks[task.id] = task
+                tasks.setdefault(task.id, task)  # open again since the open set was read
             else:
-                ended.setdefault(task.id, task)  # ended between the two reads
+                ended.setdefault(task.id, task)  # ended between the two reads (or ended again)
         snapshot = Snapshot(taken_ms=now, tasks=tasks, states=self._states(tasks.values()))
         if before is not None:  # the first look only learns; it does not replay history
-            self._record_activity(before.taken_ms, [*fetched.values(), *ended.values(), *created])
+            changed = {t.id: t for t in (*created, *rerun, *ended.values(), *fetched.values())}
+            self._record_activity(before.taken_ms, changed.values())
+        self._watch_ended([*ended.values(), *(t for t in created if t.lifecycle_status in FINAL_STATUSES)], now)
         self._record_timeline(store, snapshot, now)
         return snapshot
+
+    def _moved_while_ended(self, store: TaskStore, open_ids: Collection[str], left: Collection[str]) -> list[Task]:
+        """The watched tasks whose record changed since they were seen ending, fetched. Those open
+        now are no longer watched (they are looked at as open tasks, and watched again once they
+        end), nor are those that are gone; those that ``left`` the open set are fetched anyway."""
+        for task_id in [i for i in self._ended if i in open_ids]:
+            del self._ended[task_id]
+        watched = [i for i in self._ended if i not in left]
+        if not watched:
+            return []
+        versions: dict[str, int] = {}
+        for i in range(0, len(watched), FETCH_CHUNK):
+            versions.update(store.versions(TaskQuery(ids=tuple(watched[i : i + FETCH_CHUNK]))))
+        for task_id in watched:
+            if task_id not in versions:
+                del self._ended[task_id]  # deleted
+        moved = [i for i, v in versions.items() if v != self._ended[i][0]]
+        return list(self._fetch(store, moved).values()) if moved else []
+
+    def _watch_ended(self, ended: Iterable[Task], now: int) -> None:
+        """Watch the tasks seen final now that may run again by themselves (Failed: the dispatcher
+        retries it; persistent: its skald restarts it), and those already watched; forget those
+        seen longer than :data:`ENDED_WATCH_MS` ago and the least recent beyond
+        :data:`ENDED_WATCH_MAX`."""
+        for task in ended:
+            if task.lifecycle_status != S.FAILED and not task.is_persistent and task.id not in self._ended:
+                continue
+            self._ended[task.id] = (task.version, now)
+            self._ended.move_to_end(task.id)
+        while self._ended and (
+            len(self._ended) > ENDED_WATCH_MAX or next(iter(self._ended.values()))[1] < now - ENDED_WATCH_MS
+        ):
+            self._ended.popitem(last=False)
 
     @staticmethod
     def _fetch(store: TaskStore, ids: Sequence[str]) -> dict[str, Task]:

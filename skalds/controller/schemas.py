@@ -127,6 +127,16 @@ class StatusUpdate(BaseModel):
     status: str = Field(..., examples=list(STATUS_TARGETS))
 
 
+class DeadlineUpdate(BaseModel):
+    """A task's new deadline (``PUT /api/tasks/{id}/deadline``): a time in the future, or null for none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deadlineDateTime: int | None = Field(
+        ..., ge=0, le=2**53, description="ms since the epoch, in the future; null: no deadline"
+    )
+
+
 class TaskUsage(BaseModel):
     """A running task's worker process, sampled with each skald heartbeat."""
 

@@ -17,6 +17,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from skalds.backends.bus.base import Topic
@@ -29,10 +30,12 @@ from skalds.controller.live import NOT_RUNNING, Activity, LiveTasks
 from skalds.controller.publisher import Publisher
 from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
 from skalds.errors import (
+    DeadlinePassed,
     IdempotencyKeyReused,
     InvalidRequest,
     SkaldNotFound,
     SkaldsError,
+    TaskEnded,
     TaskExists,
     TaskNotFound,
     UnknownDependency,
@@ -46,6 +49,7 @@ from skalds.model.task import (
     Task,
     TaskLifecycleStatus,
     now_ms,
+    retried_later,
     statuses_named,
 )
 from skalds.utils.logging import logger, mask_secrets, masked
@@ -86,6 +90,9 @@ class ControllerService(BackendClients):
         self.on_publish = on_publish
         #: Sends the events in the background; a request waits for one only briefly.
         self.publisher = Publisher()
+        #: Told ``(task id, its status before)`` of every task deleted here (the app's SSE hub
+        #: streams ``task_deleted``); its failure never fails the delete.
+        self.on_deleted: Callable[[str, str], None] | None = None
 
     @property
     def fleet(self) -> Fleet:
@@ -427,12 +434,25 @@ class ControllerService(BackendClients):
         attachments = rename_keys(schema, attachments)  # the keys of the stored ones (aliases)
 
         def merge(t: Task) -> dict[str, Any]:
+            self._check_not_ended(t)
             stored = rename_keys(schema, t.attachments if isinstance(t.attachments, dict) else {})
             return {"attachments": check_attachments(t.class_name, schema, {**stored, **attachments})}
 
         task = self.store.modify(task_id, merge)
         self.publish(Topic.TASK_UPDATE_ATTACHMENT, task_id)
         return task
+
+    def _check_not_ended(self, task: Task) -> None:
+        """TaskEnded unless new attachments can still reach a worker: a Finished or Cancelled task,
+        or a Failed one the dispatcher will not retry, never runs again unless someone retries it."""
+        status = task.lifecycle_status
+        if status not in FINAL_STATUSES or retried_later(task, self.config.task_worker_retry):
+            return
+        raise TaskEnded(
+            f"task {task.id!r} is {status.value}: nothing runs it any more, so its attachments cannot "
+            f'change; retry it (PUT /api/tasks/{task.id}/status {{"status": "Created"}}) and then '
+            "update them"
+        )
 
     def set_status(self, task_id: str, target: str) -> Task:
         """Cancel, pause, or run again (resume a Paused task / retry an ended one).
@@ -450,6 +470,7 @@ class ControllerService(BackendClients):
         def again(t: Task) -> dict[str, Any] | None:
             if t.lifecycle_status in (S.CREATED, *LIVE_STATUSES):
                 return None
+            _check_deadline(t)
             fields: dict[str, Any] = {"lifecycle_status": S.CREATED}
             if t.mode == ModeEnum.PASSIVE:
                 fields["executor"] = None  # the dispatcher picks a node afresh
@@ -457,7 +478,35 @@ class ControllerService(BackendClients):
                 fields.update(retries=0, exception=None)
             return fields
 
-        return self.store.modify(task_id, again)
+        task = self.store.modify(task_id, again)
+        self.live.watch(task_id)  # if it ends again before the next look, its activity still counts
+        return task
+
+    def set_deadline(self, task_id: str, deadline: int | None) -> Task:
+        """Set (ms since the epoch, in the future) or clear (None) a task's deadline, whatever its
+        status: a task cancelled because its deadline passed can then be retried. The dispatcher
+        cancels a task not yet final once its new deadline passes."""
+        if deadline is not None and deadline <= now_ms():
+            raise InvalidRequest(
+                "deadlineDateTime is already in the past; give a later time (ms since the epoch) or null for none",
+                [{"field": "body.deadlineDateTime", "message": "must be in the future, or null"}],
+            )
+
+        def change(t: Task) -> dict[str, Any] | None:
+            if t.deadline_date_time == deadline:
+                return None
+            if deadline is not None and t.not_before is not None and t.not_before >= deadline:
+                raise InvalidRequest(
+                    f"the task's notBefore ({t.not_before}) is not before this deadline: it would be "
+                    "cancelled before it could start; give a later deadline",
+                    [{"field": "body.deadlineDateTime", "message": "must be after the task's notBefore"}],
+                )
+            return {"deadline_date_time": deadline}
+
+        self.require(task_id)
+        task = self.store.modify(task_id, change)
+        logger.info(f"task {task_id}: deadline {'cleared' if deadline is None else f'set to {deadline}'}")
+        return task
 
     def delete_task(self, task_id: str) -> None:
         """Delete a task, cancelling it first when a worker may be running it."""
@@ -472,6 +521,11 @@ class ControllerService(BackendClients):
         self.store.delete(task_id)
         self.history.forget(task_id)
         logger.info(f"task {task_id} deleted")
+        if self.on_deleted is not None:
+            try:
+                self.on_deleted(task_id, task.lifecycle_status.value)
+            except Exception as exc:  # an observer never fails the delete
+                logger.debug(f"task {task_id}: observer of its delete failed: {exc}")
 
     # ---- skalds --------------------------------------------------------------------------
     def list_skalds(self) -> dict[str, Any]:
@@ -572,6 +626,19 @@ def parse_statuses(text: str | None) -> tuple[TaskLifecycleStatus, ...] | None:
     except ValueError as exc:
         allowed = ", ".join(s.value for s in S)
         raise InvalidRequest(str(exc), [{"field": "query.status", "message": f"must be one of {allowed}"}]) from None
+
+
+def _check_deadline(task: Task) -> None:
+    """DeadlinePassed when ``task``'s deadline has passed: run again, it would be cancelled at once."""
+    deadline = task.deadline_date_time
+    if deadline is None or deadline > now_ms():
+        return
+    when = datetime.fromtimestamp(deadline / 1000, tz=UTC).isoformat(timespec="seconds")
+    raise DeadlinePassed(
+        f"task {task.id!r} cannot run again: its deadline passed ({when}, deadlineDateTime {deadline}) and "
+        f"it would be cancelled at once; set a later deadline, or none, with PUT /api/tasks/{task.id}/deadline "
+        '{"deadlineDateTime": <ms since the epoch> | null}, then try again'
+    )
 
 
 class Created(NamedTuple, Generic[T]):

@@ -162,3 +162,14 @@ class Task(BaseModel):
     @property
     def status(self) -> TaskLifecycleStatus:
         return self.lifecycle_status
+
+
+def retried_later(task: Task, retry_budget: int, now: int | None = None) -> bool:
+    """Whether the controller's dispatcher will still retry this Failed task by itself: a Passive
+    task with retries left (``retries`` below ``retry_budget``, ``TASK_WORKER_RETRY``) whose deadline
+    has not passed. Until then it has not failed for good. (The dispatcher also holds back a task
+    one of whose dependencies can never finish; see :mod:`skalds.controller.dispatcher`.)"""
+    if task.lifecycle_status != S.FAILED or task.mode != ModeEnum.PASSIVE or task.retries >= retry_budget:
+        return False
+    deadline = task.deadline_date_time
+    return deadline is None or deadline > (now_ms() if now is None else now)

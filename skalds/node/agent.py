@@ -30,7 +30,7 @@ from skalds.backends.bus.base import Message
 from skalds.backends.cache.state import HEARTBEAT_CANCELLED, HEARTBEAT_FAILED, HEARTBEAT_FINISHED
 from skalds.backends.store.base import status_change
 from skalds.config.skald_config import SkaldConfig, SkaldModeEnum
-from skalds.errors import LostWrite, SkaldsError
+from skalds.errors import Conflict, LostWrite, SkaldsError
 from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus, now_ms
 from skalds.node.backends import Backends
 from skalds.node.commands import MalformedEvent, parse_message
@@ -389,8 +389,10 @@ class SkaldAgent:
                 self._running_pending[handle.task_id] = (handle, time.monotonic() + RUNNING_WRITE_DELAY)
             case UpdateOk(attachments=attachments, origin=origin):
                 self._on_update_applied(handle, attachments, origin)
-            case UpdateError(error=error):
+            case UpdateError(error=error, origin=origin, rejected=rejected):
                 self.backends.with_state("error", lambda v: v.task_error(handle.task_id, error))
+                if origin == "store":
+                    self._restore_attachments(handle, rejected)
 
     def _flush_running(self, now: float | None = None) -> None:
         """Record Running for the workers that reported it at least RUNNING_WRITE_DELAY ago (all
@@ -449,6 +451,28 @@ class SkaldAgent:
                 if stored is not None and stored.attachments == attachments:
                     handle.sent_attachments = attachments  # the store now matches the worker
         self.policy.update_applied(handle, attachments, origin)
+
+    def _restore_attachments(self, handle: WorkerHandle, rejected: Any) -> None:
+        """The worker rejected the stored update ``rejected`` and runs on with its own values: put
+        those back in the store, so the record shows what runs — fenced on this skald and the
+        worker's epoch, and only while the store still holds the rejected value (a newer update
+        stays, and is forwarded in turn). The rejection's message stays in the cache
+        (``task:{id}:has-error``)."""
+        running = handle.attachments
+
+        def write(t: Task) -> dict[str, Any] | None:
+            if t.executor != self.skald_id or (handle.epoch is not None and t.epoch != handle.epoch):
+                raise Conflict(f"task {t.id!r} is now {t.executor!r}'s at epoch {t.epoch}")
+            return {"attachments": running} if t.attachments == rejected and running != rejected else None
+
+        try:
+            stored = self.backends.with_store("attachments", lambda s: s.modify(handle.task_id, write))
+        except LostWrite as exc:
+            logger.debug(f"task {handle.task_id}: rejected attachments not restored: {exc}")
+            return
+        if stored is not None and stored.attachments == running:
+            handle.sent_attachments = running  # the store matches the worker again: nothing to forward
+            logger.info(f"task {handle.task_id}: update rejected; the store holds the worker's attachments again")
 
     def _on_worker_exit(self, handle: WorkerHandle) -> None:
         self.policy.slot_freed(handle)

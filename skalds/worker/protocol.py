@@ -35,7 +35,8 @@ object, of a kind the channel does not carry or with a field of the wrong type r
 - :class:`Heartbeat` ``hb`` (``v``: 0–199, counting) — every heartbeat interval, from the link thread.
 - :class:`UpdateOk` ``update_ok`` (``attachments``: the worker's whole new values) — an update was
   applied. :class:`UpdateError` ``update_error`` (``error``) — it was rejected. Answers come in the
-  order the updates were sent; the supervisor matches them and sets ``origin`` (not on the wire).
+  order the updates were sent; the supervisor matches them and sets ``origin`` (and, on a
+  rejection, ``rejected``: the update's attachments), neither on the wire.
 - :class:`WorkerException` ``exception`` (``text``: the traceback) — the task raised.
 - :class:`Final` ``final`` (``status``: an :class:`Outcome`, ``exception``: text or null, ``result``:
   what main returned, as JSON, or null) — the task's end, sent once before release.
@@ -287,6 +288,9 @@ class UpdateError(Message):
     kind: ClassVar[Kind] = Kind.UPDATE_ERROR
     error: str = field(metadata={"read": _text})
     origin: str = _ORIGIN
+    #: The attachments of the update it rejected, as the skald sent them: set by the supervisor,
+    #: never sent.
+    rejected: Any = field(default=None, metadata={"local": True})
 
 
 @dataclass(frozen=True, slots=True)

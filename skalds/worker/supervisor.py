@@ -69,6 +69,8 @@ class WorkerHandle:
     #: Where each forwarded update came from, oldest first; matched to the worker's answers,
     #: which come in the same order.
     update_origins: deque[str] = field(default_factory=deque)
+    #: The attachments of each forwarded update, in the same order (a rejection names them).
+    update_values: deque[Any] = field(default_factory=deque)
     #: Messages waiting for room in the channel (a slow worker must not block the skald).
     outbox: deque[bytes] = field(default_factory=deque)
     #: The worker stopped itself for want of acks: the skald writes nothing for it any more.
@@ -311,6 +313,7 @@ class Supervisor:
         if handle is None or handle.stopping:
             return False
         handle.update_origins.append(origin)
+        handle.update_values.append(attachments)
         if origin != "direct":
             handle.sent_attachments = attachments  # what the store holds (or the file), as sent
         self._queue(handle, encode(Update(attachments)))
@@ -429,15 +432,19 @@ class Supervisor:
                     return
                 case UpdateOk(attachments=attachments):
                     handle.attachments = attachments
-                    message = replace(message, origin=self._update_origin(handle))
+                    message = replace(message, origin=self._update_answered(handle)[0])
                 case UpdateError():
-                    message = replace(message, origin=self._update_origin(handle))
+                    origin, sent = self._update_answered(handle)
+                    message = replace(message, origin=origin, rejected=sent)
             self._on_message(handle, message)
 
     @staticmethod
-    def _update_origin(handle: WorkerHandle) -> str:
-        """Where the update this answer is about came from (answers come in the order sent)."""
-        return handle.update_origins.popleft() if handle.update_origins else "worker"
+    def _update_answered(handle: WorkerHandle) -> tuple[str, Any]:
+        """Where the update this answer is about came from, and its attachments (answers come in
+        the order the updates were sent)."""
+        if not handle.update_origins:
+            return "worker", None
+        return handle.update_origins.popleft(), handle.update_values.popleft() if handle.update_values else None
 
     def on_forkserver_readable(self) -> None:
         for pid, code in self._fs.read_exits():

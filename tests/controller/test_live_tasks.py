@@ -187,3 +187,51 @@ def test_a_task_deleted_while_the_snapshot_is_taken_is_not_kept_in_its_old_form(
 
     # Then the snapshot has no stale copy of it
     assert sorted(snapshot.tasks) == ["b"]
+
+
+def test_a_task_retried_and_failed_again_between_two_looks_keeps_all_its_activity(service, store):
+    # Given a task that failed, seen failed by a look
+    live = LiveTasks(lambda: store, lambda: service.state)
+    live.snapshot()
+    make(store, "fast")
+    store.assign("fast", "node-1")
+    store.set_status("fast", S.RUNNING)
+    store.set_status("fast", S.FAILED, exception="boom 1")
+    live.snapshot()
+    assert kinds(live, "fast") == ["created", "assigned", "running", "failed"]
+
+    # When it is retried, runs and fails again twice, all between two looks (Failed at both)
+    for n in (2, 3):
+        store.modify("fast", lambda t: {"lifecycle_status": S.CREATED, "executor": None, "retries": t.retries + 1})
+        store.assign("fast", "node-2")
+        store.set_status("fast", S.RUNNING)
+        store.set_status("fast", S.FAILED, exception=f"boom {n}")
+    store.fetched.clear()
+    live.snapshot()
+
+    # Then every entry of its history counts, once, and only that record was fetched again
+    run = ["assigned", "running", "failed"]
+    assert kinds(live, "fast") == ["created", *run, "retried", *run, "retried", *run]
+    details = [a["detail"] for a in reversed(live.recent_activity(500)) if a["kind"] == "failed"]
+    assert details == ["boom 1", "boom 2", "boom 3"]
+    assert store.fetched == ["fast"]
+    live.snapshot()
+    assert len(kinds(live, "fast")) == 12
+
+    # When an operator retries a Finished task, which finishes again before the next look
+    make(store, "done")
+    store.assign("done", "node-1")
+    store.set_status("done", S.FINISHED)
+    live.snapshot()
+    store.modify("done", lambda t: {"lifecycle_status": S.CREATED, "executor": None})
+    live.watch("done")  # what the service does when it runs a task again
+    store.assign("done", "node-1")
+    store.set_status("done", S.FINISHED)
+    live.snapshot()
+    # Then that run is in the activity too
+    assert kinds(live, "done") == ["created", "assigned", "finished", "retried", "assigned", "finished"]
+
+    # And a watched task that is deleted is forgotten
+    store.delete("fast")
+    live.snapshot()
+    assert "fast" not in live._ended

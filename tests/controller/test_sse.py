@@ -183,3 +183,44 @@ def test_heartbeats_cost_nothing_when_no_stream_wants_them(home):
         assert [(e["type"], e["data"]["heartbeat"]) for e in events] == [("task_heartbeat", 4)]
     finally:
         service.close()
+
+
+def test_deleting_an_ended_task_streams_task_deleted(start_controller, start_skald):
+    # Given a task that finished, and one that was cancelled before it ran, before anyone listened
+    api = start_controller()
+    start_skald("node-a")
+    wait_for(lambda: online(api, "node-a"), what="node-a online")
+    api.create(id="done", className="Recorder", attachments={"duration": 0})
+    api.create(
+        id="never", className="Recorder", attachments={"duration": 60}, notBefore=int(time.time() * 1000) + 60_000
+    )
+    assert api.set_status("never", "Cancelled").status_code == 200
+    wait_for(lambda: api.status_is("done", "Finished"), what="done Finished")
+    reader = SSEReader(api.url + "/api/events/tasks")
+    only_done = SSEReader(api.url + "/api/events/tasks?taskId=done&types=task_deleted")
+    try:
+        wait_for(lambda: reader.of("snapshot") and only_done.of("snapshot"), what="snapshots")
+        assert reader.of("snapshot")[0][1]["data"] == {"tasks": []}  # ended tasks are not in it
+
+        # When they are deleted through the API
+        deleted_at = time.time()
+        assert api.http.delete("/api/tasks/done").status_code == 204
+        assert api.http.delete("/api/tasks/never").status_code == 204
+
+        # Then each is streamed as task_deleted within a second, with the status it had
+        wait_for(lambda: len(reader.of("task_deleted")) == 2, timeout=5, what="task_deleted of both")
+        events = {e["taskId"]: (arrived, e) for arrived, e in reader.of("task_deleted")}
+        assert events["done"][1]["data"] == {"previous": "Finished"}
+        assert events["never"][1]["data"] == {"previous": "Cancelled"}
+        assert all(arrived - deleted_at < 1.0 for arrived, _ in events.values())
+        # and a stream filtered on one task gets only its own
+        wait_for(lambda: only_done.of("task_deleted"), what="the filtered stream's task_deleted")
+        assert [e["taskId"] for _, e in only_done.events if e["type"] != "snapshot"] == ["done"]
+        # and nothing brings them back afterwards
+        time.sleep(1.0)
+        for task_id in ("done", "never"):
+            ours = [e["type"] for _, e in reader.events if e.get("taskId") == task_id]
+            assert ours[-1] == "task_deleted" and ours.count("task_deleted") == 1, ours
+    finally:
+        reader.close()
+        only_done.close()

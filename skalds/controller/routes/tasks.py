@@ -21,6 +21,7 @@ from skalds.controller.deps import blocking, dispatch_now, get_dispatcher, get_s
 from skalds.controller.dispatcher import Dispatcher
 from skalds.controller.schemas import (
     AttachmentsUpdate,
+    DeadlineUpdate,
     ErrorResponse,
     StatusUpdate,
     TaskBatch,
@@ -163,7 +164,14 @@ async def create_tasks(
     return result
 
 
-@router.put("/{task_id}/attachments", response_model=TaskItem, summary="Update a task's attachments")
+@router.put(
+    "/{task_id}/attachments",
+    response_model=TaskItem,
+    summary="Update a task's attachments",
+    description="Merged onto the stored ones and validated; its worker, if it runs, gets them as a hot update. "
+    "A task that ended for good (Finished, Cancelled, Failed with no retry to come) answers 409 `task_ended` "
+    "and nothing is stored: retry it first.",
+)
 async def update_attachments(
     task_id: str, body: AttachmentsUpdate, service: ControllerService = Service
 ) -> dict[str, Any]:
@@ -178,7 +186,8 @@ async def update_attachments(
     response_model=TaskItem,
     summary="Cancel, pause, resume or retry a task",
     description="`Cancelled`, `Paused`, or `Created` / `Running`: resume a Paused task or retry a "
-    "Failed / Cancelled / Finished one (fresh retry budget); the dispatcher then assigns it.",
+    "Failed / Cancelled / Finished one (fresh retry budget); the dispatcher then assigns it. A task whose "
+    "deadline has passed cannot run again (409 `deadline_passed`): change it with `PUT /api/tasks/{id}/deadline`.",
 )
 async def set_status(
     task_id: str,
@@ -191,6 +200,21 @@ async def set_status(
         if task.lifecycle_status == TaskLifecycleStatus.CREATED:
             dispatch_now(service, dispatcher, [task_id])
         return service.get_task(task_id)
+
+    return await blocking(work)
+
+
+@router.put(
+    "/{task_id}/deadline",
+    response_model=TaskItem,
+    summary="Set or clear a task's deadline",
+    description="`deadlineDateTime`: ms since the epoch, in the future, or null for none. Any status: a task "
+    "cancelled because its deadline passed can be retried once it has a later one (a retry or resume "
+    "past the deadline answers 409 `deadline_passed`).",
+)
+async def set_deadline(task_id: str, body: DeadlineUpdate, service: ControllerService = Service) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        return service.task_item(service.set_deadline(task_id, body.deadlineDateTime))
 
     return await blocking(work)
 

@@ -1,5 +1,6 @@
 // Tasks: the list with filters (status, class, executor), search by id / name and pagination, all
-// kept in the URL hash. The page is re-read when the tasks stream reports a status change.
+// kept in the URL hash. The page is re-read when the tasks stream reports a status change; a
+// deleted task's row is dropped as soon as its task_deleted arrives.
 
 import { get, post, withQuery } from "../api.js";
 import { STATUSES, debounce, fill, h, throttle } from "../dom.js";
@@ -190,8 +191,18 @@ export function tasksView(main, { query, ctx }) {
       fillExecutors();
       return;
     }
+    if (event.type === "task_deleted") dropRow(event.taskId);
     if (event.type === "task_status" || event.type === "task_deleted" || event.type === "snapshot") reload();
   });
+
+  // A deleted task's row goes at once; the re-read that follows fills the page up again.
+  function dropRow(taskId) {
+    const row = [...results.querySelectorAll("tr[data-task-id]")].find((tr) => tr.dataset.taskId === taskId);
+    if (!row) return;
+    const body = row.parentElement;
+    row.remove();
+    if (body && !body.querySelector("tr")) fill(results, h("p", { class: "muted empty" }, "No tasks."));
+  }
 
   syncControls();
   loadChoices();
