@@ -36,7 +36,7 @@ def test_task_list_and_show_read_the_embedded_store(home):
 
     # Then the table has both rows with their status and executor, and show prints the attachments
     assert "cam-front" in listed and "cam-back" in listed and "Created" in listed and "node-9" in listed
-    assert "tasks (2 of 2)" in listed
+    assert "tasks 1-2 of 2 (page 1 of 1" in listed
     assert '"fixFrame": 3' in shown and "priority" in shown
     assert [t["id"] for t in json.loads(as_json)] == ["cam-back"]
 
