@@ -19,6 +19,7 @@ from urllib.parse import quote
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from skalds.model.resources import check_labels, check_resources, format_pairs
 from skalds.utils.logging import mask_secrets
 
 
@@ -98,6 +99,32 @@ class SkaldConfig(BaseSettings):
     #: (a restart with a generated id, or a broker that lost the group's offsets, loses nothing
     #: sent that recently; see skalds.node.listener).
     bus_lookback: float = Field(60.0, ge=0, validation_alias=AliasChoices("bus_lookback", "SKALDS_BUS_LOOKBACK"))
+
+    #: Labels this node advertises for placement: ``zone=eu-1,gpu-model=a100``.
+    skald_labels: str = ""
+    #: Resources this node offers for placement (numbers ≥ 0): ``gpu=2,slots=8``. A resource it
+    #: does not name is 0 here: a task requiring it never lands on this node.
+    skald_resources: str = ""
+
+    @field_validator("skald_labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        return format_pairs(check_labels("" if value is None else value, "SKALD_LABELS"))
+
+    @field_validator("skald_resources", mode="before")
+    @classmethod
+    def _resources(cls, value: Any) -> Any:
+        return format_pairs(check_resources("" if value is None else value, "SKALD_RESOURCES"))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """``SKALD_LABELS`` parsed."""
+        return check_labels(self.skald_labels, "SKALD_LABELS")
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """``SKALD_RESOURCES`` parsed."""
+        return check_resources(self.skald_resources, "SKALD_RESOURCES")
 
     @field_validator("skald_mode", mode="before")
     @classmethod

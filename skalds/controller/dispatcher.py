@@ -29,6 +29,11 @@ its dependents keep waiting. The write is fenced like an assignment (still Creat
 read). Such a task is not retried while the dependency stays so; once the dependency runs again (an
 operator retried it) the task is retried within its own budget like any other.
 
+Placement: a node takes a task only if it has the task's class, the labels of its node selector
+and enough free resources (:mod:`skalds.controller.placement`); the tasks given to a node earlier
+in the same pass count as used. A task that fits on no node stays Created; why is kept in the
+cache (``task:{id}:placement``, the API item's ``placement``) and logged once when it changes.
+
 Delayed start: a task whose ``notBefore`` lies ahead is left Created. Each pass remembers when
 the delayed tasks it saw become due (:attr:`Dispatcher.next_due_ms`), and the leader's look every
 :data:`WANTED_POLL` seconds dispatches those that have come due, so a delayed task starts within
@@ -58,6 +63,7 @@ from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import DispatcherStrategyEnum
 from skalds.controller.cordon import drain_pass
 from skalds.controller.fleet import SkaldInfo
+from skalds.controller.placement import NodeView, candidates, count_used
 from skalds.controller.service import SHARED_SNAPSHOT_AGE, ControllerService
 from skalds.errors import Conflict, LostWrite
 from skalds.model.task import (
@@ -132,6 +138,8 @@ class Dispatcher:
         self.last_considered = 0
         #: Delayed tasks seen by the passes: task id → ``notBefore`` (ms).
         self._due: dict[str, int] = {}
+        #: Waiting tasks that fit on no node: task id → why (as last written to the cache).
+        self._unplaced: dict[str, str] = {}
 
     # ---- passes --------------------------------------------------------------------------
     def sweep(self) -> SweepResult:
@@ -172,10 +180,16 @@ class Dispatcher:
         nodes = [s for s in self.service.fleet.online() if s.type == "node" and not s.cordoned]
         if not nodes:
             return []
-        load = self._load(nodes) if self.strategy == DispatcherStrategyEnum.LEAST_TASKS else {}
+        views = {n.id: n.node_view() for n in nodes}
+        by_id = {n.id: n for n in nodes}
+        if any(v.needs(t).requires for t in pending for v in views.values()):
+            load = self._count_used(views)
+        else:
+            load = self._load(nodes) if self.strategy == DispatcherStrategyEnum.LEAST_TASKS else {}
         deps = self._dependency_statuses(pending)
         now = now_ms()
         choices: dict[str, tuple[Task, str]] = {}
+        unplaced: dict[str, str] = {}
         for task in pending:
             if task.deadline_date_time is not None and task.deadline_date_time <= now:
                 self._expire(task)
@@ -184,13 +198,52 @@ class Dispatcher:
                 continue  # remembered by _remember_due: dispatched once due
             if any(deps.get(d) != S.FINISHED for d in task.dependencies or ()):
                 continue
-            candidates = [n for n in nodes if n.supports(task.class_name)]
-            if not candidates:
+            fit, why = candidates(task, list(views.values()))
+            if not fit:
+                if why is not None:
+                    unplaced[task.id] = why
                 continue
-            chosen = self._choose(candidates, load)
+            chosen = self._choose([by_id[v.id] for v in fit], load)
             load[chosen.id] = load.get(chosen.id, 0) + 1
+            views[chosen.id].take(task)
             choices[task.id] = (task, chosen.id)
-        return self._assign_many(choices)
+        assigned = self._assign_many(choices)
+        try:
+            self._note_unplaced(unplaced, [t.id for t in pending], full=task_ids is None)
+        except Exception as exc:  # the reasons are for people; a cache hiccup never fails the pass
+            logger.debug(f"placement reasons of {len(unplaced)} task(s) not written: {exc}")
+        return assigned
+
+    def _count_used(self, views: dict[str, NodeView]) -> dict[str, int]:
+        """Count the requirements of the live tasks each node owns (the store's truth) as used;
+        returns how many each owns."""
+        live = tuple(LIVE_STATUSES)
+        load = {}
+        for node_id, view in views.items():
+            owned = self.service.store.list(TaskQuery(executor=node_id, statuses=live)).items
+            count_used(view, owned)
+            load[node_id] = len(owned)
+        return load
+
+    def _note_unplaced(self, unplaced: dict[str, str], considered: Sequence[str], *, full: bool) -> None:
+        """Keep why each of ``unplaced`` fits nowhere in the cache, and forget it for the other
+        tasks considered; log only changes. A full pass writes every reason again (their TTL)."""
+        changed = {i: why for i, why in unplaced.items() if self._unplaced.get(i) != why}
+        for task_id, why in changed.items():
+            logger.info(f"task {task_id}: waits: {why}")
+        placed = [i for i in considered if i in self._unplaced and i not in unplaced]
+        if full:
+            placed = [i for i in self._unplaced if i not in unplaced]
+            self._unplaced = dict(unplaced)
+        else:
+            for task_id in placed:
+                del self._unplaced[task_id]
+            self._unplaced.update(unplaced)
+        if len(self._unplaced) > DUE_MAX:
+            self._unplaced.clear()
+        written = unplaced if full else changed
+        if written or placed:
+            self.service.state.task_placement(written, placed)
 
     def _remember_due(self, pending: Sequence[Task], *, full: bool) -> None:
         """Note when the delayed tasks among ``pending`` become due; a full pass (the sweep) saw

@@ -268,8 +268,8 @@ class EventHub:
         """
         now = now_ms()
         deleted = self._take_deleted(now)
-        skalds = {s.id: s.item() for s in self.service.fleet.all()}
         snapshot = self.service.live.snapshot(max_age=self.snapshot_age)
+        skalds = {s["id"]: s for s in self.service.skald_items(self.service.fleet.all(), snapshot.tasks.values())}
         store, state = self.service.store, self.service.state
         for task_id, at in list(self._deleted_at.items()):
             if snapshot.taken_ms > at:

@@ -20,9 +20,11 @@ from skalds.backends.cache.state import (
     skald_classes_key,
     skald_cordon_key,
     skald_heartbeat_key,
+    skald_placement_key,
     skald_schemas_key,
     skald_tasks_key,
 )
+from skalds.controller.placement import NodeView, node_view, parse_placement
 
 
 @dataclass
@@ -39,6 +41,8 @@ class SkaldInfo:
     schemas: dict[str, Any] = field(default_factory=dict)
     #: ``{"drain": bool, "since": ms}`` while cordoned (``skalds:{id}:cordoned``), else None.
     cordon: dict[str, Any] | None = None
+    #: ``{"labels", "resources", "classes"}`` it advertises (``skalds:{id}:placement``), else {}.
+    placement: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cordoned(self) -> bool:
@@ -64,10 +68,16 @@ class SkaldInfo:
             "cordoned": self.cordoned,
             "draining": self.draining,
             "cordonedSince": self.cordon.get("since") if self.cordon else None,
+            "labels": self.node_view().labels,
+            "resources": self.node_view().resources,
         }
 
     def supports(self, class_name: str) -> bool:
         return class_name in self.supported_tasks or class_name in self.schemas
+
+    def node_view(self) -> NodeView:
+        """This skald as placement sees it (nothing used yet)."""
+        return node_view(self.id, {*self.supported_tasks, *self.schemas}, self.placement)
 
 
 def int_or_none(value: str | None) -> int | None:
@@ -116,6 +126,7 @@ class Fleet:
             current_tasks=cache.lrange(skald_tasks_key(skald_id)),
             schemas=schemas if isinstance(schemas, dict) else {},
             cordon=parse_cordon(cache.get(skald_cordon_key(skald_id))),
+            placement=parse_placement(cache.get(skald_placement_key(skald_id))),
         )
 
     def all(self) -> list[SkaldInfo]:
@@ -126,20 +137,21 @@ class Fleet:
         ids = sorted(set(modes) | set(seen))
         if not ids:
             return []
-        per_skald = (skald_heartbeat_key, skald_schemas_key, skald_cordon_key)
+        per_skald = (skald_heartbeat_key, skald_schemas_key, skald_cordon_key, skald_placement_key)
         strings = cache.get_many([key(i) for i in ids for key in per_skald])
         lists = cache.lrange_many([k for i in ids for k in (skald_classes_key(i), skald_tasks_key(i))])
         return [
             SkaldInfo(
                 id=skald_id,
                 type="edge" if modes.get(skald_id) == "edge" else "node",
-                online=strings[3 * n] is not None,
+                online=strings[4 * n] is not None,
                 last_heartbeat=int_or_none(seen.get(skald_id)),
-                heartbeat=int_or_none(strings[3 * n]),
+                heartbeat=int_or_none(strings[4 * n]),
                 supported_tasks=lists[2 * n],
                 current_tasks=lists[2 * n + 1],
-                schemas=self._schemas(strings[3 * n + 1]),
-                cordon=parse_cordon(strings[3 * n + 2]),
+                schemas=self._schemas(strings[4 * n + 1]),
+                cordon=parse_cordon(strings[4 * n + 2]),
+                placement=parse_placement(strings[4 * n + 3]),
             )
             for n, skald_id in enumerate(ids)
         ]

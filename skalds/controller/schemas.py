@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from skalds.model.ids import MAX_TASK_ID_LENGTH, TASK_ID_CHARS, TASK_ID_PATTERN
+from skalds.model.resources import NodeSelector, Requires
 
 #: How deep attachments may nest objects and arrays (the attachments object itself is level 1).
 #: Far beyond any real settings object, and far below where validating, storing or encoding the
@@ -103,6 +104,12 @@ class TaskCreate(BaseModel):
         None, gt=0, le=366 * 86400, description="seconds one run may last; past it the worker is stopped and it fails"
     )
     isPersistent: bool = False
+    requires: Requires = Field(
+        None, description='resources one run uses, e.g. {"gpu": 1}; replaces what the class declares'
+    )
+    nodeSelector: NodeSelector = Field(
+        None, description='labels a node must have, e.g. {"zone": "eu-1"}; replaces the class\'s selector'
+    )
 
 
 #: Tasks one ``POST /api/tasks/batch`` may create.

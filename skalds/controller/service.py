@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -24,9 +24,10 @@ from skalds.backends.bus.base import Topic
 from skalds.backends.clients import BackendClients
 from skalds.backends.store.base import TaskQuery
 from skalds.controller.config import ControllerConfig
-from skalds.controller.fleet import Fleet
+from skalds.controller.fleet import Fleet, SkaldInfo
 from skalds.controller.history import HeartbeatHistory
 from skalds.controller.live import NOT_RUNNING, Activity, LiveTasks
+from skalds.controller.placement import resource_item
 from skalds.controller.publisher import Publisher
 from skalds.controller.schemas import STATUS_TARGETS, TaskCreate
 from skalds.errors import (
@@ -132,13 +133,15 @@ class ControllerService(BackendClients):
     def _items(self, tasks: list[Task], *, best_effort: bool = False) -> list[dict[str, Any]]:
         """:meth:`task_item` of each task, with one batched cache read for all of them. With
         ``best_effort`` an unreadable cache leaves the live fields (heartbeat, error) empty."""
+        waiting = [t.id for t in tasks if t.lifecycle_status == S.CREATED]
         try:
             states = self.state.task_states([t.id for t in tasks])
+            reasons = dict(zip(waiting, self.state.task_placements(waiting), strict=True))
         except Exception as exc:
             if not best_effort:
                 raise
             logger.warning(f"live state of {len(tasks)} task(s) not read ({exc}); answered without it")
-            states = [dict(NOT_RUNNING) for _ in tasks]
+            states, reasons = [dict(NOT_RUNNING) for _ in tasks], {}
         items = []
         for task, live in zip(tasks, states, strict=True):
             doc = task.to_json_dict()
@@ -151,6 +154,8 @@ class ControllerService(BackendClients):
                 exception=masked(live["exception"] or task.exception),
                 # CPU and memory of its worker process while it runs (None otherwise).
                 usage=live.get("usage"),
+                # Why the dispatcher can place this waiting task on no node now (None otherwise).
+                placement=reasons.get(task.id),
             )
             items.append(doc)
         return items
@@ -403,6 +408,8 @@ class ControllerService(BackendClients):
             deadline_date_time=body.deadlineDateTime,
             not_before=body.notBefore,
             max_run_time=body.maxRunTime,
+            requires=body.requires,
+            node_selector=body.nodeSelector,
             lifecycle_status=S.CREATED,
             priority=body.priority,
             attachments=body.attachments,
@@ -529,14 +536,26 @@ class ControllerService(BackendClients):
 
     # ---- skalds --------------------------------------------------------------------------
     def list_skalds(self) -> dict[str, Any]:
-        items = [s.item() for s in self.fleet.all()]
+        items = self.skald_items(self.fleet.all())
         return {"items": items, "total": len(items)}
 
     def get_skald(self, skald_id: str) -> dict[str, Any]:
         info = self.fleet.get(skald_id)
         if info is None:
             raise SkaldNotFound(f"no skald with id {skald_id!r}")
-        return info.item()
+        owned = self.store.list(TaskQuery(executor=skald_id, statuses=tuple(LIVE_STATUSES))).items
+        return self.skald_items([info], owned)[0]
+
+    def skald_items(self, infos: list[SkaldInfo], tasks: Iterable[Task] | None = None) -> list[dict[str, Any]]:
+        """The API's skald items, with the resources each uses and has free by the open ``tasks``
+        (by default the shared snapshot's)."""
+        if tasks is None:
+            tasks = self.live.snapshot(max_age=SHARED_SNAPSHOT_AGE).tasks.values()
+        owned: dict[str, list[Task]] = {}
+        for task in tasks:
+            if task.executor is not None:
+                owned.setdefault(task.executor, []).append(task)
+        return [{**s.item(), **resource_item(s.node_view(), owned.get(s.id, []))} for s in infos]
 
     def skald_tasks(self, skald_id: str, page: int = 1, page_size: int = 20) -> dict[str, Any]:
         self.get_skald(skald_id)

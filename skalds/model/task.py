@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skalds.errors import IllegalTransition
+from skalds.model.resources import NodeSelector, Requires
 
 
 def now_ms() -> int:
@@ -127,6 +128,10 @@ class Task(BaseModel):
     #: Seconds a run may last before its worker is stopped (release runs) and the task fails;
     #: None: the class's ``max_run_time``, if any.
     max_run_time: float | None = Field(None, alias="maxRunTime", gt=0, le=366 * 86400)
+    #: Resources one run uses (e.g. ``{"gpu": 1}``); None: what its class declares.
+    requires: Requires = None
+    #: Labels a node must have to run it (e.g. ``{"zone": "eu-1"}``); None: its class's selector.
+    node_selector: NodeSelector = Field(None, alias="nodeSelector")
     lifecycle_status: TaskLifecycleStatus = Field(S.CREATED, alias="lifecycleStatus")
     priority: int = Field(0, ge=0, le=10)
     attachments: Any = None

@@ -673,8 +673,18 @@ class SkaldAgent:
         mode = "edge" if self.mode == SkaldModeEnum.EDGE else "node"
         self.backends.with_state(
             "register",
-            lambda v: v.register_skald(self.skald_id, mode, self.registry.names(), self.registry.json_schemas()),
+            lambda v: v.register_skald(
+                self.skald_id, mode, self.registry.names(), self.registry.json_schemas(), self._placement()
+            ),
         )
+
+    def _placement(self) -> dict[str, Any]:
+        """What this skald offers for placement (``skalds:{id}:placement``)."""
+        return {
+            "labels": self.config.labels,
+            "resources": self.config.resources,
+            "classes": self.registry.class_needs(),
+        }
 
 
 def _wait_readable(sock: socket.socket, timeout: float) -> None:

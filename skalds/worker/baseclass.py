@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from skalds.errors import InvalidAttachments, WorkerDefinitionError
 from skalds.model.event import UpdateTaskWorkerEvent
+from skalds.model.resources import check_labels, check_resources
 from skalds.utils.logging import logger, mask_secrets
 from skalds.worker.hooks import (
     HOOK_ATTR,
@@ -115,6 +116,12 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
     #: stopped like a cancel (release runs) and the task fails, saying why. A task's own
     #: ``maxRunTime`` wins.
     max_run_time: ClassVar[float | None] = None
+    #: Resources one task of this class uses (e.g. ``{"gpu": 1}``): the dispatcher gives it only to
+    #: a node skald with that much free of its ``SKALD_RESOURCES``. A task's ``requires`` wins.
+    requires: ClassVar[dict[str, float]] = {}
+    #: Labels a node skald must have (``SKALD_LABELS``) to run tasks of this class (e.g.
+    #: ``{"zone": "eu-1"}``). A task's ``nodeSelector`` wins.
+    node_selector: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -184,6 +191,11 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
             raise WorkerDefinitionError(
                 f"worker class {name}: max_run_time must be None (no limit) or seconds > 0, not {run_limit!r}"
             )
+        try:
+            cls.requires = check_resources(cls.requires, f"worker class {name}: requires")
+            cls.node_selector = check_labels(cls.node_selector, f"worker class {name}: node_selector")
+        except ValueError as exc:
+            raise WorkerDefinitionError(str(exc)) from None
         idle = cls.idle_process_timeout
         if isinstance(idle, bool) or not isinstance(idle, int | float) or not 0 < idle <= 86400:
             raise WorkerDefinitionError(

@@ -55,6 +55,16 @@ class WorkerRegistry:
                 out[name] = model
         return out
 
+    def class_needs(self) -> dict[str, dict[str, Any]]:
+        """``{"requires", "nodeSelector"}`` of each class that declares either, as skalds advertise
+        them in ``skalds:{id}:placement``."""
+        needs = {}
+        for name in self.names():
+            cls = self.get(name)
+            if cls.requires or cls.node_selector:
+                needs[name] = {"requires": dict(cls.requires), "nodeSelector": dict(cls.node_selector)}
+        return needs
+
     def json_schemas(self) -> dict[str, dict[str, Any]]:
         """Each class's attachments JSON schema (by alias, with the keys the model also takes and
         its ``extra``), as skalds advertise them (:func:`skalds.model.attachments.attachments_schema`)."""

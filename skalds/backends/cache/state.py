@@ -8,11 +8,13 @@
 ``skalds:{id}:all-task``            list of the task ids it runs
 ``skalds:{id}:task-schemas``        JSON: class name → attachments JSON schema
 ``skalds:{id}:cordoned``            JSON ``{"drain": bool, "since": ms}``: no new tasks (no TTL)
+``skalds:{id}:placement``           JSON ``{"labels", "resources", "classes"}``: what it offers for placement
 ``task:{id}:heartbeat``             lease: 0–199 alive; 200 finished, −1 failed, −2 cancelled
 ``task:{id}:has-error``             last error message (e.g. a rejected update)
 ``task:{id}:exception``             last exception text
 ``task:{id}:logs``                  list: the task's recent log lines (last 500, TTL a day)
 ``task:{id}:usage``                 JSON ``{"cpuPercent", "memoryBytes"}`` of its worker process, lease TTL
+``task:{id}:placement``             why the dispatcher could place this Created task on no node (TTL an hour)
 ==================================  =========================================================
 
 **Task log lines.** Each item of ``task:{id}:logs`` is compact JSON
@@ -70,6 +72,10 @@ def skald_schemas_key(skald_id: str) -> str:
     return f"skalds:{skald_id}:task-schemas"
 
 
+def skald_placement_key(skald_id: str) -> str:
+    return f"skalds:{skald_id}:placement"
+
+
 def skald_cordon_key(skald_id: str) -> str:
     return f"skalds:{skald_id}:cordoned"
 
@@ -92,6 +98,10 @@ def task_logs_key(task_id: str) -> str:
 
 def task_usage_key(task_id: str) -> str:
     return f"task:{task_id}:usage"
+
+
+def task_placement_key(task_id: str) -> str:
+    return f"task:{task_id}:placement"
 
 
 def log_item(seq: int, timestamp: int, level: str, message: str) -> str:
@@ -121,10 +131,20 @@ class StateView:
         self.key_ttl = key_ttl
 
     # ---- skalds --------------------------------------------------------------------------
-    def register_skald(self, skald_id: str, mode: str, classes: list[str], schemas: dict[str, Any]) -> None:
+    def register_skald(
+        self,
+        skald_id: str,
+        mode: str,
+        classes: list[str],
+        schemas: dict[str, Any],
+        placement: dict[str, Any] | None = None,
+    ) -> None:
+        """Advertise a skald; ``placement`` is its ``{"labels", "resources", "classes"}`` document."""
         self.cache.hset(SKALDS_MODE_HASH, {skald_id: mode})
         self.cache.list_replace(skald_classes_key(skald_id), classes, ttl=self.key_ttl)
         self.cache.set(skald_schemas_key(skald_id), json.dumps(schemas), ttl=self.key_ttl)
+        if placement is not None:
+            self.cache.set(skald_placement_key(skald_id), json.dumps(placement), ttl=self.key_ttl)
 
     def skald_heartbeat(self, skald_id: str, beat: int, task_ids: list[str], classes: list[str]) -> None:
         ttl = self.key_ttl
@@ -133,6 +153,7 @@ class StateView:
         self.cache.list_replace(skald_tasks_key(skald_id), task_ids, ttl=ttl)
         self.cache.expire(skald_classes_key(skald_id), ttl)
         self.cache.expire(skald_schemas_key(skald_id), ttl)
+        self.cache.expire(skald_placement_key(skald_id), ttl)
 
     def unregister_skald(self, skald_id: str) -> None:
         self.cache.hdel(SKALDS_HASH, skald_id)
@@ -142,6 +163,7 @@ class StateView:
             skald_classes_key(skald_id),
             skald_tasks_key(skald_id),
             skald_schemas_key(skald_id),
+            skald_placement_key(skald_id),
         )
 
     def set_cordon(self, skald_id: str, cordon: dict[str, Any] | None) -> None:
@@ -189,6 +211,17 @@ class StateView:
     def task_usage(self, usage: dict[str, dict[str, Any]], lease: float) -> None:
         """The CPU and memory of running tasks' worker processes, as leases (gone with the task)."""
         self.cache.pipeline_set({task_usage_key(t): (json.dumps(u), lease) for t, u in usage.items()})
+
+    def task_placement(self, reasons: dict[str, str], cleared: Sequence[str] = ()) -> None:
+        """Record why each of ``reasons``'s Created tasks fits on no node now; forget it for ``cleared``."""
+        if reasons:
+            self.cache.pipeline_set({task_placement_key(t): (why, ENDED_TASK_TTL) for t, why in reasons.items()})
+        if cleared:
+            self.cache.delete(*[task_placement_key(t) for t in cleared])
+
+    def task_placements(self, task_ids: Sequence[str]) -> list[str | None]:
+        """Why each of these Created tasks fits on no node (None: no reason recorded), in one read."""
+        return self.cache.get_many([task_placement_key(i) for i in task_ids]) if task_ids else []
 
     def task_state(self, task_id: str) -> dict[str, Any]:
         """``{"heartbeat", "error", "exception", "usage"}`` of a task (None where the cache has

@@ -12,6 +12,15 @@ const SCHEDULE_ACTIONS = [
   { label: "Uncordon", body: { cordoned: false }, when: (s) => s.cordoned, text: "The dispatcher gives it tasks again." },
 ];
 
+// "gpu 1 / 2 (1 free)" per resource the skald declares or uses.
+function resourcesOf(skald) {
+  const declared = skald.resources || {};
+  const used = skald.resourcesUsed || {};
+  const free = skald.resourcesFree || {};
+  const kinds = [...new Set([...Object.keys(declared), ...Object.keys(used)])].sort();
+  return kinds.map((k) => `${k} ${used[k] ?? 0} / ${declared[k] ?? 0} (${free[k] ?? declared[k] ?? 0} free)`).join(", ") || "—";
+}
+
 function schedulingOf(skald) {
   if (skald.draining) return h("span", { class: "badge", "data-scheduling": "draining" }, "draining");
   if (skald.cordoned) return h("span", { class: "badge", "data-scheduling": "cordoned" }, "cordoned");
@@ -136,6 +145,8 @@ export function skaldView(main, { param: skaldId, query, ctx }) {
         ["Cordoned since", skald.cordonedSince ? fmtTime(skald.cordonedSince) : null],
         ["Supported classes", (skald.supportedTasks || []).join(", ")],
         ["Running tasks", String((skald.currentTasks || []).length)],
+        ["Labels", Object.entries(skald.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "—"],
+        ["Resources (used / declared, free)", resourcesOf(skald)],
       ]),
     );
     // Rebuilt only when they change (details are redrawn every second; a button keeps its focus).
