@@ -1,0 +1,99 @@
+"""The fleet features on the real servers (PostgreSQL, Redis 7.0, Tansu): placement by resources,
+cordon, results, resource use and delayed start, with a real controller and two real nodes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.conftest import Chaos
+from tests.support.procs import Proc, wait_for
+from tests.support.servers import postgres_schema_url
+
+
+@pytest.fixture
+def fleet(
+    tmp_path: Path, home: Path, procs: list[Proc], postgres_server, redis_server, kafka_server
+) -> Iterator[Chaos]:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()
+    urls = {
+        "SKALDS_STORE_URL": postgres_schema_url(postgres_server, "fleet"),
+        "SKALDS_BUS_URL": f"{kafka_server.url}?session_timeout_ms=2000",
+        "SKALDS_CACHE_URL": redis_server.url,
+    }
+    chaos = Chaos(tmp_path, home, procs, urls)
+    yield chaos
+    chaos.close()
+
+
+def _node(fleet: Chaos, name: str, **env: str) -> Proc:
+    proc = Proc.python(
+        Path(__file__).resolve().parents[1] / "support" / "run_skald.py",
+        "node",
+        name,
+        env=fleet.env(**env),
+        log=fleet.tmp / f"{name}.log",
+    )
+    fleet.procs.append(proc)
+    proc.wait_output(rf"listening for commands as group skald-{name}", timeout=30)
+    return proc
+
+
+def test_placement_cordon_results_usage_and_delayed_start_on_the_servers(fleet: Chaos) -> None:
+    c = fleet.controller()
+    gpu, plain = f"gpu-{fleet.tag}", f"plain-{fleet.tag}"
+    _node(fleet, gpu, SKALD_RESOURCES="gpu=1", SKALD_LABELS="zone=eu-1")
+    _node(fleet, plain)
+
+    def online() -> bool:
+        items = {s["id"]: s["status"] for s in c.http.get("/api/skalds").json()["items"]}
+        return items.get(gpu) == "online" and items.get(plain) == "online"
+
+    wait_for(online, timeout=20, what="both nodes online")
+
+    # A task needing a GPU runs on the node that has one, and its result is stored
+    done = c.create(
+        id=f"r-{fleet.tag}",
+        className="Recorder",
+        requires={"gpu": 1},
+        attachments={"duration": 0.2, "returns": {"frames": 42}},
+    )
+    finished = wait_for(
+        lambda: next((t for t in [c.task(done["id"])] if t["status"] == "Finished"), None),
+        timeout=20,
+        what="GPU task finished",
+    )
+    assert finished["executor"] == gpu and finished["result"] == {"frames": 42}
+
+    # A long GPU task holds the only GPU: a second one waits, saying why, and never lands elsewhere
+    long = c.create(id=f"l-{fleet.tag}", className="Recorder", requires={"gpu": 1}, attachments={"duration": 60})
+    wait_for(lambda: c.task(long["id"])["status"] == "Running", timeout=20, what="long GPU task running")
+    waiting = c.create(id=f"w-{fleet.tag}", className="Recorder", requires={"gpu": 1}, attachments={"duration": 0.2})
+    reason = wait_for(lambda: c.task(waiting["id"]).get("placement"), timeout=10, what="placement reason")
+    assert "gpu" in reason and c.task(waiting["id"])["status"] == "Created"
+    # and the running one reports its worker's CPU and memory
+    usage = wait_for(lambda: c.task(long["id"]).get("usage"), timeout=10, what="usage of the running task")
+    assert usage["memoryBytes"] > 1_000_000
+
+    # When the GPU node is cordoned and the long task cancelled, the waiting one still waits
+    cordon = c.http.put(f"/api/skalds/{gpu}/schedulable", json={"cordoned": True})
+    assert cordon.status_code == 200, cordon.text
+    c.set_status(long["id"], "Cancelled")
+    wait_for(lambda: fleet.events(long["id"], "release"), timeout=15, what="long task released")
+    assert c.task(waiting["id"])["status"] == "Created"
+    # and once uncordoned it runs there
+    assert c.http.put(f"/api/skalds/{gpu}/schedulable", json={"cordoned": False}).status_code == 200
+    wait_for(lambda: c.task(waiting["id"])["status"] == "Finished", timeout=20, what="waiting task ran")
+    assert c.task(waiting["id"])["executor"] == gpu
+
+    # A delayed task starts no earlier than its notBefore
+    not_before = int(time.time() * 1000) + 1500
+    delayed = c.create(id=f"d-{fleet.tag}", className="Recorder", notBefore=not_before, attachments={"duration": 0})
+    main = wait_for(lambda: fleet.events(delayed["id"], "main"), timeout=20, what="delayed task ran")[0]
+    assert main["t"] * 1000 >= not_before
+    fleet.assert_never_two_at_once([done["id"], long["id"], waiting["id"], delayed["id"]])
