@@ -77,8 +77,8 @@ class Chaos:
     def env(self, **extra: str) -> dict[str, str]:
         return base_env(self.home, EVENTS_FILE=str(self.events_file), **self.urls, **FAST, **extra)
 
-    def node(self, name: str, *, wait: bool = True) -> Proc:
-        proc = Proc.python(RUNNER, "node", name, env=self.env(), log=self.tmp / f"{name}.log")
+    def node(self, name: str, *, wait: bool = True, **env: str) -> Proc:
+        proc = Proc.python(RUNNER, "node", name, env=self.env(**env), log=self.tmp / f"{name}.log")
         self.procs.append(proc)
         if wait:
             proc.wait_output(rf"listening for commands as group skald-{name}", timeout=30)
@@ -213,16 +213,20 @@ def chaos_postgres() -> Iterator[PostgresServer]:
         yield server
 
 
+def server_urls(postgres: PostgresServer, kafka: TansuServer, redis: RedisServer, prefix: str) -> dict[str, str]:
+    """The backend URLs of a test on real servers: its own PostgreSQL schema, Kafka, Redis."""
+    return {
+        "SKALDS_STORE_URL": postgres_schema_url(postgres, prefix),
+        "SKALDS_BUS_URL": f"{kafka.url}?session_timeout_ms=2000",
+        "SKALDS_CACHE_URL": redis.url,
+    }
+
+
 @pytest.fixture
 def distributed(
     tmp_path: Path, home: Path, procs: list[Proc], chaos_redis: RedisServer, chaos_kafka: TansuServer, postgres_server
 ) -> Iterator[Chaos]:
     """Redis and Kafka of this test's own (to fault), the session's PostgreSQL (own schema)."""
-    urls = {
-        "SKALDS_STORE_URL": postgres_schema_url(postgres_server, "chaos"),
-        "SKALDS_BUS_URL": f"{chaos_kafka.url}?session_timeout_ms=2000",
-        "SKALDS_CACHE_URL": chaos_redis.url,
-    }
-    chaos = Chaos(tmp_path, home, procs, urls)
+    chaos = Chaos(tmp_path, home, procs, server_urls(postgres_server, chaos_kafka, chaos_redis, "chaos"))
     yield chaos
     chaos.close()

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import Chaos
+from tests.chaos.conftest import Chaos, server_urls
 from tests.support.procs import Proc, wait_for
-from tests.support.servers import postgres_schema_url
 
 
 @pytest.fixture
@@ -21,34 +20,16 @@ def fleet(
     import redis
 
     redis.Redis.from_url(redis_server.url).flushdb()
-    urls = {
-        "SKALDS_STORE_URL": postgres_schema_url(postgres_server, "fleet"),
-        "SKALDS_BUS_URL": f"{kafka_server.url}?session_timeout_ms=2000",
-        "SKALDS_CACHE_URL": redis_server.url,
-    }
-    chaos = Chaos(tmp_path, home, procs, urls)
+    chaos = Chaos(tmp_path, home, procs, server_urls(postgres_server, kafka_server, redis_server, "fleet"))
     yield chaos
     chaos.close()
-
-
-def _node(fleet: Chaos, name: str, **env: str) -> Proc:
-    proc = Proc.python(
-        Path(__file__).resolve().parents[1] / "support" / "run_skald.py",
-        "node",
-        name,
-        env=fleet.env(**env),
-        log=fleet.tmp / f"{name}.log",
-    )
-    fleet.procs.append(proc)
-    proc.wait_output(rf"listening for commands as group skald-{name}", timeout=30)
-    return proc
 
 
 def test_placement_cordon_results_usage_and_delayed_start_on_the_servers(fleet: Chaos) -> None:
     c = fleet.controller()
     gpu, plain = f"gpu-{fleet.tag}", f"plain-{fleet.tag}"
-    _node(fleet, gpu, SKALD_RESOURCES="gpu=1", SKALD_LABELS="zone=eu-1")
-    _node(fleet, plain)
+    fleet.node(gpu, SKALD_RESOURCES="gpu=1", SKALD_LABELS="zone=eu-1")
+    fleet.node(plain)
 
     def online() -> bool:
         items = {s["id"]: s["status"] for s in c.http.get("/api/skalds").json()["items"]}
