@@ -7,6 +7,7 @@ over HTTP; this client is what scripts, tests and the CLI use directly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -16,12 +17,16 @@ from skalds.backends.clients import BackendClients
 from skalds.backends.store.base import TaskPage, TaskQuery
 from skalds.config.skald_config import SkaldConfig
 from skalds.controller.fleet import Fleet
+from skalds.errors import TaskEnded
 from skalds.model.attachments import check_task
 from skalds.model.event import TaskEvent, UpdateTaskWorkerEvent
-from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, Task, TaskLifecycleStatus
+from skalds.model.resources import check_labels, check_resources
+from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, Task, TaskLifecycleStatus, retried_later
 from skalds.utils.logging import logger
 
 S = TaskLifecycleStatus
+#: ``set_requirements``' default: leave that one as it is.
+KEEP: Any = object()
 
 
 class SkaldsClient(BackendClients):
@@ -81,6 +86,34 @@ class SkaldsClient(BackendClients):
         task = self.store.modify(task_id, lambda t: {"attachments": {**(t.attachments or {}), **attachments}})
         self._event(Topic.TASK_UPDATE_ATTACHMENT, task_id)
         return task
+
+    def set_requirements(
+        self,
+        task_id: str,
+        *,
+        requires: Mapping[str, float] | str | None = KEEP,
+        node_selector: Mapping[str, str] | str | None = KEEP,
+    ) -> Task:
+        """Change where a task may run, as ``PUT /api/tasks/{id}/requirements`` does: ``requires``
+        (resources one run uses, ``{"gpu": 1}`` or ``"gpu=1"``) and / or ``node_selector`` (labels a
+        node must have); None falls back to the class's, one not given is kept. Checked as on
+        create (ValueError naming the argument). A waiting task is placed by them at the
+        dispatcher's next pass; a task that runs is not moved (they apply the next time it is
+        placed). Raises :class:`~skalds.errors.TaskEnded` for a task that ended for good."""
+        changes: dict[str, Any] = {}
+        if requires is not KEEP:
+            changes["requires"] = None if requires is None else check_resources(requires, "requires")
+        if node_selector is not KEEP:
+            changes["node_selector"] = None if node_selector is None else check_labels(node_selector, "node_selector")
+        if not changes:
+            raise ValueError("give requires and / or node_selector (None for the class's own)")
+
+        def change(t: Task) -> dict[str, Any] | None:
+            if t.lifecycle_status in FINAL_STATUSES and not retried_later(t, self.config.task_worker_retry):
+                raise TaskEnded(f"task {t.id!r} is {t.lifecycle_status.value}: retry it before changing where it runs")
+            return {k: v for k, v in changes.items() if getattr(t, k) != v} or None
+
+        return self.store.modify(task_id, change)
 
     def send_worker_update(self, task_id: str, attachments: dict[str, Any]) -> None:
         """Publish straight to ``taskworker.update`` (as outside producers do); the store is untouched."""

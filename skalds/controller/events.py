@@ -9,7 +9,8 @@ differences out to every subscriber. The cost is independent of the number of cl
 zero when nobody listens: without subscribers the poller sleeps and forgets its snapshot.
 
 What a pass reads: every skald; every task not yet final (Created, Assigning, Running, Paused) with
-its heartbeat / error / exception from the cache; and, by id, the tasks that left that set since the
+its heartbeat / error / exception from the cache, and for the waiting (Created) ones why they fit on
+no node (``task:{id}:placement``, written by the dispatcher); and, by id, the tasks that left that set since the
 last pass (they ended or were deleted) and the tasks a client filters on; and the newest tasks when
 the store grew (``live.NewTasks``), so a task created and ended between two passes is reported too.
 Ended tasks stay in the snapshot (at most ``max_ended`` of them) so a retry is reported as a change
@@ -25,8 +26,13 @@ Events (``timestamp`` in ms since the epoch)::
 
     {"type": "snapshot", "data": {"skalds": [...]} | {"tasks": [...]}, "timestamp": ...}   # first, on connect
     {"type": "skald_status" | "skald_heartbeat", "skaldId": id, "data": {<skald item>, "previous": ...}, ...}
-    {"type": "task_status" | "task_heartbeat" | "task_error" | "task_exception" | "task_deleted",
-     "taskId": id, "data": {...}, "timestamp": ...}
+    {"type": "task_status" | "task_heartbeat" | "task_error" | "task_exception" | "task_placement"
+     | "task_deleted", "taskId": id, "data": {...}, "timestamp": ...}
+
+A task's view (the snapshot's items, ``task_status``'s data) has ``placement``: while it waits
+(Created), why it fits on no node now, as the API item's ``placement``; else null. When only that
+changes — the reason appears, changes (new requirements, a node left) or goes — a
+``task_placement`` event says so: ``{"placement": why | null, "previous": …, "lifecycleStatus": …}``.
 
 A skald that unregisters (clean stop) disappears from the cache; it is reported as
 ``skald_status`` ``offline`` with ``"removed": true``.
@@ -47,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +63,7 @@ from skalds.backends.store.base import TaskQuery
 from skalds.controller.live import NOT_RUNNING, NewTasks
 from skalds.controller.metrics import ControllerMetrics
 from skalds.controller.service import ControllerService
-from skalds.model.task import FINAL_STATUSES, Task, now_ms
+from skalds.model.task import FINAL_STATUSES, Task, TaskLifecycleStatus, now_ms
 from skalds.utils.logging import logger, masked
 
 _FINAL_VALUES = frozenset(s.value for s in FINAL_STATUSES)
@@ -68,7 +74,9 @@ TASKS = "tasks"
 #: Event types of each stream (besides the first ``snapshot``).
 STREAM_TYPES: dict[str, frozenset[str]] = {
     SKALDS: frozenset({"skald_status", "skald_heartbeat"}),
-    TASKS: frozenset({"task_status", "task_heartbeat", "task_error", "task_exception", "task_deleted"}),
+    TASKS: frozenset(
+        {"task_status", "task_heartbeat", "task_error", "task_exception", "task_placement", "task_deleted"}
+    ),
 }
 
 Event = dict[str, Any]
@@ -97,8 +105,9 @@ class Subscriber:
         return "taskId" in event and (self.task_id is None or event["taskId"] == self.task_id)
 
 
-def task_view(task: Task, live: Mapping[str, Any]) -> dict[str, Any]:
-    """What the streams tell about a task (the REST API has the rest)."""
+def task_view(task: Task, live: Mapping[str, Any], placement: str | None = None) -> dict[str, Any]:
+    """What the streams tell about a task (the REST API has the rest); ``placement``: why it
+    waits, while it is Created."""
     return {
         "id": task.id,
         "className": task.class_name,
@@ -114,6 +123,7 @@ def task_view(task: Task, live: Mapping[str, Any]) -> dict[str, Any]:
         "error": masked(live.get("error")),
         "exception": masked(live.get("exception") or task.exception),
         "usage": live.get("usage"),
+        "placement": placement if task.lifecycle_status == TaskLifecycleStatus.CREATED else None,
     }
 
 
@@ -285,8 +295,9 @@ class EventHub:
             if t.id not in open_ids and t.id not in extra_ids and t.id not in self._tasks
         ]
         states = snapshot.states
+        reasons = self._placements(t for t in snapshot.tasks.values() if t.id in open_ids)
         current = {
-            t.id: self._view(t, states.get(t.id, NOT_RUNNING), beats or t.id in watched)
+            t.id: self._view(t, states.get(t.id, NOT_RUNNING), beats or t.id in watched, reasons.get(t.id))
             for t in snapshot.tasks.values()
             if t.id in open_ids
         }
@@ -319,7 +330,16 @@ class EventHub:
                 events.append(_task_event("task_deleted", task_id, data, now))
         return events
 
-    def _view(self, task: Task, live: Mapping[str, Any], beats: bool) -> dict[str, Any]:
+    def _placements(self, tasks: Iterable[Task]) -> dict[str, str]:
+        """Why each waiting task among ``tasks`` fits on no node (those that have a reason), in one
+        batched cache read."""
+        waiting = [t.id for t in tasks if t.lifecycle_status == TaskLifecycleStatus.CREATED]
+        if not waiting:
+            return {}
+        found = zip(waiting, self.service.state.task_placements(waiting), strict=True)
+        return {task_id: why for task_id, why in found if why is not None}
+
+    def _view(self, task: Task, live: Mapping[str, Any], beats: bool, placement: str | None = None) -> dict[str, Any]:
         """``task_view``, reusing the last pass's view while record and cache state are unchanged
         (most tasks, most passes) and copying it when only the heartbeat moved (every running task,
         every second) — unless heartbeats are not wanted."""
@@ -329,8 +349,9 @@ class EventHub:
             or before["version"] != task.version
             or before["error"] != masked(live["error"])
             or before["exception"] != masked(live["exception"] or task.exception)
+            or before["placement"] != placement
         ):
-            return task_view(task, live)
+            return task_view(task, live, placement)
         if before["heartbeat"] == live["heartbeat"] or not beats:
             return before
         view = dict(before)
@@ -382,6 +403,13 @@ class EventHub:
                 if view[key] is not None and view[key] != last.get(key):
                     data = {key: view[key], "lifecycleStatus": view["status"]}
                     events.append(_task_event(f"task_{key}", task_id, data, now))
+            if view["placement"] != last.get("placement"):
+                data = {
+                    "placement": view["placement"],
+                    "previous": last.get("placement"),
+                    "lifecycleStatus": view["status"],
+                }
+                events.append(_task_event("task_placement", task_id, data, now))
         for task_id in sorted(deleted):
             before = self._tasks.pop(task_id, None)
             if before is not None:

@@ -144,6 +144,26 @@ class DeadlineUpdate(BaseModel):
     )
 
 
+class RequirementsUpdate(BaseModel):
+    """A task's new placement requirements (``PUT /api/tasks/{id}/requirements``). A key left out
+    keeps what the task has; null falls back to its class's; ``{}`` asks for nothing (whatever the
+    class declares)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requires: Requires = Field(
+        None, description='resources one run uses, e.g. {"gpu": 1}; null: the class\'s; left out: unchanged'
+    )
+    nodeSelector: NodeSelector = Field(
+        None, description='labels a node must have, e.g. {"zone": "eu-1"}; null: the class\'s; left out: unchanged'
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given, by Task field name (``requires``, ``node_selector``)."""
+        names = {"requires": "requires", "nodeSelector": "node_selector"}
+        return {names[key]: getattr(self, key) for key in names if key in self.model_fields_set}
+
+
 class TaskUsage(BaseModel):
     """A running task's worker process, sampled with each skald heartbeat."""
 
@@ -181,6 +201,16 @@ class TaskCreated(TaskItem):
     """The task just created, and warnings about it."""
 
     warnings: list[str] = Field(default_factory=list, description=WARNINGS_DOC)
+
+
+class TaskUpdated(TaskItem):
+    """The task as a change left it, and warnings about it."""
+
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what to know about the change: attachments stored unchecked (no online skald runs the "
+        "class), requirements that apply only the next time the task is placed",
+    )
 
 
 class TaskBatchResult(BaseModel):

@@ -43,6 +43,7 @@ from skalds.errors import (
 )
 from skalds.model.attachments import check_attachments, check_task, rename_keys, unadvertised_warning
 from skalds.model.event import TaskEvent
+from skalds.model.resources import check_labels, check_resources
 from skalds.model.task import (
     FINAL_STATUSES,
     LIVE_STATUSES,
@@ -433,30 +434,56 @@ class ControllerService(BackendClients):
         return self._items([fresh.get(t.id, t) for t in tasks], best_effort=True)
 
     def update_attachments(self, task_id: str, attachments: dict[str, Any]) -> Task:
-        """Merge onto the stored attachments, validate the result, store, tell the owner."""
+        """:meth:`update_attachments_checked` without the warnings."""
+        return self.update_attachments_checked(task_id, attachments).task
+
+    def update_attachments_checked(self, task_id: str, attachments: dict[str, Any]) -> Updated:
+        """Merge onto the stored attachments, validate the result, store, tell the owner. The
+        warnings say when they could not be validated (no online skald runs the class)."""
         class_name = self.require(task_id).class_name
         # A class no online skald runs yet: its waiting task takes new values unchecked, as it was
         # created (the worker checks them when it starts).
-        schema = self.class_schemas().get(class_name, ({}, []))[0]
+        classes = self.class_schemas()
+        schema = classes.get(class_name, ({}, []))[0]
         attachments = rename_keys(schema, attachments)  # the keys of the stored ones (aliases)
 
         def merge(t: Task) -> dict[str, Any]:
-            self._check_not_ended(t)
+            self._check_not_ended(t, "its attachments")
             stored = rename_keys(schema, t.attachments if isinstance(t.attachments, dict) else {})
             return {"attachments": check_attachments(t.class_name, schema, {**stored, **attachments})}
 
         task = self.store.modify(task_id, merge)
         self.publish(Topic.TASK_UPDATE_ATTACHMENT, task_id)
-        return task
+        warnings = [] if class_name in classes else [unchecked_update_warning(class_name)]
+        return Updated(task, warnings)
 
-    def _check_not_ended(self, task: Task) -> None:
-        """TaskEnded unless new attachments can still reach a worker: a Finished or Cancelled task,
-        or a Failed one the dispatcher will not retry, never runs again unless someone retries it."""
+    def set_requirements(self, task_id: str, changes: dict[str, Any]) -> Updated:
+        """Change a task's placement requirements: ``changes`` has ``requires`` (resources one run
+        uses) and / or ``node_selector`` (labels a node must have), each a mapping — checked as on
+        create — or None for its class's. A waiting (Created) task is placed by them at the next
+        dispatch pass (the route runs one at once); a task that is placed keeps running where it
+        is, and they apply the next time it is placed (a retry, a failover, a resume) — the
+        warnings say so. A task that ended for good refuses (TaskEnded)."""
+        changes = _checked_requirements(changes)
+        self.require(task_id)
+
+        def change(t: Task) -> dict[str, Any] | None:
+            self._check_not_ended(t, "its placement requirements")
+            return {k: v for k, v in changes.items() if getattr(t, k) != v} or None
+
+        task = self.store.modify(task_id, change)
+        shown = {("nodeSelector" if k == "node_selector" else k): v for k, v in changes.items()}
+        logger.info(f"task {task_id}: placement requirements set: {shown}")
+        return Updated(task, _requirements_warnings(task))
+
+    def _check_not_ended(self, task: Task, what: str) -> None:
+        """TaskEnded unless a change of ``what`` can still matter: a Finished or Cancelled task, or
+        a Failed one the dispatcher will not retry, never runs again unless someone retries it."""
         status = task.lifecycle_status
         if status not in FINAL_STATUSES or retried_later(task, self.config.task_worker_retry):
             return
         raise TaskEnded(
-            f"task {task.id!r} is {status.value}: nothing runs it any more, so its attachments cannot "
+            f"task {task.id!r} is {status.value}: nothing runs it any more, so {what} cannot "
             f'change; retry it (PUT /api/tasks/{task.id}/status {{"status": "Created"}}) and then '
             "update them"
         )
@@ -658,6 +685,66 @@ def _check_deadline(task: Task) -> None:
         f"it would be cancelled at once; set a later deadline, or none, with PUT /api/tasks/{task.id}/deadline "
         '{"deadlineDateTime": <ms since the epoch> | null}, then try again'
     )
+
+
+def unchecked_update_warning(class_name: str) -> str:
+    """The warning for attachments stored although no online skald runs the task's class."""
+    return (
+        f"no online skald runs class {class_name!r}; the new attachments were stored without being "
+        "validated (a worker checks them when it starts the task)"
+    )
+
+
+#: Task field → the API's name, for messages about requirements.
+_REQUIREMENT_NAMES = {"requires": "requires", "node_selector": "nodeSelector"}
+
+
+def _checked_requirements(changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` (``requires`` / ``node_selector``) checked as a create checks them; InvalidRequest
+    naming the field otherwise, or when there is nothing to change."""
+    unknown = sorted(set(changes) - set(_REQUIREMENT_NAMES))
+    if unknown or not changes:
+        raise InvalidRequest(
+            "give requires and / or nodeSelector (an object, or null for the class's own)"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
+            [{"field": "body", "message": "needs requires and / or nodeSelector"}],
+        )
+    checked: dict[str, Any] = {}
+    for key, value in changes.items():
+        name = _REQUIREMENT_NAMES[key]
+        try:
+            if value is None:
+                checked[key] = None
+            elif key == "requires":
+                checked[key] = check_resources(value, name)
+            else:
+                checked[key] = check_labels(value, name)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), [{"field": f"body.{name}", "message": str(exc)}]) from None
+    return checked
+
+
+def _requirements_warnings(task: Task) -> list[str]:
+    """What to know about new requirements of ``task``: they do not move a task that is placed."""
+    status = task.lifecycle_status
+    if status in LIVE_STATUSES:
+        where = f" on {task.executor}" if task.executor else ""
+        return [
+            f"task {task.id!r} is {status.value}{where}: it is not moved; the new requirements apply the "
+            "next time it is placed (a retry or a failover), and count against its node's resources now"
+        ]
+    if status == S.PAUSED:
+        return [f"task {task.id!r} is Paused: the new requirements apply when it is resumed"]
+    if status == S.FAILED:
+        return [f"task {task.id!r} is Failed: the new requirements apply when it is retried"]
+    return []
+
+
+class Updated(NamedTuple):
+    """What a change returns: the task as written, and warnings for the answer."""
+
+    task: Task
+    warnings: list[str]
 
 
 class Created(NamedTuple, Generic[T]):

@@ -73,6 +73,14 @@ def test_a_class_no_online_skald_runs_waits_for_one(start_controller, start_skal
         "tasks[0] and 2 more: no online skald runs class 'Camera'; the task waits until one does, "
         "and its attachments could not be validated"
     ]
+    # When a waiting task's attachments are updated, Then they are stored and the answer warns they were not checked
+    updated = api.http.put("/api/tasks/early/attachments", json={"attachments": {"rtsp_url": "rtsp://cam/2"}})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["attachments"] == {"rtsp_url": "rtsp://cam/2", "fix_frame": 2}
+    assert updated.json()["warnings"] == [
+        "no online skald runs class 'Camera'; the new attachments were stored without being validated "
+        "(a worker checks them when it starts the task)"
+    ]
     # When a skald with the class comes, Then it runs them (field names as the worker takes them)
     start_skald("node-b", SKALDS_TEST_CAMERA="1")
     wait_for(lambda: events("early", "main"), timeout=20, what="early runs on node-b")

@@ -133,3 +133,139 @@ def test_tasks_requiring_a_gpu_run_one_at_a_time_on_the_gpu_node_never_on_the_ot
     )
     assert {api.task(t)["executor"] for t in waiting if api.task(t)["status"] == "Running"} == {"node-a"}
     assert all(api.task(t)["executor"] != "node-b" for t in ids)
+
+
+def test_new_requirements_of_a_waiting_task_are_what_the_next_pass_places_by(service, home):
+    from skalds.client import SkaldsClient
+    from skalds.config.skald_config import SkaldConfig
+    from skalds.errors import InvalidRequest, TaskEnded
+
+    # Given a node with one GPU in eu-1, and a task that needs two GPUs and so waits
+    _register(service, "gpu-node", {"labels": {"zone": "eu-1"}, "resources": {"gpu": 1}, "classes": {}})
+    dispatcher = Dispatcher(service)
+    _create(service, "big", requires={"gpu": 2})
+    dispatcher.sweep()
+    assert service.get_task("big")["placement"] == "no online node has gpu ≥ 2 free"
+
+    # When only its node selector changes, Then its requires are kept and the next pass says why it waits now
+    task, warnings = service.set_requirements("big", {"node_selector": {"zone": "us-1"}})
+    assert (task.requires, task.node_selector, warnings) == ({"gpu": 2.0}, {"zone": "us-1"}, [])
+    dispatcher.dispatch_pending(["big"])
+    assert service.get_task("big")["placement"] == "no online node has label zone=us-1"
+
+    # When the client asks for what the node has, Then the next pass places it there and its reason goes
+    with SkaldsClient(SkaldConfig(skalds_home=str(home))) as client:
+        client.set_requirements("big", requires="gpu=1", node_selector=None)
+        assert service.store.require("big").node_selector is None
+        dispatcher.dispatch_pending(["big"])
+        assert service.store.require("big").executor == "gpu-node"
+        assert service.get_task("big")["placement"] is None
+
+        # And bad values and ended tasks are refused, naming the field, with nothing stored
+        with pytest.raises(ValueError, match=r"requires: amount of 'gpu' must be a number ≥ 0"):
+            client.set_requirements("big", requires={"gpu": -1})
+        with pytest.raises(InvalidRequest, match=r"nodeSelector: value 'a b' of label 'zone'"):
+            service.set_requirements("big", {"node_selector": {"zone": "a b"}})
+        with pytest.raises(InvalidRequest, match="give requires and / or nodeSelector"):
+            service.set_requirements("big", {})
+        service.store.set_status("big", S.CANCELLED)
+        with pytest.raises(TaskEnded, match="is Cancelled"):
+            client.set_requirements("big", requires={})
+        with pytest.raises(TaskEnded, match="its placement requirements cannot change"):
+            service.set_requirements("big", {"requires": {}})
+    assert service.store.require("big").requires == {"gpu": 1.0}
+
+
+def test_changing_a_tasks_requirements_over_the_api_places_it_and_streams_why_it_waits(start_controller, start_skald):
+    from tests.controller.sse_client import SSEReader
+
+    # Given a controller, node-a with one GPU, a task that needs two, and a client on its stream
+    api = start_controller()
+    start_skald("node-a", SKALD_RESOURCES="gpu=1")
+    wait_for(lambda: online(api, "node-a"), what="node-a online")
+    api.create(id="w", className="Recorder", attachments={"duration": 300}, requires={"gpu": 2})
+    stream = SSEReader(api.url + "/api/events/tasks?taskId=w")
+    try:
+        wait_for(lambda: api.task("w")["placement"] == "no online node has gpu ≥ 2 free", what="w's reason")
+
+        def placements() -> list[tuple[Any, Any]]:
+            return [(e["data"]["previous"], e["data"]["placement"]) for _, e in stream.of("task_placement")]
+
+        def streamed() -> Any:
+            """The reason as the stream last told it: its task_placement events, else its snapshot."""
+            told = placements()
+            if told:
+                return told[-1][1]
+            first = stream.of("snapshot")
+            return first[0][1]["data"]["tasks"][0]["placement"] if first and first[0][1]["data"]["tasks"] else None
+
+        wait_for(lambda: streamed() == "no online node has gpu ≥ 2 free", what="the reason on the stream")
+
+        # When it asks for three, Then the answer already says why it waits, and the stream says it changed
+        changed = api.http.put("/api/tasks/w/requirements", json={"requires": {"gpu": 3}})
+        assert changed.status_code == 200, changed.text
+        item = changed.json()
+        assert (item["status"], item["requires"], item["placement"]) == (
+            "Created",
+            {"gpu": 3.0},
+            "no online node has gpu ≥ 3 free",
+        )
+        assert item["warnings"] == []
+        wait_for(lambda: placements()[-1:] == [("no online node has gpu ≥ 2 free", "no online node has gpu ≥ 3 free")],
+                 what="task_placement gpu 2 → 3")  # fmt: skip
+        # and a stream opened now has the reason in its snapshot
+        late = SSEReader(api.url + "/api/events/tasks?taskId=w")
+        try:
+            wait_for(lambda: late.of("snapshot"), what="late snapshot")
+            assert late.of("snapshot")[0][1]["data"]["tasks"][0]["placement"] == "no online node has gpu ≥ 3 free"
+        finally:
+            late.close()
+
+        # When only a node selector is given, Then the requires are kept
+        item = api.http.put("/api/tasks/w/requirements", json={"nodeSelector": {"zone": "mars"}}).json()
+        assert item["requires"] == {"gpu": 3.0} and item["nodeSelector"] == {"zone": "mars"}
+        assert item["placement"] == "no online node has label zone=mars"
+        wait_for(lambda: streamed() == "no online node has label zone=mars", what="the new reason streamed")
+
+        # When it asks for what node-a has, Then it is dispatched within the request and its reason goes
+        item = api.http.put("/api/tasks/w/requirements", json={"requires": {"gpu": 1}, "nodeSelector": None}).json()
+        assert item["executor"] == "node-a" and item["status"] in ("Assigning", "Running"), item
+        assert item["placement"] is None and item["nodeSelector"] is None
+        wait_for(lambda: placements()[-1:] == [("no online node has label zone=mars", None)], what="reason gone")
+        wait_for(lambda: api.status_is("w", "Running"), timeout=15, what="w Running")
+
+        # When a running task asks for more, Then it is not moved, the answer says so, and its node counts it
+        response = api.http.put("/api/tasks/w/requirements", json={"requires": {"gpu": 2}})
+        assert response.status_code == 200, response.text
+        assert response.json()["warnings"] == [
+            "task 'w' is Running on node-a: it is not moved; the new requirements apply the next time it is "
+            "placed (a retry or a failover), and count against its node's resources now"
+        ]
+        assert api.task("w")["status"] == "Running" and api.task("w")["executor"] == "node-a"
+        assert api.http.get("/api/skalds/node-a").json()["resourcesFree"] == {"gpu": -1.0}
+        # and a class the node runs takes new attachments with no warning
+        updated = api.http.put("/api/tasks/w/attachments", json={"attachments": {"someValue": 2}})
+        assert updated.status_code == 200 and updated.json()["warnings"] == []
+    finally:
+        stream.close()
+
+    # And bad input is refused naming the field, an unknown task is 404, an ended one 409
+    def error(body: Any, task_id: str = "w") -> tuple[int, dict[str, Any]]:
+        response = api.http.put(f"/api/tasks/{task_id}/requirements", json=body)
+        return response.status_code, response.json()["error"]
+
+    status, err = error({"requires": {"gpu": -1}})
+    assert status == 422 and err["details"][0]["field"] == "body.requires"
+    assert "amount of 'gpu' must be a number ≥ 0" in err["details"][0]["message"]
+    status, err = error({"nodeSelector": "zone"})
+    assert status == 422 and err["details"][0]["field"] == "body.nodeSelector"
+    assert "'zone' is not name=value" in err["details"][0]["message"]
+    status, err = error({"node_selector": {"zone": "eu-1"}})
+    assert status == 422 and err["details"][0]["field"] == "body.node_selector"
+    status, err = error({})
+    assert status == 422 and "give requires and / or nodeSelector" in err["message"]
+    assert error({"requires": {}}, "nope")[0] == 404
+    assert api.task("w")["requires"] == {"gpu": 2.0}
+    assert api.set_status("w", "Cancelled").status_code == 200
+    status, err = error({"requires": {}})
+    assert status == 409 and err["code"] == "task_ended" and "retry it" in err["message"]

@@ -1,8 +1,10 @@
-"""``/api/tasks``: list, read, create, update attachments, set status, delete, heartbeat, classes.
+"""``/api/tasks``: list, read, create, update attachments, set status, deadline and placement
+requirements, delete, heartbeat, classes.
 
 Each handler does its blocking work in one worker-thread call (:func:`blocking`). After a change
-that makes a task runnable (create, resume, retry) the same call runs a dispatch pass, so the task
-is assigned before the response is sent instead of at the next sweep.
+that makes a task runnable (create, resume, retry) or may let a waiting task fit on a node (new
+requirements) the same call runs a dispatch pass, so the task is assigned before the response is
+sent instead of at the next sweep.
 
 Creates are safe to retry: with an ``Idempotency-Key`` header a retry is answered with the task(s)
 the first request created (200, ``Idempotent-Replayed: true``), and a client-chosen ``id`` makes a
@@ -23,6 +25,7 @@ from skalds.controller.schemas import (
     AttachmentsUpdate,
     DeadlineUpdate,
     ErrorResponse,
+    RequirementsUpdate,
     StatusUpdate,
     TaskBatch,
     TaskBatchResult,
@@ -34,6 +37,7 @@ from skalds.controller.schemas import (
     TaskItem,
     TaskLogs,
     TaskPage,
+    TaskUpdated,
 )
 from skalds.controller.service import MAX_PAGE_SIZE, ControllerService
 from skalds.model.task import TaskLifecycleStatus
@@ -166,17 +170,45 @@ async def create_tasks(
 
 @router.put(
     "/{task_id}/attachments",
-    response_model=TaskItem,
+    response_model=TaskUpdated,
     summary="Update a task's attachments",
     description="Merged onto the stored ones and validated; its worker, if it runs, gets them as a hot update. "
     "A task that ended for good (Finished, Cancelled, Failed with no retry to come) answers 409 `task_ended` "
-    "and nothing is stored: retry it first.",
+    "and nothing is stored: retry it first. When no online skald runs the task's class the attachments are "
+    "stored unchecked and `warnings` says so.",
 )
 async def update_attachments(
     task_id: str, body: AttachmentsUpdate, service: ControllerService = Service
 ) -> dict[str, Any]:
     def work() -> dict[str, Any]:
-        return service.task_item(service.update_attachments(task_id, body.attachments))
+        task, warnings = service.update_attachments_checked(task_id, body.attachments)
+        return {**service.task_item(task), "warnings": warnings}
+
+    return await blocking(work)
+
+
+@router.put(
+    "/{task_id}/requirements",
+    response_model=TaskUpdated,
+    summary="Change a task's placement requirements",
+    description='`requires` (resources one run uses, e.g. `{"gpu": 1}`) and / or `nodeSelector` (labels a '
+    'node must have, e.g. `{"zone": "eu-1"}`), checked as on create; null falls back to the class\'s, a '
+    "key left out is kept. A waiting (Created) task is placed by the new ones at once if a node fits, else "
+    "its `placement` says why it still waits. A task already placed (Assigning, Running) is not moved: the "
+    "new requirements apply the next time it is placed (a retry or a failover; a Paused task when resumed), "
+    "and `warnings` says so. A task that ended for good answers 409 `task_ended`: retry it first.",
+)
+async def set_requirements(
+    task_id: str,
+    body: RequirementsUpdate,
+    service: ControllerService = Service,
+    dispatcher: Dispatcher | None = MaybeDispatcher,
+) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        task, warnings = service.set_requirements(task_id, body.changes())
+        if task.lifecycle_status == TaskLifecycleStatus.CREATED:
+            dispatch_now(service, dispatcher, [task_id])
+        return {**service.stored_items([task])[0], "warnings": warnings}
 
     return await blocking(work)
 
