@@ -1,5 +1,6 @@
 // One task: fields, actions (pause / resume / retry / cancel / delete, confirmed first), attachments with a
 // hot-update form, status history, heartbeat chart, last exception, and its log lines tailing live.
+// A waiting task shows why it fits on no node (its `placement`), re-read when the stream says it changed.
 
 import { ApiError, api, get, put, withQuery } from "../api.js";
 import { lineChart } from "../charts.js";
@@ -19,6 +20,13 @@ const ACTIONS = [
 const LOG_POLL_MS = 1000;
 const MAX_LOG_LINES = 500;
 const MAX_HEARTBEATS = 120;
+
+// A task's requires / nodeSelector as text: null falls back to its class's, {} asks for nothing.
+function pairs(value, none) {
+  if (value == null) return "as its class declares";
+  const text = Object.entries(value).map(([k, v]) => `${k}=${v}`).join(", ");
+  return text || none;
+}
 
 export function taskView(main, { param: taskId, ctx }) {
   const { live } = ctx;
@@ -58,6 +66,7 @@ export function taskView(main, { param: taskId, ctx }) {
         ["Name", task.name],
         ["Class", task.className || task.type],
         ["Status", statusBadge(task.status)],
+        task.status === "Created" && task.placement ? ["Waiting for a node", h("span", { id: "task-placement", class: "placement" }, task.placement)] : null,
         ["Executor", task.executor ? h("a", { href: `#/skalds/${encodeURIComponent(task.executor)}` }, task.executor) : null],
         ["Mode", task.mode],
         ["Source", task.source],
@@ -69,6 +78,8 @@ export function taskView(main, { param: taskId, ctx }) {
         ["Deadline", task.deadlineDateTime ? fmtTime(task.deadlineDateTime) : null],
         ["Not before", task.notBefore ? fmtTime(task.notBefore) : null],
         ["Max run time", task.maxRunTime ? `${task.maxRunTime} s` : null],
+        ["Requires", pairs(task.requires, "nothing")],
+        ["Node selector", pairs(task.nodeSelector, "any node")],
         ["CPU", task.usage && task.usage.cpuPercent != null ? `${task.usage.cpuPercent} %` : null],
         ["Memory", task.usage && task.usage.memoryBytes != null ? fmtBytes(task.usage.memoryBytes) : null],
         ["Dependencies", (task.dependencies || []).join(", ")],
@@ -315,7 +326,7 @@ export function taskView(main, { param: taskId, ctx }) {
       notify(`Task ${taskId} was deleted`);
       clear(actions);
       badge.textContent = "deleted";
-    } else if (event.type === "task_status" || event.type === "task_error" || event.type === "task_exception") {
+    } else if (["task_status", "task_error", "task_exception", "task_placement"].includes(event.type)) {
       if (event.type === "task_status" && event.data) streamSeen = event.data;
       refresh();
     }
