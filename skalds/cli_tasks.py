@@ -8,11 +8,17 @@ any client. Without one, ``list``, ``show`` and ``history`` read the configured 
 ``cancel``, ``pause``, ``resume`` and ``delete`` take one task id, several, or a filter
 (``--status``, ``--class``, ``--executor``, ``--search``): several tasks go through
 ``POST /api/tasks/bulk``, previewed first (``--dry-run`` stops there) and confirmed unless ``--yes``.
+
+Times (``create --not-before``, ``deadline --at``) are ms since the epoch or ISO 8601
+(``2026-01-01T12:00:00Z``; without an offset, local time); durations (``deadline --in``, and
+``--not-before`` as "from now") are ``90s``, ``10m``, ``2h``, ``1d``, ``1h30m``.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,8 +30,8 @@ from rich.table import Table
 from skalds.errors import SkaldsError
 
 task_app = typer.Typer(
-    help="Tasks: list / show / history / logs (controller or store), create / update / cancel / pause / "
-    "resume / delete, one or many by filter (controller).",
+    help="Tasks: list / show / history / logs (controller or store), create / update / deadline / "
+    "requirements / cancel / pause / resume / delete, one or many by filter (controller).",
     no_args_is_help=True,
 )
 console = Console()
@@ -141,6 +147,7 @@ def _table(items: list[dict[str, Any]], title: str) -> Table:
 
 
 def _show(item: dict[str, Any], as_json: bool) -> None:
+    """Print a task item; its ``warnings`` (of a create or an update) go to stderr."""
     if as_json:
         console.print_json(json.dumps(item))
         return
@@ -148,7 +155,7 @@ def _show(item: dict[str, Any], as_json: bool) -> None:
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in item.items():
-        if key in ("attachments", "result", "type", "status"):
+        if key in ("attachments", "result", "type", "status", "warnings"):
             continue
         if key.endswith("DateTime"):
             value = _when(value)
@@ -159,6 +166,49 @@ def _show(item: dict[str, Any], as_json: bool) -> None:
     if item.get("result") is not None:
         table.add_row("result", json.dumps(item["result"], indent=2, ensure_ascii=False))
     console.print(table)
+    for warning in item.get("warnings") or []:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False, soft_wrap=True)
+
+
+#: A duration: one or more number-unit pairs (``90s``, ``10m``, ``1h30m``, ``1.5d``).
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+#: ms since the epoch below this (3 March 1973) is surely a mistake (seconds, or a duration).
+_EARLIEST_MS = 10**11
+_DURATION_HELP = "a duration such as 90s, 10m, 2h, 1d or 1h30m"
+_TIME_HELP = "ms since the epoch (1767225600000) or an ISO 8601 time (2026-01-01T12:00:00Z; no offset: local time)"
+
+
+def _duration_ms(text: str) -> int | None:
+    """``"1h30m"`` → 5,400,000; None when ``text`` is not a duration."""
+    text = text.strip().lower()
+    if not _DURATION.fullmatch(text):
+        return None
+    return round(sum(float(n) * _UNIT_MS[unit] for n, unit in _DURATION_PART.findall(text)))
+
+
+def _time_ms(text: str, option: str, *, durations: bool = False) -> int:
+    """A time given on the command line as ms since the epoch (ms), ISO 8601, or (``durations``)
+    a duration from now; exits saying what is accepted otherwise."""
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        ms = int(text)
+        if ms < _EARLIEST_MS:
+            hint = f"; for {ms} seconds from now give {ms}s" if durations else ""
+            _fail(f"{option}: {text} ms since the epoch is before 1973: give {_TIME_HELP}{hint}")
+        return ms
+    if durations and (span := _duration_ms(text)) is not None:
+        return int(time.time() * 1000) + span
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        also = f", or {_DURATION_HELP} from now" if durations else ""
+        _fail(f"{option}: {text!r} is not a time: give {_TIME_HELP}{also}")
+        raise
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time
+    return int(when.timestamp() * 1000)
 
 
 def _json_arg(text: str, what: str) -> dict[str, Any]:
@@ -293,6 +343,15 @@ def task_create(
     task_id: Annotated[str | None, typer.Option("--id", help="Task id (default: generated)")] = None,
     name: Annotated[str | None, typer.Option(help="Task name")] = None,
     priority: Annotated[int, typer.Option(help="0..10, higher first")] = 0,
+    not_before: Annotated[
+        str | None,
+        typer.Option(
+            "--not-before",
+            help="Do not start it before this time: ms since the epoch, ISO 8601 (2026-01-01T12:00:00Z), "
+            "or a duration from now (90s, 10m, 2h, 1d)",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
@@ -304,6 +363,8 @@ def task_create(
         body["id"] = task_id
     if name:
         body["name"] = name
+    if not_before is not None:
+        body["notBefore"] = _time_ms(not_before, "--not-before", durations=True)
     item = _item(_Api(_need_url(url), token).call("POST", "/api/tasks", json=body))
     _show(item, as_json)
 
@@ -319,6 +380,75 @@ def task_update(
     """Hot-update a task's attachments."""
     body = {"attachments": _json_arg(attachments, "--attachments")}
     _show(_item(_Api(_need_url(url), token).call("PUT", f"/api/tasks/{task_id}/attachments", json=body)), as_json)
+
+
+@task_app.command("deadline")
+def task_deadline(
+    task_id: str,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="ms since the epoch or ISO 8601 (2026-01-01T12:00:00Z)", show_default=False),
+    ] = None,
+    within: Annotated[
+        str | None, typer.Option("--in", help="A duration from now: 90s, 10m, 2h, 1d, 1h30m", show_default=False)
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="No deadline")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set or clear a task's deadline (once it passes, a task not yet final is cancelled)."""
+    if sum((at is not None, within is not None, clear)) != 1:
+        _fail("give exactly one of --at TIME, --in DURATION (e.g. --in 10m) or --clear")
+    deadline: int | None = None
+    if at is not None:
+        deadline = _time_ms(at, "--at")
+    elif within is not None:
+        span = _duration_ms(within)
+        if span is None:
+            _fail(f"--in: {within!r} is not {_DURATION_HELP}")
+            raise AssertionError("unreachable")
+        deadline = int(time.time() * 1000) + span
+    api = _Api(_need_url(url), token)
+    _show(_item(api.call("PUT", f"/api/tasks/{task_id}/deadline", json={"deadlineDateTime": deadline})), as_json)
+
+
+@task_app.command("requirements")
+def task_requirements(
+    task_id: str,
+    requires: Annotated[
+        str | None,
+        typer.Option(help="Resources one run uses: gpu=1,slots=2 ('' for none, whatever the class declares)"),
+    ] = None,
+    node_selector: Annotated[
+        str | None,
+        typer.Option("--node-selector", help="Labels a node must have: zone=eu-1 ('' for any node)"),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Both back to what the task's class declares")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change where a task may run. A waiting task is placed by them at once; one that runs is not
+    moved (they apply the next time it is placed: a retry or a failover). What is not given is kept."""
+    from skalds.model.resources import check_labels, check_resources
+
+    body: dict[str, Any] = {}
+    if clear:
+        if requires is not None or node_selector is not None:
+            _fail("--clear sets both back to the class's; give it alone, or --requires / --node-selector without it")
+        body = {"requires": None, "nodeSelector": None}
+    try:
+        if requires is not None:
+            body["requires"] = check_resources(requires, "--requires")
+        if node_selector is not None:
+            body["nodeSelector"] = check_labels(node_selector, "--node-selector")
+    except ValueError as exc:
+        _fail(str(exc))
+    if not body:
+        _fail("give --requires gpu=1, --node-selector zone=eu-1 (or both), or --clear")
+    api = _Api(_need_url(url), token)
+    _show(_item(api.call("PUT", f"/api/tasks/{task_id}/requirements", json=body)), as_json)
 
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")]

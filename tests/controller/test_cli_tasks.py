@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 from tests.support.procs import base_env, wait_for
 
@@ -128,3 +129,80 @@ def test_list_paging_sort_search_history_logs_delete_and_bulk(start_controller, 
     assert "not both" in skalds("pause", "x", "--status", "running", ok=False)
     assert "unknown status 'sleeping'" in skalds("cancel", "--status", "sleeping", ok=False)
     assert "needs a controller" in skalds("delete", "x", "--yes", via=store_env, ok=False)
+
+
+def test_delayed_start_deadline_and_requirements_from_the_command_line(start_controller, start_skald, home):
+    import time
+
+    # Given a controller and a node with one GPU
+    controller = start_controller()
+    start_skald("node-cli", SKALD_RESOURCES="gpu=1")
+    env = base_env(home, SKALDS_CONTROLLER_URL=controller.url, COLUMNS="200")
+
+    def skalds(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "skalds", "task", *args], env=env, capture_output=True, text=True
+        )
+        assert result.returncode == code, result.stdout + result.stderr
+        return result
+
+    def item(*args: str) -> dict[str, Any]:
+        return json.loads(skalds(*args, "--json").stdout)
+
+    def now() -> int:
+        return int(time.time() * 1000)
+
+    # When a task is created to start in an hour, Then it waits with notBefore an hour ahead
+    before = now()
+    late = item("create", "--class", "Recorder", "--id", "late", "--not-before", "1h")
+    assert late["status"] == "Created" and before + 3_600_000 <= late["notBefore"] <= now() + 3_600_000
+    # and an ISO time with an offset, or ms since the epoch, are taken as they are
+    assert (
+        item("create", "--class", "Recorder", "--id", "iso", "--not-before", "2030-01-01T01:00:00+01:00")["notBefore"]
+        == 1_893_456_000_000
+    )
+    assert item("create", "--class", "Recorder", "--id", "ms", "--not-before", "1893456000000")["notBefore"] == (
+        1_893_456_000_000
+    )
+
+    # When its deadline is set in 2 hours, at a time, then cleared, Then the task says so each time
+    before = now()
+    assert before + 7_200_000 <= item("deadline", "late", "--in", "2h")["deadlineDateTime"] <= now() + 7_200_000
+    assert item("deadline", "late", "--at", "2031-01-01T00:00:00Z")["deadlineDateTime"] == 1_924_992_000_000
+    assert item("deadline", "late", "--clear")["deadlineDateTime"] is None
+
+    # And bad times are refused before anything is sent, saying what is accepted
+    assert "give exactly one of --at TIME, --in DURATION" in skalds("deadline", "late", code=2).stderr
+    assert "is not a duration such as 90s" in skalds("deadline", "late", "--in", "10 minutes", code=2).stderr
+    assert (
+        "for 5 seconds from now give 5s" in skalds("create", "--class", "Recorder", "--not-before", "5", code=2).stderr
+    )
+    assert "'soon' is not a time" in skalds("create", "--class", "Recorder", "--not-before", "soon", code=2).stderr
+    # and a deadline in the past gets the API's message
+    assert "already in the past" in skalds("deadline", "late", "--at", "1600000000000", code=1).stderr
+
+    # Given a task that needs two GPUs, and so waits
+    controller.create(id="big", className="Recorder", attachments={"duration": 300}, requires={"gpu": 2})
+    assert item("show", "big")["placement"] == "no online node has gpu ≥ 2 free"
+    # When it is told to need one, Then it is dispatched at once
+    placed = item("requirements", "big", "--requires", "gpu=1")
+    assert placed["executor"] == "node-cli" and placed["placement"] is None and placed["requires"] == {"gpu": 1.0}
+    wait_for(lambda: controller.status_is("big", "Running"), timeout=15, what="big Running")
+    # When a running task's node selector changes, Then it keeps running and the command warns it was not moved
+    moved = skalds("requirements", "big", "--node-selector", "zone=eu-1")
+    assert "warning:" in moved.stderr and "it is not moved" in moved.stderr
+    shown = item("show", "big")
+    assert shown["status"] == "Running" and (shown["requires"], shown["nodeSelector"]) == (
+        {"gpu": 1.0},
+        {"zone": "eu-1"},
+    )
+    # and --clear gives both back to the class, and bad values are refused naming the option
+    cleared = item("requirements", "big", "--clear")
+    assert (cleared["requires"], cleared["nodeSelector"]) == (None, None)
+    bad = skalds("requirements", "big", "--requires", "gpu=-1", code=2).stderr
+    assert "--requires: amount of 'gpu' must be a number ≥ 0" in bad
+    assert "give --requires gpu=1" in skalds("requirements", "big", code=2).stderr
+    assert "give it alone" in skalds("requirements", "big", "--clear", "--requires", "gpu=1", code=2).stderr
+    # and a task that ended for good gets the API's answer
+    skalds("cancel", "big")
+    assert "task_ended" in skalds("requirements", "big", "--requires", "gpu=2", code=1).stderr
