@@ -299,8 +299,8 @@ class SkaldAgent:
         for fd in self._polled - wanted:
             self._masks.pop(fd, None)
         self._polled = wanted
-        try:
-            events = self._poller.poll(timeout * 1000.0)
+        try:  # exits a spawn read meanwhile are taken at once (their socket shows nothing more)
+            events = self._poller.poll(0 if self.forkserver.exits_waiting else timeout * 1000.0)
         except InterruptedError:
             events = []
         fs_fd = self.forkserver.fileno() if self.forkserver.running else -1
@@ -319,7 +319,7 @@ class SkaldAgent:
                 fs_ready = True
             else:
                 self.supervisor.on_channel_readable(fd)
-        if fs_ready:
+        if fs_ready or self.forkserver.exits_waiting:
             self.supervisor.on_forkserver_readable()
             if not self.forkserver.running and not self._stop_requested:
                 logger.critical("the worker fork server died; stopping this skald")

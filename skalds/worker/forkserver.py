@@ -134,6 +134,12 @@ class ForkServer:
     def running(self) -> bool:
         return self._sock is not None
 
+    @property
+    def exits_waiting(self) -> bool:
+        """Exits read while :meth:`spawn` waited for its answer and not yet returned by
+        :meth:`read_exits`: the socket no longer shows them, so do not wait for it to be readable."""
+        return bool(self._exits)
+
     def fileno(self) -> int:
         if self._sock is None:
             raise ForkServerError("the fork server is not running")

@@ -335,3 +335,16 @@ def test_what_main_returns_is_the_tasks_result(procs, home, tmp_path, client):
     assert client.get("r-json").result == answer
     assert client.get("r-none").result is None
     assert client.get("r-fail").result is None
+
+
+def test_a_task_that_ends_while_others_start_is_finished_at_once(procs, home, tmp_path, client):
+    # Given a short task and ten long ones already assigned to a node that is not running yet
+    for task_id, duration in [("quick", 0), *((f"slow-{i}", 60) for i in range(10))]:
+        client.store.create(Task(id=task_id, className="Recorder", attachments={"duration": duration}))
+        client.store.assign(task_id, "node-a")
+    # When the node starts them all in one pass (the short one ends while the others are forked)
+    start_node(procs, home, tmp_path, "node-a")
+    wait_for(lambda: all(events(tmp_path, f"slow-{i}", "main") for i in range(10)), timeout=15, what="all started")
+    # Then the short one's end is taken at once, not when the next worker happens to exit
+    wait_for(lambda: client.get("quick").lifecycle_status == S.FINISHED, timeout=3, what="quick Finished")
+    assert events(tmp_path, "quick", "after")
