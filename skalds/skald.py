@@ -50,12 +50,16 @@ class Skalds:
                 sys.exit(code)
             return code
         # The fork server must exist before any thread or client (docs/design.md, principle 4).
-        from skalds.node.agent import SkaldAgent
         from skalds.worker.forkserver import ForkServer
         from skalds.worker.runtime import make_child_main
 
         forkserver = ForkServer(make_child_main(self.registry), grace_period=cfg.stop_grace_period)
         forkserver.start()
+        # Imported only now, so the fork server (and every worker forked from it) holds none of the
+        # skald's own modules (agent, backends, task files, YAML): a smaller inherited heap, and
+        # fewer of its pages copied into each worker when it touches objects that lie among them.
+        from skalds.node.agent import SkaldAgent
+
         agent = SkaldAgent(cfg, self.registry, forkserver)
         self._agent = agent
         try:

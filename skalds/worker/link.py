@@ -35,16 +35,17 @@ from skalds.utils.logging import logger
 from skalds.worker import packets
 from skalds.worker.logtail import LogTail, encode_batches
 from skalds.worker.protocol import (
+    ACK_BYTES,
     TO_WORKER,
     Ack,
     Fenced,
     FromWorker,
-    Heartbeat,
     ProtocolError,
     Update,
     WorkerException,
     decode,
     encode,
+    heartbeat_bytes,
 )
 
 if TYPE_CHECKING:
@@ -161,6 +162,9 @@ class ChannelLink(NullLink):
         data = encode(message)
         if len(data) > MAX_MESSAGE and isinstance(message, WorkerException):
             data = encode(WorkerException(message.text[-4000:]))
+        self._send(data, block=block)
+
+    def _send(self, data: bytes, *, block: bool) -> None:
         if not self._send_lock.acquire(timeout=-1 if block else self._interval):
             return
         try:
@@ -270,7 +274,8 @@ class ChannelLink(NullLink):
     def _heartbeat(self) -> None:
         # Never block on a heartbeat: with a frozen skald the channel fills up (10 datagrams here),
         # and a blocked link thread could not fence. A heartbeat that finds no room is dropped.
-        self.report(Heartbeat(self._beat), block=False)
+        # In fixed wire form, as acks are read: the periodic path touches no shared message class.
+        self._send(heartbeat_bytes(self._beat), block=False)
         self._beat = (self._beat + 1) % 200
 
     def _fence_deadline(self) -> float | None:
@@ -353,12 +358,15 @@ class ChannelLink(NullLink):
                 # The skald went away: end gracefully (release still runs once).
                 self._signal_self(signal.SIGTERM)
                 return False
+            if data == ACK_BYTES:
+                self._last_ack = time.monotonic()
+                continue
             try:
                 message = decode(data, TO_WORKER)
             except ProtocolError:
                 continue
             match message:
-                case Ack():
+                case Ack():  # sent otherwise than as ACK_BYTES (spacing): still an ack
                     self._last_ack = time.monotonic()
                 case Update(attachments=attachments):
                     worker.handle_update_message({"attachments": attachments})

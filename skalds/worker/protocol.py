@@ -129,6 +129,9 @@ class Message:
 
     #: ``(field, reader)`` of each wire field, set below for each class.
     readers: ClassVar[tuple[tuple[str, Reader], ...]] = ()
+    #: ``kind`` as a plain ``str``, and the JSON encoder of the channel it is sent on (set below).
+    tag: ClassVar[str] = ""
+    encoder: ClassVar[json.JSONEncoder]
 
 
 # ---- field readers: how tolerant each receiver is, in one place ----------------------------------
@@ -370,20 +373,39 @@ for _cls in {cls for channel in _CHANNELS for cls in channel.classes}:
     _wire = [f for f in fields(_cls) if not f.metadata.get("local")]
     _cls.wire_fields = tuple(f.name for f in _wire)
     _cls.readers = tuple((f.name, f.metadata.get("read", _as_sent)) for f in _wire)
+    _cls.tag = _cls.kind.value  # a plain str: encode() then never goes through the enum
 
 #: Compact, and made once (``json.dumps`` with options builds an encoder per call).
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _WORKER_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
+for _cls in {cls for channel in _CHANNELS for cls in channel.classes}:
+    _cls.encoder = _WORKER_ENCODER if _cls in FROM_WORKER.classes else _ENCODER
+
+
 def encode(message: Message) -> bytes:
     """The datagram for ``message``. What a worker sends may hold values JSON does not know (an
     exception's text, a user's attachments): they are sent as their ``str``."""
-    body: dict[str, Any] = {"t": message.kind.value}
+    body: dict[str, Any] = {"t": message.tag}
     for name in message.wire_fields:
         body[name] = getattr(message, name)
-    encoder = _WORKER_ENCODER if type(message) in FROM_WORKER.classes else _ENCODER
-    return encoder.encode(body).encode()
+    return message.encoder.encode(body).encode()
+
+
+# ---- the periodic pair, in fixed wire form ---------------------------------------------------------
+# A worker is forked from the fork server: every shared object it touches (a class, an enum member, a
+# function) copies the memory page holding it into the worker for good. Heartbeats and acks go both
+# ways every interval for as long as a task runs, so the link thread sends and recognises them as
+# bytes; they are exactly what encode(Heartbeat(v)) and encode(Ack()) give (a unit test checks).
+
+#: ``encode(Ack())``.
+ACK_BYTES = b'{"t":"ack"}'
+
+
+def heartbeat_bytes(v: int) -> bytes:
+    """``encode(Heartbeat(v))``."""
+    return b'{"t":"hb","v":%d}' % v
 
 
 def decode(data: bytes | dict[str, Any], channel: Channel[M]) -> M:
@@ -403,6 +425,7 @@ def decode(data: bytes | dict[str, Any], channel: Channel[M]) -> M:
 
 
 __all__ = [
+    "ACK_BYTES",
     "FROM_FORKSERVER",
     "FROM_WORKER",
     "LOGS_OVERHEAD",
@@ -438,4 +461,5 @@ __all__ = [
     "decode",
     "encode",
     "encode_logs",
+    "heartbeat_bytes",
 ]

@@ -23,8 +23,8 @@ from skalds.utils.logging import logger
 from skalds.worker import packets
 from skalds.worker.forkserver import ForkServer
 from skalds.worker.protocol import (
+    ACK_BYTES,
     FROM_WORKER,
-    Ack,
     Done,
     Fenced,
     Final,
@@ -88,7 +88,7 @@ class WorkerHandle:
         return self.stop_reason is not None
 
 
-_ACK = encode(Ack())
+_ACK = ACK_BYTES
 _RETIRE = encode(Retire())
 #: At most this many idle reusable processes are kept per worker class (the rest are retired).
 MAX_IDLE_PER_CLASS = 32

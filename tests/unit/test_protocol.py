@@ -86,3 +86,21 @@ def test_enums_equal_the_strings_they_stand_for() -> None:
     assert {str(r) for r in p.StopReason} == {"shutdown", "fenced", "restart", "pause", "cancel", "removed", "timeout"}
     for outcome in p.Outcome:
         assert TaskLifecycleStatus(outcome) == outcome
+
+
+def test_the_periodic_pair_in_fixed_wire_form_is_what_encode_gives() -> None:
+    # The link thread sends heartbeats and recognises acks as bytes (an idle worker then touches no
+    # shared message class); they must stay exactly the protocol's encoding of those messages.
+    assert p.encode(p.Ack()) == p.ACK_BYTES
+    assert p.decode(p.ACK_BYTES, p.TO_WORKER) == p.Ack()
+    for v in range(200):
+        assert p.heartbeat_bytes(v) == p.encode(p.Heartbeat(v))
+        assert p.decode(p.heartbeat_bytes(v), p.FROM_WORKER) == p.Heartbeat(v)
+
+
+def test_every_message_class_carries_its_kind_as_a_plain_string() -> None:
+    for message, channel in EXAMPLES:
+        assert type(message.tag) is str and message.tag == message.kind
+        assert json.loads(p.encode(message))["t"] == message.kind.value
+        # what a worker sends may hold values JSON does not know: sent as their str
+        assert (message.encoder.default is str) == (channel is p.FROM_WORKER)
