@@ -201,6 +201,15 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
             raise WorkerDefinitionError(
                 f"worker class {name}: idle_process_timeout must be seconds in (0, 86400], not {idle!r}"
             )
+        cls._skalds_valid = True
+
+    @classmethod
+    def _check_once(cls) -> None:
+        """:meth:`validate_definition` unless this very class passed it already (at registration,
+        before the fork server forked this worker): a worker's start then writes nothing to the
+        class it shares with its fork server."""
+        if not cls.__dict__.get("_skalds_valid"):
+            cls.validate_definition()
 
     @classmethod
     def parse_attachments(cls, data: Any) -> BaseModel:
@@ -244,7 +253,7 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
 
         0 finished, 1 failed, 128+signal when stopped by SIGTERM (143) or SIGINT (130).
         """
-        type(self).validate_definition()
+        type(self)._check_once()
         if not hasattr(self, "_skalds_link"):
             raise WorkerDefinitionError(
                 f"{type(self).__name__}.__init__ must call super().__init__() (BaseTaskWorker state is missing)"

@@ -92,3 +92,29 @@ def test_updates_are_typed_partial_and_validated() -> None:
 def test_parse_attachments_error_names_the_field() -> None:
     with pytest.raises(InvalidAttachments, match="fixFrame: Field required"):
         Good.parse_attachments({"rtspUrl": "x"})
+
+
+def test_a_registered_class_is_checked_once_and_its_start_writes_nothing_to_it() -> None:
+    class Checked(Good):
+        pass
+
+    Skalds(SkaldConfig()).register_task_worker(Checked)
+    before = dict(Checked.__dict__)
+    worker = Checked()
+    worker.task_id = "t-1"
+    worker._skalds_setup({"rtspUrl": "rtsp://camera", "fixFrame": 1})
+    assert worker.start() == 0
+    # A forked worker shares the class with its fork server: its start must not write to it.
+    assert dict(Checked.__dict__) == before
+    assert all(Checked.__dict__[k] is v for k, v in before.items())
+
+
+def test_an_unregistered_class_is_still_checked_when_it_starts() -> None:
+    class Unregistered(Good):
+        max_run_time = -1.0
+
+    worker = Unregistered()
+    worker.task_id = "t-2"
+    worker._skalds_setup({"rtspUrl": "rtsp://camera", "fixFrame": 1})
+    with pytest.raises(WorkerDefinitionError, match="max_run_time must be None"):
+        worker.start()
