@@ -96,6 +96,8 @@ class BaseTaskWorker(AbstractTaskWorker[T]):
 
     _skalds_hooks: ClassVar[dict[HookKind, tuple[str, ...]]] = {k: () for k in HOOK_KINDS}
     _skalds_model: ClassVar[type[BaseModel] | None] = None
+    #: Set in a class's own ``__dict__`` once it passed :meth:`validate_definition`.
+    _skalds_valid: ClassVar[bool] = False
 
     #: How many tasks of this class one worker process may run, one after another. 1 (the
     #: default): a fresh process per task, forked from the skald's fork server. Above 1, a process
