@@ -67,6 +67,12 @@ class Controller:
     def status_is(self, task_id: str, status: str) -> bool:
         return self.task(task_id)["status"] == status
 
+    def bulk(self, action: str, dry_run: bool = False, **filter_: object) -> dict[str, Any]:
+        """``POST /api/tasks/bulk``: ``action`` on every task ``filter_`` matches; its 200 answer."""
+        response = self.http.post("/api/tasks/bulk", json={"action": action, "filter": filter_, "dryRun": dry_run})
+        assert response.status_code == 200, response.text
+        return response.json()
+
 
 @pytest.fixture
 def start_controller(procs: list[Proc], home: Path, tmp_path: Path) -> Iterator[Callable[..., Controller]]:

@@ -30,10 +30,7 @@ def test_bulk_actions_go_through_the_state_machine_task_by_task(start_controller
     wait_for(lambda: all(api.status_is(t, "Running") for t in running), timeout=15, what="Running")
     wait_for(lambda: api.status_is("bk-done", "Finished"), timeout=15, what="Finished")
 
-    def bulk(action: str, dry_run: bool = False, **filter_: object) -> dict:
-        response = api.http.post("/api/tasks/bulk", json={"action": action, "filter": filter_, "dryRun": dry_run})
-        assert response.status_code == 200, response.text
-        return response.json()
+    bulk = api.bulk
 
     # When a pause is previewed with a dry run
     preview = bulk("pause", dry_run=True, q="bk-")

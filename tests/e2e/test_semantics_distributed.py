@@ -76,10 +76,7 @@ def test_bulk_actions_stop_the_workers_and_the_store_follows(fleet: Fleet) -> No
     wait_for(lambda: all(api.status_is(t, "Running") for t in running), timeout=15, what="Running")
     wait_for(lambda: api.status_is(done, "Finished"), timeout=15, what="Finished")
 
-    def bulk(action: str, dry_run: bool = False, **filter_: object) -> dict[str, Any]:
-        response = api.http.post("/api/tasks/bulk", json={"action": action, "filter": filter_, "dryRun": dry_run})
-        assert response.status_code == 200, response.text
-        return response.json()
+    bulk = api.bulk
 
     # When a pause is previewed with a dry run
     preview = bulk("pause", dry_run=True, q="bk-")
