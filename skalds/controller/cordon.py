@@ -79,11 +79,19 @@ def set_schedule(service: ControllerService, skald_id: str, *, cordoned: bool, d
         logger.info(f"skald {skald_id}: uncordoned; it is given tasks again")
         return []
     since = info.cordon.get("since") if info.cordon and info.cordon.get("since") else now_ms()
-    service.state.set_cordon(skald_id, {"drain": drain, "since": since})
-    logger.info(f"skald {skald_id}: cordoned" + ("; draining its tasks" if drain else ""))
     if not drain or not info.online:
+        service.state.set_cordon(skald_id, {"drain": drain, "since": since})
+        logger.info(f"skald {skald_id}: cordoned" + ("; draining its tasks" if drain else ""))
         return []
-    return drain_skald(service, skald_id)
+    # Cordoned first, the drain flag only once this call has moved what the skald runs: a sweep
+    # (drain_pass, on any controller) that drained it meanwhile would move some of its tasks
+    # itself, and the answer would leave them out.
+    service.state.set_cordon(skald_id, {"drain": False, "since": since})
+    logger.info(f"skald {skald_id}: cordoned; draining its tasks")
+    try:
+        return drain_skald(service, skald_id)
+    finally:
+        service.state.set_cordon(skald_id, {"drain": True, "since": since})
 
 
 def drain_skald(service: ControllerService, skald_id: str) -> list[str]:

@@ -117,6 +117,28 @@ def test_draining_moves_live_tasks_fenced_and_the_sweep_keeps_draining(service):
     assert _executors(service, ["t1", "t2"]) == {"b"}
 
 
+def test_a_drain_answers_every_task_it_moves_even_with_a_sweep_in_between(service):
+    # Given three tasks on node a, and a sweep that runs just as the drain reads a's tasks
+    _register(service, "a")
+    dispatcher = Dispatcher(service)
+    _create(service, "t1", "t2", "t3")
+    dispatcher.sweep()
+    _register(service, "b")
+    owned_by = service.store.owned_by
+
+    def sweep_first(skald_id):
+        service.store.owned_by = owned_by
+        dispatcher.sweep()
+        return owned_by(skald_id)
+
+    service.store.owned_by = sweep_first
+
+    # When a is drained, Then the answer names every task moved (the sweep drained none of them)
+    # and the node is left draining
+    assert sorted(set_schedule(service, "a", cordoned=True, drain=True)) == ["t1", "t2", "t3"]
+    assert service.get_skald("a")["draining"] is True
+
+
 def test_bad_cordon_requests_say_what_to_fix(service):
     _register(service, "a")
     _register(service, "edge-1", mode="edge")
