@@ -33,6 +33,7 @@ class SkaldsClient(BackendClients):
     def __init__(self, config: SkaldConfig | None = None, *, initiator: str = "client", **settings: Any) -> None:
         super().__init__(config if config is not None else SkaldConfig(**settings))
         self.initiator = initiator
+        self._fleet: Fleet | None = None
 
     def __enter__(self) -> SkaldsClient:
         return self
@@ -54,11 +55,17 @@ class SkaldsClient(BackendClients):
         ``require_class``, :class:`~skalds.errors.UnknownWorkerClass`. Checking attachments needs
         ``jsonschema`` (:class:`~skalds.errors.MissingDriver` names the pip command)."""
         checked = check_task(
-            task.class_name, task.attachments, Fleet(self.state).class_schemas(), require_class=require_class
+            task.class_name, task.attachments, self._fleet_view().class_schemas(), require_class=require_class
         )
         if checked.attachments is not task.attachments:
             task = task.model_copy(update={"attachments": checked.attachments})
         return task, checked.warnings
+
+    def _fleet_view(self) -> Fleet:
+        """One view of the fleet for this client: it keeps the advertised schemas parsed."""
+        if self._fleet is None:
+            self._fleet = Fleet(self.state)
+        return self._fleet
 
     def create_task(
         self, task: Task, *, executor: str | None = None, validate: bool = True, require_class: bool = False
