@@ -27,12 +27,16 @@ Events (``timestamp`` in ms since the epoch)::
     {"type": "snapshot", "data": {"skalds": [...]} | {"tasks": [...]}, "timestamp": ...}   # first, on connect
     {"type": "skald_status" | "skald_heartbeat", "skaldId": id, "data": {<skald item>, "previous": ...}, ...}
     {"type": "task_status" | "task_heartbeat" | "task_error" | "task_exception" | "task_placement"
-     | "task_deleted", "taskId": id, "data": {...}, "timestamp": ...}
+     | "task_requirements" | "task_deleted", "taskId": id, "data": {...}, "timestamp": ...}
 
 A task's view (the snapshot's items, ``task_status``'s data) has ``placement``: while it waits
 (Created), why it fits on no node now, as the API item's ``placement``; else null. When only that
 changes — the reason appears, changes (new requirements, a node left) or goes — a
 ``task_placement`` event says so: ``{"placement": why | null, "previous": …, "lifecycleStatus": …}``.
+The view also has the task's own ``requires`` and ``nodeSelector`` (null: its class's); a change of
+either (``PUT /api/tasks/{id}/requirements``, ``SkaldsClient.set_requirements``: the record's version
+moves, so the pass reads it) sends ``task_requirements``: ``{"requires", "nodeSelector", "previous":
+{"requires", "nodeSelector"}, "lifecycleStatus"}``.
 
 A skald that unregisters (clean stop) disappears from the cache; it is reported as
 ``skald_status`` ``offline`` with ``"removed": true``.
@@ -75,11 +79,21 @@ TASKS = "tasks"
 STREAM_TYPES: dict[str, frozenset[str]] = {
     SKALDS: frozenset({"skald_status", "skald_heartbeat"}),
     TASKS: frozenset(
-        {"task_status", "task_heartbeat", "task_error", "task_exception", "task_placement", "task_deleted"}
+        {
+            "task_status",
+            "task_heartbeat",
+            "task_error",
+            "task_exception",
+            "task_placement",
+            "task_requirements",
+            "task_deleted",
+        }
     ),
 }
 
 Event = dict[str, Any]
+#: The fields of a task's view whose change sends ``task_requirements``.
+REQUIREMENTS = ("requires", "nodeSelector")
 
 
 @dataclass(eq=False)
@@ -124,6 +138,9 @@ def task_view(task: Task, live: Mapping[str, Any], placement: str | None = None)
         "exception": masked(live.get("exception") or task.exception),
         "usage": live.get("usage"),
         "placement": placement if task.lifecycle_status == TaskLifecycleStatus.CREATED else None,
+        # The task's own placement requirements (None: its class's), as in the API's item.
+        "requires": task.requires,
+        "nodeSelector": task.node_selector,
     }
 
 
@@ -410,6 +427,13 @@ class EventHub:
                     "lifecycleStatus": view["status"],
                 }
                 events.append(_task_event("task_placement", task_id, data, now))
+            if before is not None and any(view[k] != last[k] for k in REQUIREMENTS):
+                data = {
+                    **{k: view[k] for k in REQUIREMENTS},
+                    "previous": {k: last[k] for k in REQUIREMENTS},
+                    "lifecycleStatus": view["status"],
+                }
+                events.append(_task_event("task_requirements", task_id, data, now))
         for task_id in sorted(deleted):
             before = self._tasks.pop(task_id, None)
             if before is not None:

@@ -224,3 +224,62 @@ def test_deleting_an_ended_task_streams_task_deleted(start_controller, start_ska
     finally:
         reader.close()
         only_done.close()
+
+
+def test_new_requirements_stream_as_task_requirements(start_controller, start_skald, home):
+    from skalds.client import SkaldsClient
+    from skalds.config.skald_config import SkaldConfig
+
+    # Given a running task on node-a (two GPUs), a client on its stream and one on the fleet's changes of requirements
+    api = start_controller()
+    start_skald("node-a", SKALD_RESOURCES="gpu=2")
+    wait_for(lambda: online(api, "node-a"), what="node-a online")
+    api.create(id="r", className="Recorder", attachments={"duration": 300}, requires={"gpu": 1})
+    wait_for(lambda: api.status_is("r", "Running"), timeout=15, what="r Running")
+    reader = SSEReader(api.url + "/api/events/tasks?taskId=r")
+    only = SSEReader(api.url + "/api/events/tasks?types=task_requirements")
+    try:
+        wait_for(lambda: reader.of("snapshot") and only.of("snapshot"), what="snapshots")
+        view = reader.of("snapshot")[0][1]["data"]["tasks"][0]
+        assert (view["requires"], view["nodeSelector"]) == ({"gpu": 1.0}, None)
+
+        def changes() -> list[dict[str, Any]]:
+            return [e["data"] for _, e in reader.of("task_requirements")]
+
+        # When they change over the API (placed: it is not moved, its placement stays null)
+        body = {"requires": {"gpu": 2}, "nodeSelector": {"zone": "eu-1"}}
+        assert api.http.put("/api/tasks/r/requirements", json=body).status_code == 200
+
+        # Then the stream says so, with what they were
+        wait_for(lambda: changes(), what="task_requirements of the API's change")
+        assert changes() == [
+            {
+                "requires": {"gpu": 2.0},
+                "nodeSelector": {"zone": "eu-1"},
+                "previous": {"requires": {"gpu": 1.0}, "nodeSelector": None},
+                "lifecycleStatus": "Running",
+            }
+        ]
+
+        # When a client changes them in the store, not through this controller, Then that is streamed too
+        with SkaldsClient(SkaldConfig(skalds_home=str(home))) as client:
+            client.set_requirements("r", requires=None)
+        wait_for(lambda: len(changes()) == 2, what="task_requirements of the client's change")
+        assert changes()[1]["previous"] == {"requires": {"gpu": 2.0}, "nodeSelector": {"zone": "eu-1"}}
+        assert (changes()[1]["requires"], changes()[1]["nodeSelector"]) == (None, {"zone": "eu-1"})
+
+        # When the same values are put again and then only the node selector changes,
+        # Then only the real change is streamed
+        assert api.http.put("/api/tasks/r/requirements", json={"requires": None}).status_code == 200
+        assert api.http.put("/api/tasks/r/requirements", json={"nodeSelector": {}}).status_code == 200
+        wait_for(lambda: len(changes()) >= 3, what="task_requirements of the node selector")
+        assert [(c["requires"], c["nodeSelector"]) for c in changes()[1:]] == [(None, {"zone": "eu-1"}), (None, {})]
+
+        # And the fleet-wide stream filtered on the type carried the same three and nothing else
+        wait_for(lambda: len(only.of("task_requirements")) == 3, what="the filtered stream's three")
+        assert {e["type"] for _, e in only.events} == {"snapshot", "task_requirements"}
+        assert [e["data"] for _, e in only.of("task_requirements")] == changes()
+        assert not reader.of("task_status")  # it was never moved
+    finally:
+        reader.close()
+        only.close()
