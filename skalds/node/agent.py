@@ -30,7 +30,7 @@ from skalds.backends.bus.base import Message
 from skalds.backends.cache.state import HEARTBEAT_CANCELLED, HEARTBEAT_FAILED, HEARTBEAT_FINISHED
 from skalds.backends.store.base import status_change
 from skalds.config.skald_config import SkaldConfig, SkaldModeEnum
-from skalds.errors import Conflict, LostWrite, SkaldsError
+from skalds.errors import Conflict, LostWrite, SkaldsError, TaskNotFound
 from skalds.model.task import LIVE_STATUSES, Task, TaskLifecycleStatus, now_ms
 from skalds.node.backends import Backends
 from skalds.node.commands import MalformedEvent, parse_message
@@ -568,7 +568,28 @@ class SkaldAgent:
         returned, for Finished (a task's result is cleared whenever it runs again).
 
         True when the store took the write or decided against it (a fence lost: the task is no
-        longer ours to write); False when the store could not be reached (or could not write)."""
+        longer ours to write, or it is not in the store); False when the store could not be
+        reached (or could not write)."""
+        written = self._write_status(
+            task_id, status, epoch, exception=exception, only_from=only_from, ran=ran, result=result
+        )
+        if written is False:
+            logger.debug(f"task {task_id}: status {status.value} not written: no such task in the store")
+        return written is not None
+
+    def _write_status(
+        self,
+        task_id: str,
+        status: TaskLifecycleStatus,
+        epoch: int | None,
+        *,
+        exception: str | None,
+        only_from: tuple[TaskLifecycleStatus, ...] | None,
+        ran: bool,
+        result: Any,
+    ) -> bool | None:
+        """:meth:`write_status`, telling apart a task the store does not hold (False) from a
+        write it took or decided against (True) and a store it could not reach (None)."""
         fields: dict[str, Any] = {}
         if exception is not None:
             fields["exception"] = exception
@@ -590,11 +611,12 @@ class SkaldAgent:
             )
             changes.insert(0, running)
         try:
-            done = self.backends.with_store("status", lambda s: s.modify_in_turn(task_id, changes) is not None)
+            return self.backends.with_store("status", lambda s: s.modify_in_turn(task_id, changes) is not None)
+        except TaskNotFound:
+            return False
         except LostWrite as exc:
             logger.debug(f"task {task_id}: status {status.value} not written: {exc}")
             return True
-        return done is not None
 
     # ---- task ends the store could not take yet (skalds.node.outcomes) ---------------------
     def _record_end(self, end: UnwrittenEnd) -> None:
@@ -605,7 +627,7 @@ class SkaldAgent:
             self.unwritten.add(end)
 
     def _write_end(self, end: UnwrittenEnd) -> bool:
-        return self.write_status(
+        written = self._write_status(
             end.task_id,
             end.lifecycle_status,
             end.epoch,
@@ -614,6 +636,9 @@ class SkaldAgent:
             ran=end.ran,
             result=end.result,
         )
+        if written is False and self.policy.records_itself(end.task_id):
+            return False  # ended before the store held its record: the policy records it with this end
+        return written is not None
 
     def flush_unwritten(self, task_id: str | None = None) -> None:
         """Write the kept ends (or only ``task_id``'s); stop at the first the store cannot take."""

@@ -120,13 +120,27 @@ class EdgePolicy(ModePolicy):
                 lambda s, t=task, r=running, a=with_attachments: self._upsert(s, t, r, a),  # type: ignore[misc]
             )
 
+    def records_itself(self, task_id: str) -> bool:
+        return task_id in self.edge.peek_ids()
+
     def _upsert(self, store: TaskStore, task: Task, running: WorkerHandle | None, sync_attachments: bool) -> None:
         status = S.RUNNING if running is not None and running.running_at is not None else S.ASSIGNING
         if store.get(task.id) is None:
+            record = task.model_copy(update={"lifecycle_status": status, "epoch": 1})
+            # A task that ended before the store could hold its record (the store was down, or
+            # not connected yet, when the edge started it): record its end, not a task to start.
+            end = self.port.unwritten.get(task.id) if running is None else None
+            if end is not None:
+                result = end.result if end.lifecycle_status == S.FINISHED else None
+                ended = {"lifecycle_status": end.lifecycle_status, "exception": end.exception, "result": result}
+                record = record.model_copy(update=ended)
             try:
-                store.create(task.model_copy(update={"lifecycle_status": status, "epoch": 1}))
+                store.create(record)
             except SkaldsError:
-                pass
+                return
+            if end is not None:
+                self.port.unwritten.discard(task.id)
+                logger.info(f"task {task.id}: recorded with its end ({end.status}) now that the store is back")
             return
         try:
             store.modify(task.id, lambda t: self._record_change(t, task, running, status, sync_attachments))

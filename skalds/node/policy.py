@@ -47,6 +47,11 @@ class ModePolicy:
     def reconcile(self) -> None:
         """Compare what runs with the store and act (level-triggered)."""
 
+    def records_itself(self, task_id: str) -> bool:
+        """Whether this policy writes ``task_id``'s record into the store itself (edge: the tasks of
+        its file), so an end kept for a task the store does not hold yet waits for that record."""
+        return False
+
     def next_deadline(self) -> float | None:
         """When :meth:`on_deadline` wants to run next (monotonic seconds), or None."""
         return None

@@ -110,6 +110,13 @@ class Chaos:
         """Create (and with ``executor`` assign) a Recorder task: acknowledged once this returns."""
         self.client.create_task(Task(id=task_id, className="Recorder", attachments=attachments), executor=executor)
 
+    def edge(self, name: str, yaml_file: Path, **env: str) -> Proc:
+        """An edge skald running the tasks of ``yaml_file``."""
+        proc = Proc.python(RUNNER, "edge", name, str(yaml_file), env=self.env(**env), log=self.tmp / f"{name}.log")
+        self.procs.append(proc)
+        proc.wait_output(rf"listening for commands as group skald-{name}", timeout=30)
+        return proc
+
     def status(self, task_id: str) -> str | None:
         """The stored status (None while the store cannot answer: the client reconnects)."""
         try:

@@ -70,3 +70,39 @@ def test_store_restart_and_outage_lose_no_end_and_run_nothing_twice(on_own_postg
     everything = [*quick, *held, *late]
     chaos.assert_ran_once(everything)
     chaos.assert_never_two_at_once(everything)
+
+
+def test_an_edge_started_while_the_store_is_down_records_each_end_and_runs_nothing_again(
+    on_own_postgres: Chaos, chaos_postgres
+) -> None:
+    chaos = on_own_postgres
+    oneshot, done, late = f"os-{chaos.tag}", f"ok-{chaos.tag}", f"late-{chaos.tag}"
+    tasks = chaos.tmp / "tasks.yml"
+    tasks.write_text(
+        "TaskWorkers:\n"
+        f"  {oneshot}: {{className: Recorder, attachments: {{duration: 0.1, fail: true}}}}\n"
+        f"  {done}: {{className: Recorder, attachments: {{duration: 0.1, returns: {{n: 1}}}}}}\n"
+        # ends 7 s after the edge starts: past the 5 s in which an edge does not start a task that
+        # just ended, plus a reconcile pass — a re-run of the others would have begun by then
+        f"  {late}: {{className: Recorder, attachments: {{duration: 7.0}}}}\n"
+    )
+    # Given PostgreSQL is down when an edge starts: its tasks start at once all the same
+    chaos_postgres.kill()
+    edge = chaos.edge(f"e-{chaos.tag}", tasks)
+    # and two of them end before the store holds any record of them
+    wait_for(lambda: chaos.ended([done]) and chaos.events(oneshot, "release"), timeout=20, what="two tasks ended")
+    edge.wait_output(rf"task {oneshot}: ended Failed while the task store could not take the write", timeout=10)
+    # When PostgreSQL is back
+    chaos_postgres.start()
+    # Then each is recorded with its end, not as a task to start
+    edge.wait_output(rf"task {oneshot}: recorded with its end \(Failed\) now that the store is back", timeout=20)
+    edge.wait_output(rf"task {done}: recorded with its end \(Finished\) now that the store is back", timeout=20)
+    stored = chaos.client.get(oneshot)
+    assert stored is not None and stored.lifecycle_status.value == "Failed"
+    assert "boom from main" in (stored.exception or "")
+    finished = chaos.client.get(done)
+    assert finished is not None and finished.lifecycle_status.value == "Finished" and finished.result == {"n": 1}
+    # and neither ran again while the edge kept running
+    wait_for(lambda: chaos.ended([late]), timeout=20, what="the long task ended")
+    assert len(chaos.events(oneshot, "main")) == 1 and len(chaos.events(done, "main")) == 1
+    wait_for(lambda: chaos.status(late) == "Finished", timeout=10, what="the long task recorded Finished")

@@ -1,5 +1,6 @@
 """The fleet features on the real servers (PostgreSQL, Redis 7.0, Tansu): placement by resources,
-cordon, results, resource use and delayed start, with a real controller and two real nodes."""
+cordon, results, resource use and delayed start, with a real controller and two real nodes; the
+restarts of a persistent edge task, with a real edge skald."""
 
 from __future__ import annotations
 
@@ -78,3 +79,32 @@ def test_placement_cordon_results_usage_and_delayed_start_on_the_servers(fleet: 
     main = wait_for(lambda: fleet.events(delayed["id"], "main"), timeout=20, what="delayed task ran")[0]
     assert main["t"] * 1000 >= not_before
     fleet.assert_never_two_at_once([done["id"], long["id"], waiting["id"], delayed["id"]])
+
+
+def test_a_persistent_edge_task_restarts_with_backoff_until_cancelled_on_the_servers(fleet: Chaos) -> None:
+    # Given an edge skald with a persistent task and a one-shot task that both fail at once
+    keeper, oneshot = f"keeper-{fleet.tag}", f"oneshot-{fleet.tag}"
+    tasks = fleet.tmp / "tasks.yml"
+    tasks.write_text(
+        "TaskWorkers:\n"
+        f"  {keeper}:\n    className: Recorder\n    isPersistent: true\n"
+        "    attachments: {duration: 0.1, fail: true}\n"
+        f"  {oneshot}:\n    className: Recorder\n    isPersistent: false\n"
+        "    attachments: {duration: 0.1, fail: true}\n"
+    )
+    edge = fleet.edge(f"edge-{fleet.tag}", tasks)
+    # Then the persistent one starts again after 1 s, then after 2 s; the one-shot one does not
+    wait_for(lambda: len(fleet.events(keeper, "main")) >= 3, timeout=20, what="two restarts")
+    starts = [e["t"] for e in fleet.events(keeper, "main")]
+    assert starts[1] - starts[0] >= 1.0 and starts[2] - starts[1] >= 2.0, starts
+    wait_for(lambda: fleet.status(oneshot) == "Failed", timeout=10, what="one-shot task recorded Failed")
+    assert len(fleet.events(oneshot, "main")) == 1
+    edge.wait_output(rf"task {keeper} ended \(Failed\); persistent, restarting in 4 s", timeout=10)
+    # When an operator cancels it (through the broker) while it waits for its next start
+    fleet.client.cancel(keeper)
+    # Then it is not started again, and the store says Cancelled
+    edge.wait_output(rf"task {keeper} is Cancelled in the store; not restarting it", timeout=10)
+    assert len(fleet.events(keeper, "main")) == 3
+    assert fleet.status(keeper) == "Cancelled"
+    # and the one-shot task, which ended more than 5 s ago, never ran again
+    assert len(fleet.events(oneshot, "main")) == 1 and fleet.status(oneshot) == "Failed"
