@@ -6,7 +6,7 @@ import { get } from "./api.js";
 
 // The fleet-wide task stream leaves out heartbeats (one per running task per second); a task's
 // page opens its own stream with them (watchTask).
-const STREAM_QUERY = { tasks: "?types=task_status,task_deleted,task_error,task_exception" };
+const STREAM_QUERY = { tasks: "?types=task_status,task_deleted,task_error,task_exception,task_placement" };
 
 export class Live {
   constructor() {

@@ -51,6 +51,22 @@ export function errorBox(err) {
   return h("p", { class: "error-box", role: "alert" }, err && err.message ? err.message : String(err));
 }
 
+/** Why a waiting (Created) task fits on no node, under its status in a tasks table (null: no reason). */
+export function placementHint(reason) {
+  if (!reason) return null;
+  return h("div", { class: "sub placement-hint", title: `Waiting for a node: ${reason}` }, `waiting: ${reason}`);
+}
+
+/** Put a row's placement hint in line with a task_placement event (the row stays as it is otherwise). */
+export function setPlacementHint(row, reason) {
+  const cell = row.querySelector(".status-cell");
+  if (!cell) return;
+  const old = cell.querySelector(".placement-hint");
+  if (old) old.remove();
+  const hint = placementHint(reason);
+  if (hint) cell.append(hint);
+}
+
 /** The tasks table used by the task list, the skald page and the overview. */
 export function taskTable(items, { caption, showExecutor = true } = {}) {
   if (!items.length) return h("p", { class: "muted empty" }, "No tasks.");
@@ -89,7 +105,7 @@ export function taskTable(items, { caption, showExecutor = true } = {}) {
               task.name ? h("div", { class: "sub mono" }, shortId(task.id)) : null,
             ),
             h("td", {}, task.type || task.className),
-            h("td", { class: "status-cell" }, statusBadge(task.status)),
+            h("td", { class: "status-cell" }, statusBadge(task.status), task.status === "Created" ? placementHint(task.placement) : null),
             showExecutor
               ? h("td", { class: "opt" }, task.executor ? h("a", { href: `#/skalds/${encodeURIComponent(task.executor)}` }, task.executor) : "—")
               : null,

@@ -213,7 +213,7 @@ export function skaldView(main, { param: skaldId, query, ctx }) {
       skald = live.skalds.get(skaldId) || skald;
       renderDetails();
     }
-    if (stream === "tasks" && event.type !== "task_error" && event.type !== "task_exception") reloadTasks();
+    if (stream === "tasks" && !["task_error", "task_exception", "task_placement"].includes(event.type)) reloadTasks();
   });
   const tick = setInterval(renderDetails, 1000);
   loadSkald();

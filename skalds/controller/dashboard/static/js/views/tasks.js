@@ -1,11 +1,12 @@
 // Tasks: the list with filters (status, class, executor), search by id / name and pagination, all
 // kept in the URL hash. The page is re-read when the tasks stream reports a status change; a
-// deleted task's row is dropped as soon as its task_deleted arrives.
+// deleted task's row is dropped as soon as its task_deleted arrives, and a waiting task's
+// "waiting: <why>" follows its task_placement events.
 
 import { get, post, withQuery } from "../api.js";
 import { STATUSES, debounce, fill, h, throttle } from "../dom.js";
 import { setQuery } from "../nav.js";
-import { confirmAction, errorBox, loading, notify, pager, section, taskTable } from "../ui.js";
+import { confirmAction, errorBox, loading, notify, pager, section, setPlacementHint, taskTable } from "../ui.js";
 
 const PAGE_SIZES = [10, 20, 50, 100];
 // What "Act on matching tasks" offers (POST /api/tasks/bulk, previewed with a dry run first).
@@ -192,12 +193,23 @@ export function tasksView(main, { query, ctx }) {
       return;
     }
     if (event.type === "task_deleted") dropRow(event.taskId);
+    if (event.type === "task_placement") {
+      // Why a waiting task fits on no node changed: its row says so at once, no re-read (a status
+      // change comes as its own task_status and re-reads the page).
+      const row = findRow(event.taskId);
+      const data = event.data || {};
+      if (row) setPlacementHint(row, data.lifecycleStatus === "Created" ? data.placement : null);
+    }
     if (event.type === "task_status" || event.type === "task_deleted" || event.type === "snapshot") reload();
   });
 
+  function findRow(taskId) {
+    return [...results.querySelectorAll("tr[data-task-id]")].find((tr) => tr.dataset.taskId === taskId);
+  }
+
   // A deleted task's row goes at once; the re-read that follows fills the page up again.
   function dropRow(taskId) {
-    const row = [...results.querySelectorAll("tr[data-task-id]")].find((tr) => tr.dataset.taskId === taskId);
+    const row = findRow(taskId);
     if (!row) return;
     const body = row.parentElement;
     row.remove();
