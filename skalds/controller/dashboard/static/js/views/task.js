@@ -1,6 +1,7 @@
 // One task: fields, actions (pause / resume / retry / cancel / delete, confirmed first), attachments with a
 // hot-update form, status history, heartbeat chart, last exception, and its log lines tailing live.
-// A waiting task shows why it fits on no node (its `placement`), re-read when the stream says it changed.
+// A waiting task shows why it fits on no node (its `placement`), re-read when the stream says it changed
+// (task_placement) or its requirements changed (task_requirements); "Edit placement" changes them.
 
 import { ApiError, api, get, put, withQuery } from "../api.js";
 import { lineChart } from "../charts.js";
@@ -28,6 +29,10 @@ function pairs(value, none) {
   return text || none;
 }
 
+// The statuses whose requirements can still change (an ended task is retried first; a Failed one
+// the dispatcher will retry is accepted by the API, any other gets its 409 shown in the form).
+const PLACEMENT_EDITABLE = ["Created", "Assigning", "Running", "Paused", "Failed"];
+
 export function taskView(main, { param: taskId, ctx }) {
   const { live } = ctx;
   const title = h("h1", { class: "task-title" }, taskId);
@@ -36,6 +41,7 @@ export function taskView(main, { param: taskId, ctx }) {
   const fields = h("div", {}, loading());
   const attachView = h("pre", { class: "json", id: "attachments-json", tabindex: "0", "aria-label": "Attachments as JSON" });
   const attachForm = h("div", {});
+  const placementBox = h("div", { class: "placement-edit" });
   const heartbeat = h("div", { id: "heartbeat" }, loading());
   const history = h("div", { id: "status-history" }, loading());
   const exception = h("div", { id: "exception" });
@@ -47,7 +53,7 @@ export function taskView(main, { param: taskId, ctx }) {
     h("p", { class: "crumbs" }, h("a", { href: "#/tasks" }, "Tasks"), " / ", h("span", { class: "mono" }, taskId)),
     h("div", { class: "title-row" }, title, badge),
     actions,
-    h("div", { class: "grid-2" }, section("Fields", fields), section("Attachments", attachView, attachForm)),
+    h("div", { class: "grid-2" }, section("Fields", fields, placementBox), section("Attachments", attachView, attachForm)),
     h("div", { class: "grid-2" }, section("Heartbeat", heartbeat), section("Status history", history)),
     h("div", { class: "grid-2" }, section("Result", result), section("Last exception", exception)),
     section("Log", h("div", { class: "log-tools" }, h("div", { class: "check" }, follow, h("label", { for: "log-follow" }, "Follow new lines"))), logState, logList),
@@ -105,6 +111,106 @@ export function taskView(main, { param: taskId, ctx }) {
     const text = task.exception || task.error;
     fill(exception, text ? h("pre", { class: "exception", tabindex: "0", "aria-label": "Exception text" }, text) : h("p", { class: "muted" }, "None."));
     if (!formBuilt && schema !== null) buildForm();
+    renderPlacementEdit();
+  }
+
+  // ---- placement: PUT /api/tasks/{id}/requirements ------------------------------------------
+  // The inputs take the API's own text form (gpu=1,slots=2 / zone=eu-1), sent as typed: the API
+  // checks it and its messages go under the input they are about. "Use the class's" sends null.
+  const placementButton = h("button", { type: "button", id: "edit-placement", "aria-expanded": "false", "aria-controls": "placement-form" }, "Edit placement");
+  const placementWarnings = h("div", { class: "form-warning", id: "placement-warnings", role: "status", hidden: true });
+  let placementForm = null;
+  placementButton.addEventListener("click", () => (placementForm ? closePlacementForm() : openPlacementForm()));
+  placementBox.append(placementButton, placementWarnings);
+
+  function renderPlacementEdit() {
+    placementButton.hidden = !placementForm && !PLACEMENT_EDITABLE.includes(task.status);
+  }
+
+  function closePlacementForm() {
+    if (placementForm) placementForm.remove();
+    placementForm = null;
+    placementButton.setAttribute("aria-expanded", "false");
+    renderPlacementEdit();
+    placementButton.focus();
+  }
+
+  function placementField(key, label, value, example, empty) {
+    const id = `placement-${key}`;
+    const input = h("input", { type: "text", id, name: key, placeholder: example, autocomplete: "off", spellcheck: "false", "aria-describedby": `${id}-hint` });
+    const inherit = h("input", { type: "checkbox", id: `${id}-class`, name: `${key}-class` });
+    const error = h("p", { class: "field-error", id: `${id}-error`, hidden: true });
+    const wrapper = h(
+      "div",
+      { class: "field" },
+      h("label", { for: id }, label),
+      input,
+      h("p", { class: "hint", id: `${id}-hint` }, `e.g. ${example}; empty: ${empty}`),
+      h("div", { class: "check" }, inherit, h("label", { for: `${id}-class` }, "Use the class's")),
+      error,
+    );
+    const sync = () => {
+      input.disabled = inherit.checked;
+    };
+    inherit.addEventListener("change", sync);
+    inherit.checked = value == null;
+    input.value = value == null ? "" : Object.entries(value).map(([k, v]) => `${k}=${v}`).join(",");
+    sync();
+    return { wrapper, input, inherit, field: { control: input, error, wrapper }, read: () => (inherit.checked ? null : input.value.trim()) };
+  }
+
+  function openPlacementForm() {
+    const requires = placementField("requires", "Requires", task.requires, "gpu=1,slots=2", "nothing");
+    const selector = placementField("nodeSelector", "Node selector", task.nodeSelector, "zone=eu-1", "any node");
+    const group = { fields: new Map([["requires", requires.field], ["nodeSelector", selector.field]]) };
+    const formError = h("div", { class: "form-error", id: "placement-error", role: "alert", hidden: true });
+    const save = h("button", { type: "submit", class: "primary" }, "Save placement");
+    const cancel = h("button", { type: "button", onclick: closePlacementForm }, "Cancel");
+    const form = h(
+      "form",
+      { class: "task-form placement-form", id: "placement-form", novalidate: true, "aria-label": "Edit placement" },
+      h(
+        "fieldset",
+        {},
+        h("legend", {}, "Where the task may run (a placed task is not moved: they apply the next time it is placed)"),
+        h("div", { class: "form-grid" }, requires.wrapper, selector.wrapper),
+      ),
+      formError,
+      h("div", { class: "form-actions" }, save, cancel),
+    );
+    form.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") closePlacementForm();
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearErrors([group]);
+      formError.hidden = true;
+      save.disabled = true;
+      try {
+        const answer = await put(`/api/tasks/${encodeURIComponent(taskId)}/requirements`, { requires: requires.read(), nodeSelector: selector.read() });
+        const warnings = answer.warnings || [];
+        delete answer.warnings;
+        task = answer;
+        fill(placementWarnings, warnings.length ? h("ul", {}, warnings.map((w) => h("li", {}, w))) : null);
+        placementWarnings.hidden = !warnings.length;
+        notify("Placement updated");
+        closePlacementForm();
+        renderTask();
+      } catch (err) {
+        const left = err instanceof ApiError ? showErrors([group], err.details) : [];
+        if (!(err instanceof ApiError) || left.length || !err.details.length) {
+          fill(formError, h("p", {}, err.message), left.length ? h("ul", {}, left.map((d) => h("li", {}, `${d.field}: ${d.message}`))) : null);
+          formError.hidden = false;
+        }
+      } finally {
+        save.disabled = false;
+      }
+    });
+    placementForm = form;
+    placementWarnings.hidden = true;
+    placementButton.setAttribute("aria-expanded", "true");
+    placementBox.insertBefore(form, placementWarnings);
+    (requires.inherit.checked ? requires.inherit : requires.input).focus();
   }
 
   function buildForm() {
@@ -325,8 +431,10 @@ export function taskView(main, { param: taskId, ctx }) {
     } else if (event.type === "task_deleted") {
       notify(`Task ${taskId} was deleted`);
       clear(actions);
+      if (placementForm) closePlacementForm();
+      placementButton.hidden = true;
       badge.textContent = "deleted";
-    } else if (["task_status", "task_error", "task_exception", "task_placement"].includes(event.type)) {
+    } else if (["task_status", "task_error", "task_exception", "task_placement", "task_requirements"].includes(event.type)) {
       if (event.type === "task_status" && event.data) streamSeen = event.data;
       refresh();
     }
