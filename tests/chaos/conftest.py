@@ -26,6 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,32 @@ def server_urls(postgres: PostgresServer, kafka: TansuServer, redis: RedisServer
         "SKALDS_BUS_URL": f"{kafka.url}?session_timeout_ms=2000",
         "SKALDS_CACHE_URL": redis.url,
     }
+
+
+@contextmanager
+def shared_chaos(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    postgres: PostgresServer,
+    kafka: TansuServer,
+    redis_server: RedisServer,
+) -> Iterator[Chaos]:
+    """A :class:`Chaos` for a whole test module on the session's servers (an empty Redis, its own
+    PostgreSQL schema); every process it started is stopped on exit."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()
+    tmp = tmp_path_factory.mktemp(name)
+    home = tmp / "home"
+    home.mkdir()
+    procs: list[Proc] = []
+    chaos = Chaos(tmp, home, procs, server_urls(postgres, kafka, redis_server, name.replace("-", "")))
+    try:
+        yield chaos
+    finally:
+        chaos.close()
+        for proc in procs:
+            proc.stop()
 
 
 @pytest.fixture

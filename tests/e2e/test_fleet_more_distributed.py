@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.conftest import Chaos, server_urls
+from tests.chaos.conftest import Chaos, shared_chaos
 from tests.controller.conftest import Controller
 from tests.controller.test_errors import error_of
 from tests.support.procs import Proc, wait_for
@@ -55,15 +55,7 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, postgres_server, redis_server, kafka_server) -> Iterator[Fleet]:
     """One controller (retry budget 1) and two nodes for the module."""
-    import redis
-
-    redis.Redis.from_url(redis_server.url).flushdb()
-    tmp = tmp_path_factory.mktemp("fleet-more")
-    home = tmp / "home"
-    home.mkdir()
-    procs: list[Proc] = []
-    chaos = Chaos(tmp, home, procs, server_urls(postgres_server, kafka_server, redis_server, "fleetmore"))
-    try:
+    with shared_chaos(tmp_path_factory, "fleet-more", postgres_server, kafka_server, redis_server) as chaos:
         api = chaos.controller(TASK_WORKER_RETRY="1")
         a, b = f"a-{chaos.tag}", f"b-{chaos.tag}"
         logs = {
@@ -77,10 +69,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, postgres_server, redis_serve
 
         wait_for(online, timeout=20, what="both nodes online")
         yield Fleet(chaos, api, a, b, logs)
-    finally:
-        chaos.close()
-        for proc in procs:
-            proc.stop()
 
 
 def test_draining_a_node_moves_its_tasks_one_copy_at_a_time_and_uncordon_gives_it_tasks_again(fleet: Fleet) -> None:

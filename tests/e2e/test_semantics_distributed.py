@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from skalds.model.task import now_ms
-from tests.chaos.conftest import Chaos, server_urls
+from tests.chaos.conftest import Chaos, shared_chaos
 from tests.controller.conftest import Controller
 from tests.controller.test_errors import error_of
-from tests.support.procs import Proc, wait_for
+from tests.support.procs import wait_for
 
 
 class Fleet:
@@ -38,15 +38,7 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, postgres_server, redis_server, kafka_server) -> Iterator[Fleet]:
     """One controller (retry budget 1) and one node (with the Camera workers) for the module."""
-    import redis
-
-    redis.Redis.from_url(redis_server.url).flushdb()
-    tmp = tmp_path_factory.mktemp("semantics")
-    home = tmp / "home"
-    home.mkdir()
-    procs: list[Proc] = []
-    chaos = Chaos(tmp, home, procs, server_urls(postgres_server, kafka_server, redis_server, "semantics"))
-    try:
+    with shared_chaos(tmp_path_factory, "semantics", postgres_server, kafka_server, redis_server) as chaos:
         api = chaos.controller(TASK_WORKER_RETRY="1")
         node = f"node-{chaos.tag}"
         chaos.node(node, SKALDS_TEST_CAMERA="1")
@@ -57,10 +49,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, postgres_server, redis_serve
 
         wait_for(online, timeout=20, what="node online")
         yield Fleet(chaos, api, node)
-    finally:
-        chaos.close()
-        for proc in procs:
-            proc.stop()
 
 
 def test_bulk_actions_stop_the_workers_and_the_store_follows(fleet: Fleet) -> None:
