@@ -3,7 +3,8 @@
 // for the API's validation message right under it. Validation itself is the API's job: the form
 // only converts types, so the message shown is the one the controller gives.
 
-import { h, newId } from "./dom.js";
+import { ApiError } from "./api.js";
+import { fill, h, newId } from "./dom.js";
 
 /** Follow "$ref" (into $defs / definitions) and unwrap Optional[X] (anyOf [X, null]). */
 export function resolve(schema, root) {
@@ -230,5 +231,15 @@ export function clearErrors(groups) {
       field.control.removeAttribute("aria-invalid");
       field.wrapper.classList.remove("invalid");
     }
+  }
+}
+
+/** Show a refused request: each detail under its field, the rest (and any other error) in the
+ *  form's alert box ``box``. */
+export function showRefusal(err, groups, box) {
+  const left = err instanceof ApiError ? showErrors(groups, err.details) : [];
+  if (!(err instanceof ApiError) || left.length || !err.details.length) {
+    fill(box, h("p", {}, err.message), left.length ? h("ul", {}, left.map((d) => h("li", {}, `${d.field}: ${d.message}`))) : null);
+    box.hidden = false;
   }
 }

@@ -1,9 +1,9 @@
 // New task: pick a class the online skalds advertise; its attachment schema becomes the form.
 // The API validates; its messages appear under the fields they name.
 
-import { ApiError, get, post } from "../api.js";
+import { get, post } from "../api.js";
 import { clear, fill, h } from "../dom.js";
-import { clearErrors, schemaFields, showErrors } from "../form.js";
+import { clearErrors, schemaFields, showRefusal } from "../form.js";
 import { go } from "../nav.js";
 import { errorBox, loading, notify, section } from "../ui.js";
 
@@ -100,14 +100,7 @@ export function createView(main, { query }) {
         notify(`Task ${created.name || created.id} created${note}`);
         go(`#/tasks/${encodeURIComponent(created.id)}`);
       } catch (err) {
-        const left = err instanceof ApiError ? showErrors(groups, err.details) : [];
-        if (!(err instanceof ApiError) || left.length || !err.details.length) {
-          fill(formError, 
-            h("p", {}, err.message),
-            left.length ? h("ul", {}, left.map((d) => h("li", {}, `${d.field}: ${d.message}`))) : null,
-          );
-          formError.hidden = false;
-        }
+        showRefusal(err, groups, formError);
       } finally {
         submit.disabled = false;
       }

@@ -3,10 +3,10 @@
 // A waiting task shows why it fits on no node (its `placement`), re-read when the stream says it changed
 // (task_placement) or its requirements changed (task_requirements); "Edit placement" changes them.
 
-import { ApiError, api, get, put, withQuery } from "../api.js";
+import { api, get, put, withQuery } from "../api.js";
 import { lineChart } from "../charts.js";
 import { clear, fill, throttle, fmtBytes, fmtTime, h, pretty, statusBadge } from "../dom.js";
-import { clearErrors, schemaFields, showErrors } from "../form.js";
+import { clearErrors, schemaFields, showErrors, showRefusal } from "../form.js";
 import { watchTask } from "../live.js";
 import { go } from "../nav.js";
 import { confirmAction, errorBox, facts, loading, notify, section } from "../ui.js";
@@ -197,11 +197,7 @@ export function taskView(main, { param: taskId, ctx }) {
         closePlacementForm();
         renderTask();
       } catch (err) {
-        const left = err instanceof ApiError ? showErrors([group], err.details) : [];
-        if (!(err instanceof ApiError) || left.length || !err.details.length) {
-          fill(formError, h("p", {}, err.message), left.length ? h("ul", {}, left.map((d) => h("li", {}, `${d.field}: ${d.message}`))) : null);
-          formError.hidden = false;
-        }
+        showRefusal(err, [group], formError);
       } finally {
         save.disabled = false;
       }
@@ -246,11 +242,7 @@ export function taskView(main, { param: taskId, ctx }) {
         notify("Attachments updated");
         renderTask();
       } catch (err) {
-        const left = err instanceof ApiError ? showErrors([group], err.details) : [];
-        if (!(err instanceof ApiError) || left.length || !err.details.length) {
-          fill(formError, h("p", {}, err.message), left.length ? h("ul", {}, left.map((d) => h("li", {}, `${d.field}: ${d.message}`))) : null);
-          formError.hidden = false;
-        }
+        showRefusal(err, [group], formError);
       } finally {
         save.disabled = false;
       }
