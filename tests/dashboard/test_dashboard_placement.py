@@ -11,6 +11,16 @@ except ImportError:  # the browser fixture skips (or fails under SKALDS_REQUIRE_
     expect = None
 
 
+def _waiting_for_two_gpus(dev) -> str:
+    """A long Counter needing two GPUs, once the dispatcher says why no node can take it."""
+    task_id = dev.create(className="Counter", attachments={"ticks": 600}, requires={"gpu": 2})["id"]
+    wait_for(
+        lambda: dev.http.get(f"/api/tasks/{task_id}").json()["placement"] == "no online node has gpu ≥ 2 free",
+        what="the reason",
+    )
+    return task_id
+
+
 def test_a_nodes_page_shows_its_labels_and_resources(new_page, tmp_path):
     # Given skalds dev whose node declares a zone and two GPUs, one of them used by a task
     dev = start_dev(tmp_path, SKALD_LABELS="zone=eu-1", SKALD_RESOURCES="gpu=2")
@@ -35,11 +45,7 @@ def test_a_waiting_tasks_page_says_why_and_follows_new_requirements_live(new_pag
     # Given skalds dev whose node has one GPU, and a task that needs two, so it waits
     dev = start_dev(tmp_path, SKALD_RESOURCES="gpu=1")
     try:
-        task_id = dev.create(className="Counter", attachments={"ticks": 600}, requires={"gpu": 2})["id"]
-        wait_for(
-            lambda: dev.http.get(f"/api/tasks/{task_id}").json()["placement"] == "no online node has gpu ≥ 2 free",
-            what="the reason",
-        )
+        task_id = _waiting_for_two_gpus(dev)
 
         # When its page is opened, Then it says why it waits and what it requires
         page = new_page()
@@ -74,11 +80,7 @@ def test_the_task_list_says_why_a_waiting_task_is_not_placed_and_follows_it_live
     try:
         running = dev.create(className="Counter", attachments={"ticks": 600}, requires={"gpu": 1})["id"]
         wait_for(lambda: dev.status(running) == "Running", what="the first task Running")
-        waiting = dev.create(className="Counter", attachments={"ticks": 600}, requires={"gpu": 2})["id"]
-        wait_for(
-            lambda: dev.http.get(f"/api/tasks/{waiting}").json()["placement"] == "no online node has gpu ≥ 2 free",
-            what="the reason",
-        )
+        waiting = _waiting_for_two_gpus(dev)
 
         # When the list is opened
         page = new_page()
@@ -108,11 +110,7 @@ def test_the_task_page_edits_the_placement_shows_refusals_and_warnings_and_follo
     # Given skalds dev whose node is in zone eu-1 with one GPU, and a task that needs two, so it waits
     dev = start_dev(tmp_path, SKALD_LABELS="zone=eu-1", SKALD_RESOURCES="gpu=1")
     try:
-        task_id = dev.create(className="Counter", attachments={"ticks": 600}, requires={"gpu": 2})["id"]
-        wait_for(
-            lambda: dev.http.get(f"/api/tasks/{task_id}").json()["placement"] == "no online node has gpu ≥ 2 free",
-            what="the reason",
-        )
+        task_id = _waiting_for_two_gpus(dev)
         page = new_page()
         page.goto(f"{dev.url}/#/tasks/{task_id}")
         expect(page.locator("#task-placement")).to_have_text("no online node has gpu ≥ 2 free")
