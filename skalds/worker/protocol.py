@@ -368,19 +368,16 @@ FROM_WORKER: Channel[FromWorker] = Channel(
     "worker → skald", Running, Heartbeat, UpdateOk, UpdateError, WorkerException, Final, Fenced, Logs, Done
 )
 
+#: Compact, and made once (``json.dumps`` with options builds an encoder per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_WORKER_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
 _CHANNELS: tuple[Channel[Any], ...] = (TO_FORKSERVER, FROM_FORKSERVER, TO_WORKER, FROM_WORKER)
 for _cls in {cls for channel in _CHANNELS for cls in channel.classes}:
     _wire = [f for f in fields(_cls) if not f.metadata.get("local")]
     _cls.wire_fields = tuple(f.name for f in _wire)
     _cls.readers = tuple((f.name, f.metadata.get("read", _as_sent)) for f in _wire)
     _cls.tag = _cls.kind.value  # a plain str: encode() then never goes through the enum
-
-#: Compact, and made once (``json.dumps`` with options builds an encoder per call).
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-_WORKER_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
-for _cls in {cls for channel in _CHANNELS for cls in channel.classes}:
     _cls.encoder = _WORKER_ENCODER if _cls in FROM_WORKER.classes else _ENCODER
 
 
