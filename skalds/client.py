@@ -21,7 +21,7 @@ from skalds.errors import TaskEnded
 from skalds.model.attachments import check_task
 from skalds.model.event import TaskEvent, UpdateTaskWorkerEvent
 from skalds.model.resources import check_labels, check_resources
-from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, Task, TaskLifecycleStatus, retried_later
+from skalds.model.task import FINAL_STATUSES, LIVE_STATUSES, Task, TaskLifecycleStatus, ended_for_good
 from skalds.utils.logging import logger
 
 S = TaskLifecycleStatus
@@ -116,7 +116,7 @@ class SkaldsClient(BackendClients):
             raise ValueError("give requires and / or node_selector (None for the class's own)")
 
         def change(t: Task) -> dict[str, Any] | None:
-            if t.lifecycle_status in FINAL_STATUSES and not retried_later(t, self.config.task_worker_retry):
+            if ended_for_good(t, self.config.task_worker_retry):
                 raise TaskEnded(f"task {t.id!r} is {t.lifecycle_status.value}: retry it before changing where it runs")
             return {k: v for k, v in changes.items() if getattr(t, k) != v} or None
 

@@ -50,8 +50,8 @@ from skalds.model.task import (
     ModeEnum,
     Task,
     TaskLifecycleStatus,
+    ended_for_good,
     now_ms,
-    retried_later,
     statuses_named,
 )
 from skalds.utils.logging import logger, mask_secrets, masked
@@ -479,11 +479,10 @@ class ControllerService(BackendClients):
     def _check_not_ended(self, task: Task, what: str) -> None:
         """TaskEnded unless a change of ``what`` can still matter: a Finished or Cancelled task, or
         a Failed one the dispatcher will not retry, never runs again unless someone retries it."""
-        status = task.lifecycle_status
-        if status not in FINAL_STATUSES or retried_later(task, self.config.task_worker_retry):
+        if not ended_for_good(task, self.config.task_worker_retry):
             return
         raise TaskEnded(
-            f"task {task.id!r} is {status.value}: nothing runs it any more, so {what} cannot "
+            f"task {task.id!r} is {task.lifecycle_status.value}: nothing runs it any more, so {what} cannot "
             f'change; retry it (PUT /api/tasks/{task.id}/status {{"status": "Created"}}) and then '
             "update them"
         )

@@ -169,6 +169,13 @@ class Task(BaseModel):
         return self.lifecycle_status
 
 
+def ended_for_good(task: Task, retry_budget: int) -> bool:
+    """Whether nothing runs ``task`` again unless someone retries it: Finished, Cancelled, or
+    Failed with no retry of the dispatcher's to come (:func:`retried_later`). Changing such a
+    task (its attachments, where it may run) can no longer matter."""
+    return task.lifecycle_status in FINAL_STATUSES and not retried_later(task, retry_budget)
+
+
 def retried_later(task: Task, retry_budget: int, now: int | None = None) -> bool:
     """Whether the controller's dispatcher will still retry this Failed task by itself: a Passive
     task with retries left (``retries`` below ``retry_budget``, ``TASK_WORKER_RETRY``) whose deadline
